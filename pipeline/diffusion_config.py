@@ -1,14 +1,428 @@
-"""Schema of ``game.kind: diffusion`` (pydantic only; no torch). Filled in by the workers work."""
+"""Schema of ``game.kind: diffusion`` (pydantic only; this module never imports torch).
+
+A diffusion game is the paper's job (Lin, Lu, Kim, Lee, ICLR 2025): train the full model θ* on all data
+(or load it), prune it once (θ~*), recover the pruned model on all data, then for each coalition S
+fine-tune the recovered model on S's data for K steps ("sparsified fine-tuning"), sample images from
+fixed noise seeds and measure every configured property on them.
+
+Sections (YAML keys under ``game:``)::
+
+    kind: diffusion
+    data:              where the images come from and who contributed them   (discriminated on `source`)
+    model:             the denoiser + noise scheduler                          (discriminated on `kind`)
+    train:             full-model training (θ*); skipped when `model.pretrained` is set
+    prune:             structured magnitude pruning (ratio, importance, norm)
+    recover:           recovery fine-tuning of the pruned model on all data
+    finetune:          the per-coalition job (`mode`: sparsified_ft | ft | retrain, steps K, lr, ...)
+    sampling:          scheduler (ddim | ddpm), steps, n_images, batch size, noise seed (shared by all S)
+    properties:        list of property names (built-ins or "module:function")
+    feature_extractor: what turns images into features/class probabilities     (discriminated on `kind`)
+    null_model:        what v(∅) measures (random_init | base)
+    device:            auto | cpu | cuda
+    precision:         fp32 | fp16 | bf16 (mixed precision on GPU only)
+
+Extension points (issue 5 appends variants in the marked sections below): a new data ``source``, a new
+model ``kind`` or a new ``feature_extractor`` ``kind`` is one pydantic class with a ``Literal``
+discriminator, added to the matching ``Union``; each class lists its local paths in ``paths()`` so that
+:meth:`DiffusionGameConfig.missing_paths` reports every missing file at once.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BUILTIN_PROPERTIES: tuple[str, ...] = ("fid", "log_fid", "kid", "inception_score", "diversity", "quality")
+"""Property names implemented in ``workers.properties`` (a ``"module:function"`` string adds your own)."""
 
 
-class DiffusionGameConfig(BaseModel):
-    """Placeholder schema: the workers issue defines data/model/train/prune/finetune/sampling/properties."""
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors (a typo never silently falls back to a default)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    def paths(self) -> dict[str, Path | None]:
+        """Local paths this section needs, as ``{dotted key: path}`` (None = not configured)."""
+        return {}
+
+
+# ----------------------------------------------------------------------------------------------------
+# data: contributor-labelled images
+# ----------------------------------------------------------------------------------------------------
+class PlantedContributor(_Section):
+    """An extra contributor added to the data on purpose, to check that valuation finds it.
+
+    Attributes:
+        kind: ``noise`` (images of i.i.d. uniform noise in [-1, 1]) or ``duplicates`` (near-copies of
+            ``n_sources`` real images with small Gaussian jitter).
+        name: contributor name; ids are ``planted-<name>``. The demo's harmful one contains "noise".
+        n_images: number of images the contributor owns (default 180, ~one digit class).
+        n_sources: for ``duplicates`` only: how many distinct real images are copied (default 5).
+        jitter: for ``duplicates`` only: std of the Gaussian jitter added to each copy (default 0.05).
+    """
+
+    kind: Literal["noise", "duplicates"]
+    name: str
+    n_images: int = Field(180, ge=1)
+    n_sources: int = Field(5, ge=1)
+    jitter: float = Field(0.05, ge=0.0)
+
+
+class DigitsSource(_Section):
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes; no download).
+
+    Attributes:
+        scheme: ``by_class`` (one contributor per digit class) or ``random:K`` (K contributors with
+            a seeded random, near-equal split of the images).
+        classes: keep only these digit classes (default: all 10). The fidelity study uses 5.
+        planted: extra contributors (noise, near-duplicates), appended after the genuine ones.
+        split_seed: seed of the ``random:K`` split and of the planted images (default 0).
+    """
+
+    source: Literal["digits"] = "digits"
+    scheme: str = "by_class"
+    classes: list[int] | None = None
+    planted: list[PlantedContributor] = Field(default_factory=list)
+    split_seed: int = 0
+
+    @field_validator("scheme")
+    @classmethod
+    def _check_scheme(cls, scheme: str) -> str:
+        if scheme == "by_class" or re.fullmatch(r"random:[1-9][0-9]*", scheme):
+            return scheme
+        raise ValueError(f"data.scheme={scheme!r} is not valid; use 'by_class' or 'random:K' (e.g. 'random:8')")
+
+    @field_validator("classes")
+    @classmethod
+    def _check_classes(cls, classes: list[int] | None) -> list[int] | None:
+        if classes is not None:
+            bad = [c for c in classes if c not in range(10)]
+            if bad or not classes or len(set(classes)) != len(classes):
+                raise ValueError(f"data.classes={classes} must be distinct digits 0..9 (non-empty)")
+        return classes
+
+
+class FolderSource(_Section):
+    """A local folder of images plus a CSV mapping each file to its contributor.
+
+    ``contributors_csv`` has a header and the columns ``file`` (path relative to ``root``) and
+    ``contributor`` (id); an optional ``name`` column gives display names. Images are converted to
+    ``channels`` channels, resized to ``image_size`` x ``image_size`` and scaled to [-1, 1].
+
+    Attributes:
+        root: folder with the images.
+        contributors_csv: mapping file (default ``<root>/contributors.csv``).
+        image_size: side in pixels after resizing (default 32).
+        channels: 1 (grayscale) or 3 (RGB) (default 3).
+    """
+
+    source: Literal["folder"] = "folder"
+    root: Path
+    contributors_csv: Path | None = None
+    image_size: int = Field(32, ge=4)
+    channels: Literal[1, 3] = 3
+
+    def csv_path(self) -> Path:
+        return self.contributors_csv if self.contributors_csv is not None else self.root / "contributors.csv"
+
+    def paths(self) -> dict[str, Path | None]:
+        return {"data.root": self.root, "data.contributors_csv": self.csv_path()}
+
+
+# >>> issue 5: append new data sources here (CIFAR-100 pickle, CelebA-HQ latents, ArtBench) and add them
+# >>> to DataConfig below. Each needs `source: Literal["..."]` and `paths()`.
+# <<< end of appended data sources
+
+DataConfig = Annotated[DigitsSource | FolderSource, Field(discriminator="source")]
+
+
+# ----------------------------------------------------------------------------------------------------
+# model: denoiser + noise scheduler
+# ----------------------------------------------------------------------------------------------------
+class UNetModelConfig(_Section):
+    """A diffusers ``UNet2DModel`` with a ``DDPMScheduler`` (pixel-space DDPM).
+
+    Attributes:
+        pretrained: local folder written by ``save_pretrained`` (``config.json`` +
+            ``diffusion_pytorch_model.safetensors``); when set it is θ* and ``train`` is skipped.
+        sample_size: image side (default 8 for the digits).
+        in_channels: image channels (default 1).
+        block_out_channels: channels per resolution (default (16, 32): 164k parameters).
+        layers_per_block: ResNet blocks per resolution (default 1).
+        down_block_types / up_block_types: diffusers block names (default one attention block at the
+            lowest resolution).
+        norm_num_groups: GroupNorm groups (default 4; must divide every channel count).
+        attention_head_dim: None = one head per attention layer (needed for pruning, see FACTS.md).
+        num_train_timesteps / beta_schedule / beta_start / beta_end: the DDPM noise schedule.
+    """
+
+    kind: Literal["unet"] = "unet"
+    pretrained: Path | None = None
+    sample_size: int = Field(8, ge=4)
+    in_channels: int = Field(1, ge=1)
+    block_out_channels: list[int] = Field(default_factory=lambda: [16, 32])
+    layers_per_block: int = Field(1, ge=1)
+    down_block_types: list[str] = Field(default_factory=lambda: ["DownBlock2D", "AttnDownBlock2D"])
+    up_block_types: list[str] = Field(default_factory=lambda: ["AttnUpBlock2D", "UpBlock2D"])
+    norm_num_groups: int = Field(4, ge=1)
+    attention_head_dim: int | None = None
+    num_train_timesteps: int = Field(1000, ge=10)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> UNetModelConfig:
+        n = len(self.block_out_channels)
+        if len(self.down_block_types) != n or len(self.up_block_types) != n:
+            raise ValueError(
+                f"model: block_out_channels has {n} entries but down_block_types has "
+                f"{len(self.down_block_types)} and up_block_types {len(self.up_block_types)}; give one per resolution"
+            )
+        bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+        if bad:
+            raise ValueError(
+                f"model.block_out_channels {bad} are not divisible by norm_num_groups={self.norm_num_groups}"
+            )
+        return self
+
+    def paths(self) -> dict[str, Path | None]:
+        return {"model.pretrained": self.pretrained}
+
+
+# >>> issue 5: append new model kinds here (ldm with a VQModel, sd_lora) and add them to ModelConfig.
+# <<< end of appended model kinds
+
+ModelConfig = Annotated[UNetModelConfig, Field(discriminator="kind")]
+
+
+# ----------------------------------------------------------------------------------------------------
+# training stages
+# ----------------------------------------------------------------------------------------------------
+class OptimConfig(_Section):
+    """One training stage (AdamW on the DDPM noise-prediction loss).
+
+    Attributes:
+        steps: optimiser steps (0 = skip the stage).
+        lr: learning rate (constant after ``warmup_steps``).
+        batch_size: images per step, drawn with replacement from the stage's data.
+        weight_decay: AdamW weight decay (default 0).
+        warmup_steps: linear warm-up steps (default 0).
+        ema_decay: if set (e.g. 0.999), keep an exponential moving average of the weights and use it
+            at the end of the stage (default None: the raw weights).
+    """
+
+    steps: int = Field(..., ge=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(128, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+
+
+class TrainConfig(OptimConfig):
+    """Full-model training θ* on all data (default 1,500 steps at lr 1e-3, batch 128)."""
+
+    steps: int = Field(1500, ge=0)
+
+
+class RecoverConfig(OptimConfig):
+    """Recovery fine-tuning of the pruned model on all data (default 400 steps at lr 1e-3)."""
+
+    steps: int = Field(400, ge=0)
+
+
+class PruneConfig(_Section):
+    """Structured pruning with torch-pruning (the output conv is never pruned).
+
+    Attributes:
+        ratio: fraction of channels removed per layer, 0 <= ratio < 1 (paper: 0.3). 0 disables pruning.
+        importance: ``magnitude`` (L-p norm of the weights, the paper's choice) or ``random``.
+        norm_p: p of the magnitude norm (1 or 2; default 2).
+        round_to: round every pruned channel count to a multiple of this (default: None; GroupNorm
+            groups are kept consistent by torch-pruning's dependency graph either way).
+        global_pruning: rank channels across layers instead of within each layer (default False).
+    """
+
+    ratio: float = Field(0.3, ge=0.0, lt=1.0)
+    importance: Literal["magnitude", "random"] = "magnitude"
+    norm_p: Literal[1, 2] = 2
+    round_to: int | None = Field(None, ge=1)
+    global_pruning: bool = False
+
+
+class FinetuneConfig(OptimConfig):
+    """The per-coalition job.
+
+    Attributes:
+        mode: ``sparsified_ft`` (fine-tune the pruned+recovered model: the paper's method),
+            ``ft`` (fine-tune the unpruned θ*) or ``retrain`` (train from random init on S only for
+            ``retrain_steps`` steps at ``retrain_lr``: the gold standard).
+        steps: K, fine-tuning steps for sparsified_ft / ft (default 50).
+        lr: fine-tuning learning rate (default 3e-4; FACTS.md: 1e-4..1e-3 for K=50).
+        batch_size: images per step (default 64).
+        retrain_steps: steps for ``retrain`` (default: ``train.steps``).
+        retrain_lr: lr for ``retrain`` (default: ``train.lr``).
+    """
+
+    mode: Literal["sparsified_ft", "ft", "retrain"] = "sparsified_ft"
+    steps: int = Field(50, ge=0)
+    lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(64, ge=1)
+    retrain_steps: int | None = Field(None, ge=1)
+    retrain_lr: float | None = Field(None, gt=0)
+
+
+class SamplingConfig(_Section):
+    """Image generation for every coalition.
+
+    Attributes:
+        scheduler: ``ddim`` (deterministic, eta 0; default) or ``ddpm`` (ancestral; slow).
+        steps: denoising steps (default 20; ignored for ddpm, which uses all training steps).
+        n_images: images generated per evaluation (default 500).
+        batch_size: images per forward pass (default 500).
+        noise_seed: seed of the initial noise; shared by every coalition (common random numbers).
+            Replicate r uses ``noise_seed + r``.
+    """
+
+    scheduler: Literal["ddim", "ddpm"] = "ddim"
+    steps: int = Field(20, ge=1)
+    n_images: int = Field(500, ge=2)
+    batch_size: int = Field(500, ge=1)
+    noise_seed: int = 1234
+
+
+# ----------------------------------------------------------------------------------------------------
+# feature extractor (FID/KID features + class probabilities)
+# ----------------------------------------------------------------------------------------------------
+class DigitsCNNExtractor(_Section):
+    """A small CNN trained on the real images during prepare (the demo's stand-in for Inception).
+
+    Features are the ``feature_dim`` pre-ReLU activations of its penultimate layer (32 avoids singular
+    covariance matrices, see FACTS.md); class probabilities come from its softmax head. The classes are
+    the labels of the data source (digit classes). Its held-out accuracy is reported by prepare.
+
+    Attributes:
+        feature_dim: width of the feature layer (default 32).
+        steps / lr / batch_size: training (default 600 steps, lr 3e-3, batch 128).
+        test_fraction: held-out fraction for the reported accuracy (default 0.2).
+    """
+
+    kind: Literal["digits_cnn"] = "digits_cnn"
+    feature_dim: int = Field(32, ge=2)
+    steps: int = Field(600, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(128, ge=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class InceptionExtractor(_Section):
+    """Inception-v3 from a local clean-fid TorchScript file (``inception-2015-12-05.pt``).
+
+    Features: the 2048-dim pool features; class probabilities: its 1008-way softmax. Images are resized to
+    299x299 and scaled to [0, 255] as clean-fid does. Never downloaded.
+    """
+
+    kind: Literal["inception"] = "inception"
+    weights: Path
+    batch_size: int = Field(100, ge=1)
+
+    def paths(self) -> dict[str, Path | None]:
+        return {"feature_extractor.weights": self.weights}
+
+
+# >>> issue 5: append new feature extractors here (CLIP / BLIP embeddings, aesthetic head).
+# <<< end of appended feature extractors
+
+FeatureExtractorConfig = Annotated[DigitsCNNExtractor | InceptionExtractor, Field(discriminator="kind")]
+
+
+# ----------------------------------------------------------------------------------------------------
+# the game
+# ----------------------------------------------------------------------------------------------------
+class DiffusionGameConfig(_Section):
+    """``game.kind: diffusion``: every setting of the prune / fine-tune / sample / measure job.
+
+    Attributes:
+        reference: which real images the reference statistics use: ``clean`` (the genuine data, without
+            planted contributors; default) or ``all`` (every training image).
+        null_model: v(∅): ``random_init`` (a seeded randomly initialised model of the full architecture)
+            or ``base`` (θ* itself, for settings where fine-tuning adds to a base model such as LoRA).
+
+    Example::
+
+        >>> DiffusionGameConfig.model_validate({"kind": "diffusion", "finetune": {"steps": 20}}).finetune.mode
+        'sparsified_ft'
+    """
+
     kind: Literal["diffusion"] = "diffusion"
+    data: DataConfig = Field(default_factory=DigitsSource)
+    model: ModelConfig = Field(default_factory=UNetModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    recover: RecoverConfig = Field(default_factory=RecoverConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    properties: list[str] = Field(default_factory=lambda: list(BUILTIN_PROPERTIES))
+    feature_extractor: FeatureExtractorConfig = Field(default_factory=DigitsCNNExtractor)
+    reference: Literal["clean", "all"] = "clean"
+    null_model: Literal["random_init", "base"] = "random_init"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+
+    @field_validator("properties")
+    @classmethod
+    def _check_properties(cls, properties: list[str]) -> list[str]:
+        if not properties:
+            raise ValueError(f"properties is empty; choose from {list(BUILTIN_PROPERTIES)} or 'module:function'")
+        bad = [p for p in properties if p not in BUILTIN_PROPERTIES and not re.fullmatch(r"[\w.]+:\w+", p)]
+        if bad:
+            raise ValueError(
+                f"properties {bad} are unknown; choose from {list(BUILTIN_PROPERTIES)} or give 'module:function'"
+            )
+        if len(set(properties)) != len(properties):
+            raise ValueError(f"properties {properties} has duplicates; list each property once")
+        return properties
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> DiffusionGameConfig:
+        problems = []
+        if self.model.kind == "unet" and self.data.source == "digits" and self.model.sample_size != 8:
+            problems.append(f"model.sample_size={self.model.sample_size} but digits are 8x8; set it to 8")
+        if self.model.kind == "unet" and self.data.source == "folder":
+            if self.model.sample_size != self.data.image_size:
+                problems.append(
+                    f"model.sample_size={self.model.sample_size} != data.image_size={self.data.image_size}; make them equal"
+                )
+            if self.model.in_channels != self.data.channels:
+                problems.append(
+                    f"model.in_channels={self.model.in_channels} != data.channels={self.data.channels}; make them equal"
+                )
+        if self.feature_extractor.kind == "digits_cnn" and self.data.source != "digits":
+            problems.append(
+                "feature_extractor.kind=digits_cnn needs data.source=digits (it trains on digit labels); "
+                "use kind: inception with a local weights file"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def missing_paths(self) -> list[str]:
+        """Every configured local path that does not exist, as ``"<key>: <path>"`` lines (all at once)."""
+        missing = []
+        for section in (self.data, self.model, self.feature_extractor):
+            for key, path in section.paths().items():
+                if path is not None and not Path(path).expanduser().exists():
+                    missing.append(f"{key}: {path}")
+        return missing
+
+    def retrain_steps(self) -> int:
+        """Steps of a ``retrain`` job (``finetune.retrain_steps`` or ``train.steps``)."""
+        return self.finetune.retrain_steps if self.finetune.retrain_steps is not None else self.train.steps
+
+    def retrain_lr(self) -> float:
+        """Learning rate of a ``retrain`` job (``finetune.retrain_lr`` or ``train.lr``)."""
+        return self.finetune.retrain_lr if self.finetune.retrain_lr is not None else self.train.lr

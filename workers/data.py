@@ -1,0 +1,234 @@
+"""Contributor-labelled image datasets.
+
+A :class:`ContributorDataset` is a tensor of images plus, for every image, the index of the contributor
+who owns it. Sources are registered by name with :func:`register_source`; :func:`load_dataset` dispatches
+on ``config.source``. Built-in sources:
+
+- ``digits``: scikit-learn's bundled 8x8 digits (1,797 images; no download). Schemes ``by_class`` (one
+  contributor per digit) and ``random:K``; optional planted contributors (``noise``, ``duplicates``).
+- ``folder``: a local folder of images plus ``contributors.csv`` (columns ``file,contributor[,name]``).
+
+Adding a source (issue 5)::
+
+    @register_source("cifar100")
+    def _load_cifar100(config: Cifar100Source) -> ContributorDataset: ...
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.games import Contributor
+
+SourceLoader = Callable[[Any], "ContributorDataset"]
+_SOURCES: dict[str, SourceLoader] = {}
+
+
+@dataclass
+class ContributorDataset:
+    """Images with one owner each.
+
+    Attributes:
+        images: float32 tensor, shape (N, C, H, W), values in [-1, 1].
+        contributor_index: int64 tensor, shape (N,); ``contributor_index[i]`` indexes ``contributors``.
+        contributors: the players, in mask order (every one owns >= 1 image).
+        labels: optional int64 tensor (N,) of class labels (digits: the digit; used to train the demo's
+            classifier), or None.
+        planted: bool tensor (N,), True for images of planted contributors (excluded from the ``clean``
+            reference set).
+        conditioning: optional per-image conditioning (e.g. prompts for text-to-image), or None.
+    """
+
+    images: torch.Tensor
+    contributor_index: torch.Tensor
+    contributors: list[Contributor]
+    labels: torch.Tensor | None = None
+    planted: torch.Tensor | None = None
+    conditioning: Any = None
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.contributor_index.shape != (n,):
+            raise ValueError(f"contributor_index has shape {tuple(self.contributor_index.shape)}, expected ({n},)")
+        counts = torch.bincount(self.contributor_index, minlength=len(self.contributors))
+        empty = [c.id for c, k in zip(self.contributors, counts.tolist(), strict=True) if k == 0]
+        if empty:
+            raise ValueError(f"contributors {empty} own no images; remove them or give them data")
+        if self.planted is None:
+            self.planted = torch.zeros(n, dtype=torch.bool)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def coalition_indices(self, mask: np.ndarray) -> torch.Tensor:
+        """Indices (int64, shape (m,)) of the images owned by the members of ``mask`` (bool, (n_players,))."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(self.contributors),):
+            raise ValueError(f"mask has shape {mask.shape}, expected ({len(self.contributors)},) (one entry per contributor)")
+        members = torch.as_tensor(np.flatnonzero(mask), dtype=torch.int64)
+        return torch.nonzero(torch.isin(self.contributor_index, members), as_tuple=False).flatten()
+
+    def clean_indices(self) -> torch.Tensor:
+        """Indices of the genuine (non-planted) images."""
+        return torch.nonzero(~self.planted, as_tuple=False).flatten()
+
+
+def register_source(name: str) -> Callable[[SourceLoader], SourceLoader]:
+    """Register ``loader(config) -> ContributorDataset`` for ``data.source == name``."""
+
+    def decorate(loader: SourceLoader) -> SourceLoader:
+        _SOURCES[name] = loader
+        return loader
+
+    return decorate
+
+
+def source_names() -> list[str]:
+    """Names of the registered data sources."""
+    return sorted(_SOURCES)
+
+
+def load_dataset(config: Any) -> ContributorDataset:
+    """Load the dataset described by ``config`` (a data section of ``DiffusionGameConfig``), cached per process."""
+    return _load_cached(type(config), config.model_dump_json())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(config_type: type, config_json: str) -> ContributorDataset:
+    config = config_type.model_validate_json(config_json)
+    loader = _SOURCES.get(config.source)
+    if loader is None:
+        raise ValueError(f"data.source={config.source!r} has no loader; registered: {source_names()}")
+    return loader(config)
+
+
+# ----------------------------------------------------------------------------------------------------
+# digits
+# ----------------------------------------------------------------------------------------------------
+def _planted_images(spec: Any, genuine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Images (n_images, 1, 8, 8) in [-1, 1] for one planted contributor."""
+    if spec.kind == "noise":
+        return rng.uniform(-1.0, 1.0, size=(spec.n_images, *genuine.shape[1:])).astype(np.float32)
+    if spec.kind == "duplicates":
+        sources = genuine[rng.choice(len(genuine), size=spec.n_sources, replace=False)]
+        copies = sources[np.arange(spec.n_images) % spec.n_sources]
+        jitter = rng.normal(0.0, spec.jitter, size=copies.shape)
+        return np.clip(copies + jitter, -1.0, 1.0).astype(np.float32)
+    raise ValueError(f"planted kind={spec.kind!r} is unknown; valid: ['noise', 'duplicates']")
+
+
+@register_source("digits")
+def _load_digits(config: Any) -> ContributorDataset:
+    """scikit-learn digits; see ``DigitsSource``. Contributor ids: ``class-d`` / ``random-k`` / ``planted-<name>``."""
+    from sklearn.datasets import load_digits
+
+    # 1. Real images, scaled from [0, 16] to [-1, 1], optionally restricted to some classes.
+    bunch = load_digits()
+    images = (bunch.images.astype(np.float32) / 16.0 * 2.0 - 1.0)[:, None]  # (N, 1, 8, 8)
+    labels = bunch.target.astype(np.int64)
+    if config.classes is not None:
+        keep = np.isin(labels, config.classes)
+        images, labels = images[keep], labels[keep]
+
+    # 2. Contributors of the genuine images.
+    rng = np.random.default_rng(config.split_seed)
+    if config.scheme == "by_class":
+        classes = sorted(set(labels.tolist()))
+        contributors = [Contributor(f"class-{c}", f"digit {c}", int((labels == c).sum())) for c in classes]
+        owner = np.searchsorted(np.asarray(classes), labels)
+    else:
+        k = int(re.fullmatch(r"random:(\d+)", config.scheme).group(1))
+        if k > len(images):
+            raise ValueError(f"data.scheme=random:{k} asks for more contributors than images ({len(images)})")
+        owner = rng.permutation(np.arange(len(images)) % k)
+        contributors = [Contributor(f"random-{j}", f"random part {j}", int((owner == j).sum())) for j in range(k)]
+
+    # 3. Planted contributors, appended after the genuine ones.
+    parts_images, parts_owner, parts_labels, parts_planted = [images], [owner], [labels], [np.zeros(len(images), bool)]
+    for spec in config.planted:
+        extra = _planted_images(spec, images, rng)
+        parts_images.append(extra)
+        parts_owner.append(np.full(len(extra), len(contributors)))
+        parts_labels.append(np.full(len(extra), -1))
+        parts_planted.append(np.ones(len(extra), bool))
+        contributors.append(Contributor(f"planted-{spec.name}", spec.name, len(extra)))
+    ids = [c.id for c in contributors]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"contributor ids {ids} are not unique; give planted contributors distinct names")
+
+    return ContributorDataset(
+        images=torch.from_numpy(np.concatenate(parts_images)),
+        contributor_index=torch.from_numpy(np.concatenate(parts_owner).astype(np.int64)),
+        contributors=contributors,
+        labels=torch.from_numpy(np.concatenate(parts_labels).astype(np.int64)),
+        planted=torch.from_numpy(np.concatenate(parts_planted)),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# folder
+# ----------------------------------------------------------------------------------------------------
+def _read_image(path: Path, *, size: int, channels: int, csv_path: Path, line: int) -> np.ndarray:
+    """One image as float32 (C, size, size) in [-1, 1]; a missing or unreadable file is a one-line error."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} (listed in {csv_path} line {line}) does not exist; fix the CSV or add the file")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            image = image.resize((size, size), Image.Resampling.BICUBIC)
+            array = np.asarray(image, dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(
+            f"image {path} (listed in {csv_path} line {line}) is corrupt or not an image ({error}); replace or remove it"
+        ) from None
+    array = array[None] if channels == 1 else array.transpose(2, 0, 1)
+    return array / 127.5 - 1.0
+
+
+@register_source("folder")
+def _load_folder(config: Any) -> ContributorDataset:
+    """Images listed in ``contributors.csv`` (``file,contributor[,name]``); contributors in sorted id order."""
+    # 1. Read the mapping file.
+    csv_path = Path(config.csv_path()).expanduser()
+    root = Path(config.root).expanduser()
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"data.contributors_csv: {csv_path} does not exist; write file,contributor rows there")
+    with csv_path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing_columns = {"file", "contributor"} - set(reader.fieldnames or [])
+        if missing_columns:
+            raise ValueError(f"{csv_path} lacks columns {sorted(missing_columns)}; the header must be file,contributor[,name]")
+        rows = [(line, row) for line, row in enumerate(reader, start=2)]
+    if not rows:
+        raise ValueError(f"{csv_path} lists no images; add file,contributor rows")
+
+    # 2. Contributors in sorted id order (stable on every worker), names from the optional column.
+    names: dict[str, str] = {}
+    for _, row in rows:
+        names.setdefault(row["contributor"], row.get("name") or row["contributor"])
+    ids = sorted(names)
+    position = {cid: j for j, cid in enumerate(ids)}
+
+    # 3. Images.
+    images = [
+        _read_image(root / row["file"], size=config.image_size, channels=config.channels, csv_path=csv_path, line=line)
+        for line, row in rows
+    ]
+    owner = np.asarray([position[row["contributor"]] for _, row in rows], dtype=np.int64)
+    contributors = [Contributor(cid, names[cid], int((owner == j).sum())) for j, cid in enumerate(ids)]
+    return ContributorDataset(
+        images=torch.from_numpy(np.stack(images).astype(np.float32)),
+        contributor_index=torch.from_numpy(owner),
+        contributors=contributors,
+    )

@@ -1,0 +1,142 @@
+"""Denoisers and noise schedulers, built from config or loaded from local folders (never downloaded).
+
+A *model kind* (``model.kind`` in the config) is registered with :func:`register_model` and provides four
+functions: build a randomly initialised model, load one from a local folder, save one (safetensors
+only), and build its training noise scheduler. The built-in kind ``unet`` is a diffusers
+``UNet2DModel`` with a ``DDPMScheduler``. Issue 5 adds ``ldm`` and ``sd_lora`` the same way::
+
+    register_model("ldm", ModelKind(build=..., load=..., save=..., scheduler=...))
+
+Checkpoint layout (``save_pretrained``): ``<folder>/config.json`` + ``diffusion_pytorch_model.safetensors``.
+A pruned model also has ``prune.json`` (see ``workers.pruning``); :func:`load_model` handles both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+PRUNE_NAME = "prune.json"
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """The four functions a model kind provides.
+
+    Attributes:
+        build: ``build(model_config) -> torch.nn.Module``, random init from the global torch RNG.
+        load: ``load(model_config, folder) -> torch.nn.Module`` from a local folder.
+        save: ``save(model, folder) -> None``, safetensors + config, no pickles.
+        scheduler: ``scheduler(model_config) -> diffusers.DDPMScheduler`` (training noise schedule).
+    """
+
+    build: Callable[[Any], torch.nn.Module]
+    load: Callable[[Any, Path], torch.nn.Module]
+    save: Callable[[torch.nn.Module, Path], None]
+    scheduler: Callable[[Any], Any]
+
+
+_KINDS: dict[str, ModelKind] = {}
+
+
+def register_model(kind: str, functions: ModelKind) -> None:
+    """Register the functions of ``model.kind == kind``."""
+    _KINDS[kind] = functions
+
+
+def model_kind(kind: str) -> ModelKind:
+    """The registered functions for ``kind``; an unknown kind is an error listing the valid ones."""
+    if kind not in _KINDS:
+        raise ValueError(f"model.kind={kind!r} is not registered; valid kinds: {sorted(_KINDS)}")
+    return _KINDS[kind]
+
+
+def build_model(config: Any, *, seed: int) -> torch.nn.Module:
+    """A randomly initialised model for ``config`` (a model section), seeded (same seed -> same weights)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return model_kind(config.kind).build(config)
+
+
+def load_model(config: Any, folder: Path) -> torch.nn.Module:
+    """Load a model saved by :func:`save_model` (or a pruned one, see ``workers.pruning``) from ``folder``."""
+    folder = Path(folder).expanduser()
+    if (folder / PRUNE_NAME).is_file():
+        from workers.pruning import load_pruned
+
+        return load_pruned(config, folder)
+    return model_kind(config.kind).load(config, folder)
+
+
+def save_model(config: Any, model: torch.nn.Module, folder: Path) -> None:
+    """Save ``model`` to ``folder`` (created) as config + safetensors."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model_kind(config.kind).save(model, folder)
+
+
+def build_scheduler(config: Any) -> Any:
+    """The training noise scheduler (``DDPMScheduler``) of ``config``."""
+    return model_kind(config.kind).scheduler(config)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------
+# kind "unet": diffusers UNet2DModel + DDPMScheduler
+# ----------------------------------------------------------------------------------------------------
+def _unet_kwargs(config: Any) -> dict[str, Any]:
+    return {
+        "sample_size": config.sample_size,
+        "in_channels": config.in_channels,
+        "out_channels": config.in_channels,
+        "layers_per_block": config.layers_per_block,
+        "block_out_channels": tuple(config.block_out_channels),
+        "down_block_types": tuple(config.down_block_types),
+        "up_block_types": tuple(config.up_block_types),
+        "norm_num_groups": config.norm_num_groups,
+        "attention_head_dim": config.attention_head_dim,
+    }
+
+
+def _build_unet(config: Any) -> torch.nn.Module:
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(**_unet_kwargs(config))
+
+
+def _load_unet(config: Any, folder: Path) -> torch.nn.Module:
+    from diffusers import UNet2DModel
+
+    missing = [str(folder / name) for name in ("config.json", WEIGHTS_NAME) if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"model checkpoint {folder} lacks {missing}; point model.pretrained at a folder written by save_pretrained"
+        )
+    return UNet2DModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+
+
+def _save_unet(model: torch.nn.Module, folder: Path) -> None:
+    model.save_pretrained(folder, safe_serialization=True)
+
+
+def _unet_scheduler(config: Any) -> Any:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_schedule=config.beta_schedule,
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+    )
+
+
+register_model("unet", ModelKind(build=_build_unet, load=_load_unet, save=_save_unet, scheduler=_unet_scheduler))
