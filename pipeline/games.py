@@ -86,3 +86,34 @@ class Game(Protocol):
                 random numbers); only ``replicate`` may shift them.
         """
         ...
+
+
+def build_game(config: Any, store_root: Any, *, search_paths: Any = ()) -> Game:
+    """Build the game a config names (no caching here; workers cache it per process).
+
+    Args:
+        config: a :class:`pipeline.config.Config`.
+        store_root: the store folder (``pathlib.Path``); diffusion artifacts live in ``<store>/artifacts``.
+        search_paths: folders searched first for a python game's module (the driver's working directory).
+
+    Returns:
+        a :class:`Game`: ``PythonGame`` for ``game.kind: python``, ``workers.game.DiffusionGame`` for
+        ``game.kind: diffusion`` (imported lazily: torch loads only on workers that need it).
+
+    Raises:
+        pipeline.config.ConfigError: for a kind this function does not know (lists the valid kinds).
+    """
+    from pathlib import Path
+
+    from pipeline.config import ConfigError
+
+    kind = getattr(config.game, "kind", None)
+    if kind == "python":
+        from pipeline.games_python import PythonGame
+
+        return PythonGame(config.game, search_paths=search_paths)
+    if kind == "diffusion":
+        from workers.game import DiffusionGame
+
+        return DiffusionGame(config.game, artifacts_dir=Path(store_root) / "artifacts", seed=config.seed)
+    raise ConfigError(f"game.kind: unknown kind {kind!r}; valid kinds: python, diffusion")

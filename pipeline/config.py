@@ -1,0 +1,436 @@
+"""Run configuration: YAML -> validated pydantic models, with hashes that decide what a store may hold.
+
+Load with :func:`load_config`; it reports every problem of a file at once, as one line per problem
+joined by `` | `` (key path, what is wrong, how to fix it). Unknown keys are errors.
+
+Top-level keys (all but ``game`` and ``design`` have defaults)::
+
+    name: airport-6                 # free text, shown in reports
+    store: runs/airport-6           # store folder (relative paths: from the working directory)
+    seed: 0                         # the one seed; per-job seeds are derived from it
+    game: {kind: python, target: "my_games:airport", n_players: 6}     # or kind: diffusion
+    design: {kind: leverage, budget: 64, seed: 0, options: {}}        # budget counts empty+full too
+    replicates: {coalition: 1, endpoints: 1}
+    estimators: [kernelshap]
+    level: 0.95
+    stopping: {ci_abs: null, ci_rel: null, round_size: null, max_rounds: 1, property: null}
+    ray: {address: null, num_cpus: 1, num_gpus: 0, max_in_flight: null, max_retries: 3,
+          retry_exceptions: [ConnectionError, TimeoutError], local_num_cpus: null, temp_dir: null}
+    evaluation: {holdout_alpha: 0.5, n_subsets: 50, seeds: [0], mode: finetune}
+
+Hashes:
+- :func:`config_hash` covers what changes the value of one coalition evaluation: the ``game`` section,
+  ``seed`` and ``replicates``. It names the folder of evaluations in the store, so a changed game never
+  mixes with old results.
+- :func:`plan_hash` covers the design (kind, effective seed, options) but not its budget: a grown budget
+  extends a store's plan; a changed design is refused.
+Neither covers the store path, name, ray sizing, estimators, level, stopping or evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.diffusion_config import DiffusionGameConfig
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ContribshapError",
+    "DesignConfig",
+    "PythonGameConfig",
+    "RayConfig",
+    "StoppingConfig",
+    "config_hash",
+    "load_config",
+    "plan_hash",
+    "resolve_store",
+    "save_resolved",
+]
+
+#: Designs :mod:`pipeline.sampling` implements (checked again against the module when it is importable).
+KNOWN_DESIGNS = ("exact", "shapley_kernel", "paired", "leverage", "uniform", "datamodel", "loo")
+#: Estimator methods :mod:`pipeline.estimators` implements.
+KNOWN_METHODS = ("kernelshap", "leverage_shap", "exact_shapley", "banzhaf_msr", "loo", "datamodel")
+#: Largest n for which the exact design (2^n coalitions) is accepted.
+EXACT_MAX_PLAYERS = 20
+
+
+class ContribshapError(Exception):
+    """Base class of the errors the CLI prints as one line on stderr (exit code 2)."""
+
+
+class ConfigError(ContribshapError):
+    """A config file (or a config-dependent store check) is invalid; the message lists every problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PythonGameConfig(_Strict):
+    """``game.kind: python``: a callable ``module:function`` mapping a bool mask (n_players,) to values.
+
+    Attributes:
+        target: ``"module:function"``; the module is imported with the working directory on sys.path.
+        n_players: number of contributors n >= 1.
+        names: optional display names (length n); ids are ``p0..p{n-1}``.
+        options: keyword arguments passed to the function after the mask (must be JSON-able).
+    """
+
+    kind: Literal["python"] = "python"
+    target: str
+    n_players: int = Field(ge=1)
+    names: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("target")
+    @classmethod
+    def _target_shape(cls, value: str) -> str:
+        module, sep, function = value.partition(":")
+        if not sep or not module or not function or not module.replace(".", "").replace("_", "a").isalnum():
+            raise ValueError(f"got {value!r}; use 'module:function', e.g. 'my_games:airport'")
+        return value
+
+
+GameConfig = Annotated[PythonGameConfig | DiffusionGameConfig, Field(discriminator="kind")]
+
+
+class DesignConfig(_Strict):
+    """The coalition design of the plan (see :func:`pipeline.sampling.sample_coalitions`).
+
+    Attributes:
+        kind: one of ``exact, shapley_kernel, paired, leverage, uniform, datamodel, loo``.
+        budget: total coalitions to evaluate, counting the empty and the full one (>= n + 2);
+            ``null`` for ``exact`` (2^n) and ``loo`` (n + 2).
+        seed: plan seed; defaults to the top-level ``seed``.
+        options: extra keyword arguments for the design (e.g. ``alpha`` for ``datamodel``).
+    """
+
+    kind: str
+    budget: int | None = Field(default=None, ge=1)
+    seed: int | None = Field(default=None, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in KNOWN_DESIGNS:
+            raise ValueError(f"unknown design {value!r}; valid designs: {', '.join(KNOWN_DESIGNS)}")
+        return value
+
+
+class ReplicatesConfig(_Strict):
+    """Evaluations per coalition: ``coalition`` for sampled ones, ``endpoints`` for the empty/full one."""
+
+    coalition: int = Field(default=1, ge=1)
+    endpoints: int = Field(default=1, ge=1)
+
+
+class StoppingConfig(_Strict):
+    """Adaptive rounds. Without a CI target the whole budget is planned in one round.
+
+    Attributes:
+        ci_abs: stop when the largest CI half-width is <= this (property units).
+        ci_rel: stop when the largest CI half-width is <= ci_rel * |v_full - v_empty|.
+        round_size: coalitions planned per round (default: budget / max_rounds).
+        max_rounds: most rounds (>= 1).
+        property: property whose CI is checked (default: every property must meet the target).
+        method: estimator whose CI is checked (default: the first of ``estimators``).
+    """
+
+    ci_abs: float | None = Field(default=None, gt=0)
+    ci_rel: float | None = Field(default=None, gt=0)
+    round_size: int | None = Field(default=None, ge=1)
+    max_rounds: int = Field(default=1, ge=1)
+    property: str | None = None
+    method: str | None = None
+
+
+class RayConfig(_Strict):
+    """Ray Core settings (none of them change results).
+
+    Attributes:
+        address: ``null`` starts a quiet local instance on 127.0.0.1; ``auto`` joins the cluster this
+            process runs on; ``host:port`` joins that cluster.
+        num_cpus / num_gpus: resources per evaluation task (fractional GPUs allowed, e.g. 0.25).
+        max_in_flight: most tasks submitted at once; ``null`` = 2 x the cluster's slots, re-read as
+            nodes join.
+        max_retries: Ray retries per task for worker deaths and for ``retry_exceptions``.
+        retry_exceptions: exception class names (or base class names) treated as transient.
+        local_num_cpus: CPUs of a local instance (``null``: all of this machine's).
+        temp_dir: Ray session folder of a local instance (``null``: Ray's default).
+        heartbeat_s: how often the driver refreshes ``driver.lock``; a lock older than
+            ``stale_lock_s`` is taken over.
+    """
+
+    address: str | None = None
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    max_in_flight: int | None = Field(default=None, ge=1)
+    max_retries: int = Field(default=3, ge=0)
+    retry_exceptions: list[str] = Field(default_factory=lambda: ["ConnectionError", "TimeoutError"])
+    local_num_cpus: int | None = Field(default=None, ge=1)
+    temp_dir: str | None = None
+    heartbeat_s: float = Field(default=10.0, gt=0)
+    stale_lock_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _fractional_gpu(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(f"got {value}; use a fraction in (0, 1] or a whole number of GPUs")
+        return value
+
+
+class EvaluationConfig(_Strict):
+    """Settings read by ``contribshap evaluate`` (LDS and counterfactuals; see docs/evaluation.md).
+
+    Attributes:
+        holdout_alpha: fraction of contributors kept in each held-out subset, in (0, 1).
+        n_subsets: number of held-out subsets.
+        seeds: replicate seeds for held-out evaluations.
+        mode: ``finetune`` (sparsified fine-tuning, as the run) or ``retrain`` (ground truth).
+    """
+
+    holdout_alpha: float = Field(default=0.5, gt=0, lt=1)
+    n_subsets: int = Field(default=50, ge=2)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    mode: Literal["finetune", "retrain"] = "finetune"
+
+
+class Config(_Strict):
+    """A whole run. See the module docstring for the YAML layout."""
+
+    name: str = "contribshap-run"
+    store: str = "runs/contribshap-run"
+    seed: int = Field(default=0, ge=0)
+    game: GameConfig
+    design: DesignConfig
+    replicates: ReplicatesConfig = Field(default_factory=ReplicatesConfig)
+    estimators: list[str] = Field(default_factory=lambda: ["kernelshap"], min_length=1)
+    level: float = Field(default=0.95, gt=0, lt=1)
+    stopping: StoppingConfig = Field(default_factory=StoppingConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @field_validator("estimators")
+    @classmethod
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in KNOWN_METHODS]
+        if unknown:
+            raise ValueError(f"unknown method {unknown[0]!r}; valid methods: {', '.join(KNOWN_METHODS)}")
+        return value
+
+    # --- derived values -------------------------------------------------------------------------------
+    def n_players(self) -> int | None:
+        """Number of contributors when the config alone tells it (python games), else None."""
+        return _n_players(self.game)
+
+    def plan_seed(self) -> int:
+        """Seed of the coalition design: ``design.seed`` if given, else ``seed``."""
+        return self.seed if self.design.seed is None else self.design.seed
+
+
+def _n_players(game: Any) -> int | None:
+    for attr in ("n_players", "n_contributors"):
+        value = getattr(game, attr, None)
+        if callable(value):
+            value = value()
+        if isinstance(value, int):
+            return value
+    return None
+
+
+# --- hashing -------------------------------------------------------------------------------------------
+def _digest(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: Config) -> str:
+    """16 hex chars over ``game``, ``seed`` and ``replicates`` (what changes a coalition's value)."""
+    return _digest(
+        {
+            "game": cfg.game.model_dump(mode="json"),
+            "seed": cfg.seed,
+            "replicates": cfg.replicates.model_dump(mode="json"),
+        }
+    )
+
+
+def plan_hash(cfg: Config) -> str:
+    """16 hex chars over the design kind, effective plan seed and options (not the budget)."""
+    return _digest({"kind": cfg.design.kind, "seed": cfg.plan_seed(), "options": cfg.design.options})
+
+
+def variant_hash(overrides: dict[str, Any]) -> str:
+    """8 hex chars naming a derived game (``<config_hash>-<variant>``) built with ``overrides``."""
+    return _digest(overrides)[:8]
+
+
+# --- loading ----------------------------------------------------------------------------------------------
+def _loc(loc: tuple[Any, ...]) -> str:
+    """pydantic error location -> dotted key path (drops the union tag pydantic inserts)."""
+    parts = [str(p) for p in loc if p not in ("python", "diffusion")]
+    return ".".join(parts) if parts else "<top>"
+
+
+def _pydantic_problems(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        key = _loc(item["loc"])
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            problems.append(f"{key}: unknown key; remove it or check its spelling")
+        elif kind == "missing":
+            problems.append(f"{key}: required key is missing; add it")
+        elif kind == "union_tag_invalid":
+            tag = item["ctx"].get("tag") if item.get("ctx") else None
+            problems.append(f"{key}.kind: unknown game kind {tag!r}; valid kinds: python, diffusion")
+        elif kind == "union_tag_not_found":
+            problems.append(f"{key}.kind: required key is missing; valid kinds: python, diffusion")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            got = "" if "got " in message else f" (got {item.get('input')!r})"
+            problems.append(f"{key}: {message}{got}")
+    return problems
+
+
+def _semantic_problems(cfg: Config, *, check_paths: bool) -> list[str]:
+    """Checks that need several keys at once (budget vs n, stopping vs estimators, local paths)."""
+    problems: list[str] = []
+    n = cfg.n_players()
+    design = cfg.design
+    # 1. budget against the number of players
+    if n is not None:
+        if design.kind == "exact" and n > EXACT_MAX_PLAYERS:
+            problems.append(
+                f"design.kind: exact needs 2^{n} coalitions; use n_players <= {EXACT_MAX_PLAYERS} "
+                "or a sampling design such as leverage"
+            )
+        if design.kind not in ("exact", "loo"):
+            if design.budget is None:
+                problems.append(f"design.budget: required for design {design.kind!r}; set it to >= {n + 2}")
+            elif design.budget < n + 2:
+                problems.append(
+                    f"design.budget: {design.budget} is below n+2 = {n + 2} (n = {n} players plus the "
+                    f"empty and full coalitions); use budget >= {n + 2}"
+                )
+        names = getattr(cfg.game, "names", None)
+        if names is not None and len(names) != n:
+            problems.append(f"game.names: {len(names)} names for n_players = {n}; give exactly {n}")
+        if design.kind not in ("exact", "loo") and n >= 2:
+            from pipeline.sampling import sample_coalitions
+
+            try:
+                sample_coalitions(n, 0, design.kind, seed=cfg.plan_seed(), **design.options)
+            except (ValueError, TypeError) as error:
+                problems.append(f"design.options: {str(error).rstrip('.')}")
+    # 2. stopping refers to configured methods
+    if cfg.stopping.method is not None and cfg.stopping.method not in cfg.estimators:
+        problems.append(
+            f"stopping.method: {cfg.stopping.method!r} is not in estimators {cfg.estimators}; "
+            "use one of them"
+        )
+    if cfg.stopping.max_rounds > 1 and cfg.stopping.ci_abs is None and cfg.stopping.ci_rel is None:
+        problems.append("stopping.max_rounds: > 1 needs a CI target; set stopping.ci_abs or stopping.ci_rel")
+    if "exact_shapley" in cfg.estimators and design.kind != "exact":
+        problems.append(
+            f"estimators: exact_shapley needs design.kind: exact (got {design.kind!r}); "
+            "remove it or use the exact design"
+        )
+    # 3. local paths: the python target module, and every path the diffusion schema names
+    if check_paths:
+        problems.extend(_path_problems(cfg))
+    return problems
+
+
+def _path_problems(cfg: Config) -> list[str]:
+    problems = []
+    if isinstance(cfg.game, PythonGameConfig):
+        module = cfg.game.target.partition(":")[0]
+        top = module.split(".")[0]
+        sys.path.insert(0, os.getcwd())
+        try:
+            found = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            found = False
+        finally:
+            sys.path.remove(os.getcwd())
+        if not found:
+            problems.append(
+                f"game.target: module {module!r} not found in the working directory {os.getcwd()} "
+                "or on PYTHONPATH; run from its folder or add it to PYTHONPATH"
+            )
+    missing_paths = getattr(cfg.game, "missing_paths", None)
+    if callable(missing_paths):
+        for line in missing_paths():
+            key, _, path = str(line).partition(": ")
+            problems.append(f"game.{key}: path {path} does not exist; fix the path or create the file")
+    return problems
+
+
+def parse_config(raw: Any, *, source: str = "<config>", check_paths: bool = True) -> Config:
+    """Validate a mapping (already-parsed YAML); raises :class:`ConfigError` listing every problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the file must be a YAML mapping of keys (got {type(raw).__name__})")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as error:
+        problems = _pydantic_problems(error)
+        raise ConfigError(f"{source}: " + " | ".join(problems)) from None
+    problems = _semantic_problems(cfg, check_paths=check_paths)
+    if problems:
+        raise ConfigError(f"{source}: " + " | ".join(problems))
+    return cfg
+
+
+def load_config(path: str | Path, *, check_paths: bool = True) -> Config:
+    """Read and validate a YAML config.
+
+    Args:
+        path: the YAML file.
+        check_paths: also check that local paths exist (the python target module, data/weights paths).
+
+    Raises:
+        ConfigError: one line: ``<file>: <key>: <problem>; <fix> | <key>: ...`` (every problem at once).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a YAML config")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    return parse_config(raw, source=str(path), check_paths=check_paths)
+
+
+def resolve_store(cfg: Config, override: str | Path | None = None) -> Path:
+    """Absolute store folder (relative paths resolve from the working directory)."""
+    return Path(override if override is not None else cfg.store).expanduser().resolve()
+
+
+def save_resolved(cfg: Config, path: Path) -> None:
+    """Write the resolved config (all defaults filled in) as YAML, atomically."""
+    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for an int/float (not bool) that is finite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,266 @@
+"""The coalition plan: ``<store>/plan.parquet``, written before any dispatch, grown in rounds.
+
+One row per planned coalition and section (schema in docs/ARCHITECTURE.md). Sections:
+
+- ``endpoint``: the empty and the full coalition (always evaluated, ``replicates.endpoints`` times);
+- ``estimate``: rows of the design (``design.kind``), the only rows the estimators see besides endpoints;
+- ``holdout`` / ``counterfactual``: rows planned by ``contribshap evaluate`` (never fed to estimators).
+
+Budget: ``design.budget`` counts coalition draws *including* the two endpoints, so the design draws
+``budget - 2`` coalitions (``exact``: all 2^n - 2; ``loo``: n). Draws that repeat a coalition are merged
+into one row whose ``weight`` counts them. Rounds ask :func:`pipeline.sampling.sample_coalitions` for a
+larger budget with the same seed; it is prefix-stable, so earlier rows never change.
+
+Keys and seeds:
+- ``coalition_key(ids)``: first 16 hex chars of sha256 of the sorted member ids joined by ``\\x1f``.
+- ``derive_seed(seed, key, replicate)``: ``np.random.SeedSequence`` over (seed, key, replicate): a job's
+  randomness never depends on the order jobs run or finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.store import Store, StoreError, atomic_write_table
+
+__all__ = [
+    "ESTIMATOR_SECTIONS",
+    "PLAN_SCHEMA",
+    "SECTIONS",
+    "Job",
+    "add_section_rows",
+    "coalition_key",
+    "derive_seed",
+    "extend_plan",
+    "jobs_for",
+    "mask_from_str",
+    "mask_to_str",
+    "read_plan",
+    "round_budgets",
+    "write_plan",
+]
+
+SECTIONS = ("endpoint", "estimate", "holdout", "counterfactual")
+#: Sections whose evaluations feed the estimators.
+ESTIMATOR_SECTIONS = ("endpoint", "estimate")
+PLAN_SCHEMA = pa.schema(
+    [
+        ("coalition_key", pa.string()),
+        ("mask", pa.string()),
+        ("size", pa.int32()),
+        ("section", pa.string()),
+        ("round", pa.int32()),
+        ("design", pa.string()),
+        ("weight", pa.float64()),
+        ("replicates", pa.int32()),
+    ]
+)
+
+
+def coalition_key(member_ids: Iterable[str]) -> str:
+    """16 hex chars naming a coalition by its members' ids (order-free; the empty set has a key)."""
+    return hashlib.sha256("\x1f".join(sorted(member_ids)).encode()).hexdigest()[:16]
+
+
+def mask_to_str(mask: Sequence[bool] | np.ndarray) -> str:
+    """bool mask (n,) -> ``'0101...'``."""
+    return "".join("1" if bool(m) else "0" for m in mask)
+
+
+def mask_from_str(text: str) -> np.ndarray:
+    """``'0101...'`` -> bool mask (n,)."""
+    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
+
+
+def key_of_mask(mask: Sequence[bool] | np.ndarray, ids: Sequence[str]) -> str:
+    return coalition_key(i for i, m in zip(ids, mask, strict=True) if m)
+
+
+def derive_seed(seed: int, key: str, replicate: int) -> int:
+    """Job seed in [0, 2^63) from the config seed, the coalition key (hex) and the replicate index."""
+    sequence = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(key, 16), int(replicate)))
+    low, high = sequence.generate_state(2, dtype=np.uint32)
+    return int((int(high) << 32 | int(low)) & (2**63 - 1))
+
+
+# --- reading / writing ---------------------------------------------------------------------------------------
+def read_plan(store: Store) -> list[dict[str, Any]]:
+    """Plan rows (empty list when no plan was written yet); :class:`StoreError` when unreadable."""
+    if not store.plan_path.is_file():
+        return []
+    try:
+        return pq.read_table(store.plan_path).to_pylist()
+    except Exception as error:
+        raise StoreError(
+            f"{store.plan_path} is unreadable ({type(error).__name__}); it was written atomically, so the "
+            "disk or a copy tool broke it: restore it, or use a new store / --force-new"
+        ) from None
+
+
+def write_plan(store: Store, rows: list[dict[str, Any]]) -> None:
+    """Write all plan rows atomically (sorted by section order, round, then key)."""
+    order = {s: i for i, s in enumerate(SECTIONS)}
+    rows = sorted(rows, key=lambda r: (order.get(r["section"], 99), r["round"], r["coalition_key"]))
+    table = pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)
+    atomic_write_table(store.plan_path, table)
+
+
+# --- building -----------------------------------------------------------------------------------------------
+def _sample_budget(design_kind: str, n: int, budget: int | None) -> int:
+    """Design draws (without endpoints) the whole budget allows."""
+    if design_kind == "exact":
+        return 2**n - 2
+    if design_kind == "loo":
+        return n
+    assert budget is not None
+    return budget - 2
+
+
+def round_budgets(design_kind: str, n: int, budget: int | None, *, round_size: int | None, max_rounds: int) -> list[int]:
+    """Cumulative design draws requested after each round, e.g. ``[20, 40, 62]``.
+
+    Args:
+        design_kind: ``design.kind``.
+        n: number of players.
+        budget: ``design.budget`` (endpoints included; None for exact / loo).
+        round_size: draws per round (default: total / max_rounds, rounded up).
+        max_rounds: most rounds.
+    """
+    total = _sample_budget(design_kind, n, budget)
+    if design_kind in ("exact", "loo"):
+        return [total]
+    size = round_size if round_size is not None else math.ceil(total / max_rounds)
+    cumulative = []
+    for k in range(max_rounds):
+        cumulative.append(min(total, (k + 1) * size))
+        if cumulative[-1] >= total:
+            break
+    return cumulative
+
+
+def _sample(design_kind: str, n: int, draws: int, seed: int, options: dict[str, Any]) -> np.ndarray:
+    from pipeline.sampling import sample_coalitions
+
+    if design_kind == "exact":
+        masks = sample_coalitions(n, 2**n, "exact", seed=seed, **options)
+    else:
+        masks = sample_coalitions(n, draws, design_kind, seed=seed, **options)
+    masks = np.asarray(masks, dtype=bool).reshape(-1, n)
+    keep = (masks.sum(axis=1) > 0) & (masks.sum(axis=1) < n)
+    return masks[keep]
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What :func:`extend_plan` should plan (from the config)."""
+
+    design: str
+    n_players: int
+    draws: int
+    seed: int
+    options: dict[str, Any]
+    replicates_coalition: int
+    replicates_endpoints: int
+
+
+def extend_plan(rows: list[dict[str, Any]], ids: Sequence[str], request: PlanRequest, *, round_index: int) -> tuple[list[dict[str, Any]], int]:
+    """Plan rows after asking the design for ``request.draws`` draws in total.
+
+    Endpoints are added when missing. New coalitions get ``round = round_index``; coalitions already
+    planned keep their round; ``weight`` is recomputed from all draws (their multiplicity).
+
+    Returns:
+        (new rows list, number of coalitions added).
+    """
+    n = request.n_players
+    by_id = {(r["section"], r["coalition_key"]): dict(r) for r in rows}
+    added = 0
+    # 1. endpoints
+    for mask in (np.zeros(n, dtype=bool), np.ones(n, dtype=bool)):
+        key = key_of_mask(mask, ids)
+        if ("endpoint", key) not in by_id:
+            by_id[("endpoint", key)] = {
+                "coalition_key": key, "mask": mask_to_str(mask), "size": int(mask.sum()),
+                "section": "endpoint", "round": 0, "design": "endpoint", "weight": 1.0,
+                "replicates": request.replicates_endpoints,
+            }
+            added += 1
+    # 2. the design's draws, merged by key (weight = multiplicity)
+    masks = _sample(request.design, n, request.draws, request.seed, request.options)
+    counts: dict[str, int] = {}
+    first: dict[str, np.ndarray] = {}
+    for mask in masks:
+        key = key_of_mask(mask, ids)
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, mask)
+    for key, count in counts.items():
+        existing = by_id.get(("estimate", key))
+        if existing is not None:
+            existing["weight"] = float(count)
+            continue
+        mask = first[key]
+        by_id[("estimate", key)] = {
+            "coalition_key": key, "mask": mask_to_str(mask), "size": int(mask.sum()),
+            "section": "estimate", "round": int(round_index), "design": request.design,
+            "weight": float(count), "replicates": request.replicates_coalition,
+        }
+        added += 1
+    return list(by_id.values()), added
+
+
+def add_section_rows(
+    rows: list[dict[str, Any]], ids: Sequence[str], masks: np.ndarray, *, section: str, replicates: int = 1,
+) -> list[dict[str, Any]]:
+    """Plan rows for ``masks`` (bool, shape (m, n)) under ``section`` (holdout / counterfactual / ...)."""
+    if section not in SECTIONS:
+        raise StoreError(f"section {section!r} is not valid; valid sections: {', '.join(SECTIONS)}")
+    by_id = {(r["section"], r["coalition_key"]): dict(r) for r in rows}
+    round_index = max((r["round"] for r in rows), default=0)
+    for mask in np.asarray(masks, dtype=bool):
+        key = key_of_mask(mask, ids)
+        row = by_id.get((section, key))
+        if row is not None:
+            row["replicates"] = max(int(row["replicates"]), int(replicates))
+            continue
+        by_id[(section, key)] = {
+            "coalition_key": key, "mask": mask_to_str(mask), "size": int(mask.sum()), "section": section,
+            "round": int(round_index), "design": section, "weight": 1.0, "replicates": int(replicates),
+        }
+    return list(by_id.values())
+
+
+@dataclass(frozen=True)
+class Job:
+    """One evaluation to run: a coalition and a replicate index, with its derived seed."""
+
+    coalition_key: str
+    mask: str
+    size: int
+    replicate: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coalition_key": self.coalition_key, "mask": self.mask, "size": self.size,
+                "replicate": self.replicate, "seed": self.seed}
+
+
+def jobs_for(rows: Iterable[dict[str, Any]], *, seed: int, sections: Sequence[str] = ESTIMATOR_SECTIONS) -> list[Job]:
+    """Every (coalition, replicate) the plan wants in ``sections`` (one job per key and replicate)."""
+    wanted: dict[tuple[str, int], Job] = {}
+    for row in rows:
+        if row["section"] not in sections:
+            continue
+        for replicate in range(int(row["replicates"])):
+            job_id = (row["coalition_key"], replicate)
+            if job_id not in wanted:
+                wanted[job_id] = Job(row["coalition_key"], row["mask"], int(row["size"]), replicate,
+                                     derive_seed(seed, row["coalition_key"], replicate))
+    return list(wanted.values())
