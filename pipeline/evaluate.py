@@ -24,8 +24,11 @@ reach the estimators. The numpy part of this module (``lds_score``, ``counterfac
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -212,3 +215,521 @@ def relative_change(v_after: np.ndarray, v_full: np.ndarray, *, level: float = 0
     else:
         lo = hi = math.nan
     return {"value": mean, "ci_low": lo, "ci_high": hi, "n_seeds": s, "absolute": float(diff.mean())}
+
+
+def orient(scores: np.ndarray, masks: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Give an unsigned score (e.g. a similarity) the sign that fits the property, on training rows.
+
+    The sign is that of Spearman(masks @ scores, values) on the *estimate* rows (never on held-out rows),
+    so a similarity that lowers FID is turned into a negative credit for FID, like a Shapley value.
+
+    Args:
+        scores: float array (n,). masks: bool array (m, n). values: float array (m,) (NaN skipped).
+
+    Returns:
+        ``(sign * scores, sign)`` with sign in {+1.0, -1.0} (+1 when the correlation is NaN).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values)
+    rho = spearman(masks[ok].astype(float) @ np.nan_to_num(scores), values[ok]) if ok.sum() >= 3 else math.nan
+    sign = -1.0 if (math.isfinite(rho) and rho < 0) else 1.0
+    return sign * np.asarray(scores, dtype=float), sign
+
+
+# --------------------------------------------------------------------------------------------------------
+# reading a store (shared with pipeline.report)
+# --------------------------------------------------------------------------------------------------------
+def mask_from_string(text: str) -> np.ndarray:
+    """'0101' -> bool array (n,) (the store's mask encoding)."""
+    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
+
+
+def mask_to_string(mask: np.ndarray) -> str:
+    """bool array (n,) -> '0101'."""
+    return "".join("1" if b else "0" for b in np.asarray(mask, dtype=bool))
+
+
+def load_estimates(root: Path) -> dict[str, Any]:
+    """``<store>/estimates/estimates.json`` (the ``reduce --json`` document).
+
+    Raises:
+        FileNotFoundError: one line naming the file and the command that writes it.
+    """
+    path = Path(root) / "estimates" / "estimates.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run `contribshap reduce {root}` first")
+    doc = json.loads(path.read_text())
+    return doc.get("properties", doc) if isinstance(doc, dict) else {}
+
+
+def load_evaluation(root: Path) -> dict[str, Any] | None:
+    """``<store>/estimates/evaluation.json`` or None when ``contribshap evaluate`` has not run."""
+    path = Path(root) / "estimates" / "evaluation.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_plan(root: Path) -> list[dict[str, Any]]:
+    """Rows of ``plan.parquet`` in plan order ([] when there is no plan)."""
+    import pyarrow.parquet as pq
+
+    path = Path(root) / "plan.parquet"
+    return pq.read_table(path).to_pylist() if path.is_file() else []
+
+
+def read_all_evals(root: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Every readable evaluation row of every namespace, and the unreadable file names (read-only)."""
+    from pipeline.store import Store
+
+    store = Store(root)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    unreadable: list[str] = []
+    for namespace in store.namespaces():
+        scan = store.scan(namespace, update_index=False, warn=False)
+        rows[namespace] = scan.rows
+        unreadable += [f"{namespace}/{name}" for name in scan.unreadable]
+    return rows, unreadable
+
+
+@dataclass
+class MainRows:
+    """The main game's evaluations, arranged for estimators and baselines.
+
+    Attributes:
+        masks: bool (m, n): one row per ok evaluation of an ``estimate``-section coalition, in plan order
+            (replicates next to each other).
+        values: property -> float (m,).
+        other_masks / other_values: ok evaluations of the main namespace outside the estimate section
+            (e.g. LOO and singleton rows), same layout.
+        v_empty / v_full: property -> mean over ok replicates of the endpoints (NaN if missing).
+    """
+
+    masks: np.ndarray
+    values: dict[str, np.ndarray]
+    other_masks: np.ndarray
+    other_values: dict[str, np.ndarray]
+    v_empty: dict[str, float]
+    v_full: dict[str, float]
+
+
+def main_rows(root: Path, manifest: dict[str, Any], rows: list[dict[str, Any]]) -> MainRows:
+    """Split the main namespace's ok rows into estimate rows (plan order) and the rest.
+
+    Args:
+        root: store folder (its ``plan.parquet`` gives the order and the sections).
+        manifest: the store manifest (contributors, property names).
+        rows: the main namespace's evaluation rows (``Store.scan(config_hash).rows``).
+    """
+    n = len(manifest.get("contributors") or [])
+    props = list(manifest.get("property_names") or [])
+    if not props:  # python games learn their names from the first evaluation
+        reserved = {"coalition_key", "mask", "size", "replicate", "seed", "status", "error", "attempt",
+                    "finetune_s", "sample_s", "eval_s", "wall_s", "worker", "started_at", "finished_at", "info",
+                    "section", "namespace"}
+        props = sorted({k for r in rows for k in r if k not in reserved})
+    ok = [r for r in rows if r.get("status") == "ok"]
+    by_mask: dict[str, list[dict[str, Any]]] = {}
+    for r in ok:
+        by_mask.setdefault(r["mask"], []).append(r)
+    plan = read_plan(root)
+    estimate_keys = design_order([p["mask"] for p in plan if p.get("section", "estimate") == "estimate"], root)
+    estimate_set = set(estimate_keys)
+    empty, full = "0" * n, "1" * n
+
+    def _arrange(mask_strings: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        picked = [r for s in mask_strings for r in sorted(by_mask.get(s, []), key=lambda r: r["replicate"])]
+        masks = np.array([mask_from_string(r["mask"]) for r in picked], dtype=bool).reshape(len(picked), n)
+        return masks, {p: np.array([_float(r.get(p)) for r in picked]) for p in props}
+
+    masks, values = _arrange(list(dict.fromkeys(estimate_keys)))
+    others = [s for s in by_mask if s not in estimate_set and s not in (empty, full)]
+    other_masks, other_values = _arrange(others)
+    v_empty = {p: _mean_of(by_mask.get(empty, []), p) for p in props}
+    v_full = {p: _mean_of(by_mask.get(full, []), p) for p in props}
+    return MainRows(masks, values, other_masks, other_values, v_empty, v_full)
+
+
+def design_order(mask_strings: list[str], root: Path) -> list[str]:
+    """Order planned estimate masks as the design drew them (plan.parquet sorts rows by key).
+
+    The design stream is prefix-stable, so re-drawing it from the store's resolved config gives the order
+    in which a smaller budget would have planned the rows; prefixes of that order are what
+    "estimate vs number of coalitions" means. Masks the stream does not reproduce keep their plan order at
+    the end. ``exact`` designs (and stores without a readable config) get a seeded random order.
+    """
+    n = len(mask_strings[0]) if mask_strings else 0
+    if n == 0:
+        return mask_strings
+    kind, seed, options = "", 0, {}
+    try:
+        from pipeline.config import load_config
+
+        cfg = load_config(Path(root) / "config.yaml", check_paths=False)
+        kind, seed, options = cfg.design.kind, cfg.plan_seed(), dict(cfg.design.options)
+    except Exception:  # no/old config: fall back to a seeded shuffle
+        kind = ""
+    if kind and kind != "exact":
+        from pipeline.sampling import sample_coalitions
+
+        try:
+            stream = sample_coalitions(n, len(mask_strings), kind, seed=seed, **options)
+            position = {mask_to_string(m): i for i, m in enumerate(stream)}
+            return sorted(mask_strings, key=lambda s: position.get(s, len(position)))
+        except Exception:
+            pass
+    perm = np.random.default_rng(seed).permutation(len(mask_strings))
+    return [mask_strings[i] for i in perm]
+
+
+def _float(x: Any) -> float:
+    try:
+        return float(x) if x is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _mean_of(rows: list[dict[str, Any]], prop: str) -> float:
+    vals = [_float(r.get(prop)) for r in rows]
+    vals = [v for v in vals if math.isfinite(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+# --------------------------------------------------------------------------------------------------------
+# run_evaluate: the `contribshap evaluate STORE` command
+# --------------------------------------------------------------------------------------------------------
+MODEL_BASELINES = ("pixel_mean", "pixel_max", "feature_mean", "feature_max", "trak")
+"""Baselines that need the diffusion model and data (computed by ``workers.baselines``)."""
+REFERENCE_METHODS = ("random",)
+"""A seeded random attribution, scored like every method (its LDS should be ~0)."""
+_MODES = ("sparsified_ft", "ft", "retrain")
+_HOLDOUT_SEED_SALT = 0x4C445300  # "LDS\0": held-out subsets never coincide with the plan's stream
+
+
+def _print(progress: bool, text: str) -> None:
+    print(text, flush=True)
+
+
+def _overrides(mode: str | None, seed: int, cfg: Any) -> dict[str, Any] | None:
+    """Config overrides of the derived game for one training seed (None: the main game itself)."""
+    over: dict[str, Any] = {}
+    if mode is not None:
+        over["game"] = {"finetune": {"mode": mode}}
+    if seed != cfg.seed:
+        over["seed"] = int(seed)
+    return over or None
+
+
+def _evaluate(
+    cfg: Any, store: Any, masks: np.ndarray, *, section: str, seeds: list[int], mode: str | None,
+    address: str | None, progress: bool, props: list[str],
+) -> dict[str, np.ndarray]:
+    """Evaluate ``masks`` (k, n) once per seed through the driver; property -> values (s, k), NaN = failed."""
+    from pipeline.driver import evaluate_coalitions
+
+    out = {p: np.full((len(seeds), len(masks)), math.nan) for p in props}
+    index = {mask_to_string(m): j for j, m in enumerate(masks)}
+    for si, seed in enumerate(seeds):
+        rows = evaluate_coalitions(
+            cfg, store, masks, section=section, replicates=1, overrides=_overrides(mode, seed, cfg),
+            address=address, progress=progress,
+        )
+        sums: dict[tuple[str, int], list[float]] = {}
+        for row in rows:
+            if row.get("status") != "ok" or row.get("mask") not in index:
+                continue
+            for p in props:
+                sums.setdefault((p, index[row["mask"]]), []).append(_float(row.get(p)))
+        for (p, j), vals in sums.items():
+            finite = [v for v in vals if math.isfinite(v)]
+            if finite:
+                out[p][si, j] = float(np.mean(finite))
+    return out
+
+
+def collect_attributions(
+    root: Path, manifest: dict[str, Any], main: MainRows, estimates: dict[str, Any], *, methods: list[str] | None,
+    level: float = 0.95, seed: int = 0, model_scores: dict[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every method's attribution per property: estimates, store baselines, model baselines, random.
+
+    Args:
+        root: store folder. manifest: its manifest. main: :func:`main_rows` of the main namespace.
+        estimates: the ``reduce --json`` document. methods: names to keep (None: all available).
+        model_scores: ``workers.baselines`` output, method -> float (n,) (property-independent, unsigned).
+
+    Returns:
+        property -> method -> :class:`pipeline.baselines.Attribution`.
+    """
+    from pipeline.baselines import STORE_BASELINES, store_baselines
+
+    n = len(manifest.get("contributors") or [])
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x52414E44]))
+    random_scores = rng.normal(size=n)
+    out: dict[str, dict[str, Any]] = {}
+    from pipeline.baselines import Attribution
+
+    for prop in main.values:
+        per: dict[str, Any] = {}
+        # 1. estimator outputs from the reducer
+        for method, doc in (estimates.get(prop) or {}).items():
+            if not isinstance(doc, dict) or "contributors" not in doc:
+                continue
+            people = doc["contributors"]
+            per[method] = Attribution(
+                method,
+                np.array([_float(c.get("value")) for c in people]),
+                np.array([_float(c.get("ci_low")) for c in people]),
+                np.array([_float(c.get("ci_high")) for c in people]),
+                kind="estimator",
+            )
+        # 2. store baselines (on every main-game row; MSR / datamodel regress on the estimate rows)
+        all_masks = np.concatenate([main.masks, main.other_masks], axis=0)
+        all_values = np.concatenate([main.values[prop], main.other_values[prop]])
+        rows = np.concatenate([np.ones(len(main.masks), bool), np.zeros(len(main.other_masks), bool)])
+        wanted = [b for b in STORE_BASELINES if methods is None or b in methods]
+        if wanted and len(all_masks):
+            per.update(store_baselines(all_masks, all_values, main.v_empty[prop], main.v_full[prop], wanted,
+                                       estimate_rows=rows, level=level, seed=seed))
+        # 3. model baselines: unsigned, oriented on the estimate rows
+        for method, scores in (model_scores or {}).items():
+            oriented, sign = orient(scores, main.masks, main.values[prop])
+            per[method] = Attribution(method, oriented, signed=False, kind="model_baseline",
+                                      note=f"sign {sign:+.0f} fitted on estimate rows")
+        # 4. the random reference
+        per["random"] = Attribution("random", random_scores.copy(), kind="reference")
+        if methods is not None:
+            per = {k: v for k, v in per.items() if k in methods}
+        out[prop] = per
+    return out
+
+
+def run_evaluate(
+    store: Path,
+    *,
+    n_subsets: int | None = None,
+    alpha: float | None = None,
+    mode: str | None = None,
+    seeds: list[int] | tuple[int, ...] | None = None,
+    methods: list[str] | tuple[str, ...] | None = None,
+    counterfactual: bool = False,
+    top_k: tuple[float, ...] = (0.1, 0.2),
+    address: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """LDS (and counterfactuals) of every method on a store; writes ``estimates/evaluation.{json,parquet}``.
+
+    Args:
+        store: a store that ``contribshap run`` filled and ``contribshap reduce`` summarised.
+        n_subsets: held-out subsets (default: config ``evaluation.n_subsets``, 50; the paper uses 100).
+        alpha: fraction of contributors in each held-out subset (default: ``evaluation.holdout_alpha``, 0.5).
+        mode: fine-tune mode of the held-out/counterfactual game: None = as the run (``sparsified_ft`` for
+            diffusion), or ``sparsified_ft``, ``ft``, ``retrain`` (the gold standard; diffusion games only).
+            ``"finetune"`` (the config's spelling of "as the run") is accepted.
+        seeds: training seeds; each is its own derived game (default: ``evaluation.seeds``, [0]).
+        methods: methods to score (default: every estimator in the estimates, the store baselines, the
+            model baselines for diffusion stores, and ``random``).
+        counterfactual: also remove the top-k / bottom-k contributors of each method and re-evaluate.
+        top_k: removal fractions in (0, 1) for the counterfactuals.
+        address: Ray address (None: a local instance).
+        progress: progress bars and printed lines.
+
+    Returns:
+        The evaluation document also written to ``<store>/estimates/evaluation.json``: ``settings``,
+        ``holdout`` (masks, values), ``lds[property][method]`` (``LdsResult`` fields + ``kind`` and
+        ``scatter``), ``counterfactual[property][method]`` (list of entries), ``attributions``, ``notes``.
+
+    Example:
+        >>> doc = run_evaluate(Path("runs/airport-6"), n_subsets=30)  # doctest: +SKIP
+        LDS kernelshap value: 97.1 [93.0, 99.2]
+    """
+    from pipeline.config import load_config
+    from pipeline.store import Store
+
+    # 1. Open the store and resolve the settings (config `evaluation` section fills the gaps).
+    root = Path(store).expanduser().resolve()
+    st = Store(root)
+    manifest = st.read_manifest()
+    cfg = load_config(root / "config.yaml", check_paths=False)
+    ev = cfg.evaluation
+    n_subsets = int(n_subsets if n_subsets is not None else ev.n_subsets)
+    alpha = float(alpha if alpha is not None else ev.holdout_alpha)
+    seeds = [int(s) for s in (seeds if seeds is not None else ev.seeds)]
+    if mode is None and getattr(ev, "mode", None) == "retrain":
+        mode = "retrain"
+    if mode == "finetune":
+        mode = None
+    game_kind = getattr(cfg.game, "kind", "python")
+    problems = []
+    if n_subsets < 3:
+        problems.append(f"n_subsets={n_subsets}: LDS needs at least 3 held-out subsets; use e.g. 50")
+    if not 0.0 < alpha < 1.0:
+        problems.append(f"alpha={alpha}: must be in (0, 1); use 0.5 (the paper's choice)")
+    if not seeds:
+        problems.append("seeds: give at least one training seed, e.g. --seeds 0,1,2")
+    if mode is not None and mode not in _MODES:
+        problems.append(f"mode={mode!r}: valid modes are {', '.join(_MODES)} (or omit it: as the run)")
+    if mode is not None and game_kind == "python":
+        problems.append(f"mode={mode!r}: python games have no fine-tune mode; omit --mode")
+    bad_k = [k for k in top_k if not 0.0 < float(k) < 1.0]
+    if bad_k:
+        problems.append(f"top_k={list(top_k)}: fractions must be in (0, 1), e.g. 0.1,0.2")
+    if problems:
+        raise ValueError("; ".join(problems))
+    contributors = manifest.get("contributors") or []
+    n = len(contributors)
+    ids = [str(c.get("id")) for c in contributors]
+    notes: list[str] = []
+
+    # 2. Attributions: the reducer's estimates, store baselines, model baselines, random.
+    estimates = load_estimates(root)
+    rows_by_ns, unreadable = read_all_evals(root)
+    if unreadable:
+        notes.append(f"skipped {len(unreadable)} unreadable evaluation file(s)")
+    main_ns = str(manifest.get("config_hash"))
+    main = main_rows(root, manifest, rows_by_ns.get(main_ns, []))
+    props = [p for p in main.values if p in estimates] or list(main.values)
+    # 2a. LOO / add-one-in need the n leave-one-out and n singleton coalitions of the main game.
+    from pipeline.baselines import required_masks
+
+    probe = required_masks(n, [b for b in ("loo", "add_one_in") if methods is None or b in methods])
+    have = {mask_to_string(m) for m in np.concatenate([main.masks, main.other_masks], axis=0)}
+    missing = np.array([m for m in probe if mask_to_string(m) not in have], dtype=bool).reshape(-1, n)
+    if len(missing):
+        _print(progress, f"evaluate: {len(missing)} leave-one-out / singleton coalitions for the LOO and "
+                         "add-one-in baselines (main game)")
+        _evaluate(cfg, root, missing, section="counterfactual", seeds=[cfg.seed], mode=None, address=address,
+                  progress=progress, props=props)
+        main = main_rows(root, manifest, read_all_evals(root)[0].get(main_ns, []))
+    model_scores = None
+    want_model = [m for m in MODEL_BASELINES if methods is None or m in methods]
+    if game_kind == "diffusion" and want_model:
+        from workers.baselines import model_baselines  # torch: only for diffusion stores
+
+        model_scores = model_baselines(cfg, root, methods=want_model, progress=progress)
+    attributions = collect_attributions(
+        root, manifest, main, estimates, methods=list(methods) if methods is not None else None,
+        level=cfg.level, seed=cfg.seed, model_scores=model_scores,
+    )
+    for prop, per in attributions.items():
+        for method, att in per.items():
+            if att.note:
+                notes.append(f"{prop}/{method}: {att.note}")
+
+    # 3. Held-out subsets: datamodel design (fixed fraction alpha), seeded apart from the plan.
+    from pipeline.sampling import sample_coalitions
+
+    holdout_seed = int(np.random.SeedSequence([cfg.seed, _HOLDOUT_SEED_SALT]).generate_state(1)[0])
+    masks = np.asarray(sample_coalitions(n, n_subsets, "datamodel", seed=holdout_seed, alpha=alpha), dtype=bool)
+    if len(masks) < n_subsets:
+        notes.append(f"only {len(masks)} distinct held-out subsets exist for n={n}, alpha={alpha}")
+    _print(progress, f"evaluate: {len(masks)} held-out subsets x {len(seeds)} seed(s), mode "
+                     f"{mode or 'as the run'} ({game_kind} game)")
+    holdout = _evaluate(cfg, root, masks, section="holdout", seeds=seeds, mode=mode, address=address,
+                        progress=progress, props=props)
+
+    # 4. LDS per property x method.
+    lds_doc: dict[str, dict[str, Any]] = {}
+    for prop in props:
+        lds_doc[prop] = {}
+        for method, att in attributions.get(prop, {}).items():
+            result = lds_score(masks, np.nan_to_num(att.value), holdout[prop], level=cfg.level, seed=cfg.seed)
+            sums = masks.astype(float) @ np.nan_to_num(att.value)
+            with np.errstate(all="ignore"):
+                measured = np.nanmean(holdout[prop], axis=0)
+            lds_doc[prop][method] = {
+                **result.to_dict(), "kind": att.kind, "signed": att.signed,
+                "scatter": {"sum": sums.tolist(), "value": [_float(v) for v in measured]},
+            }
+            _print(progress, f"{prop} {method}: LDS {result.value:.1f} [{result.ci_low:.1f}, {result.ci_high:.1f}]")
+
+    # 5. Counterfactuals: remove the top-k / bottom-k of each ranking; the full coalition as reference.
+    cf_doc: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    if counterfactual:
+        plans: list[tuple[str, str, float, str, np.ndarray]] = []
+        for prop in props:
+            for method, att in attributions.get(prop, {}).items():
+                for k in top_k:
+                    top, bottom = counterfactual_sets(att.value, float(k))
+                    plans.append((prop, method, float(k), "remove_top", top))
+                    plans.append((prop, method, float(k), "remove_bottom", bottom))
+        unique = list(dict.fromkeys([mask_to_string(np.ones(n, bool))]
+                                    + [mask_to_string(removal_mask(n, r)) for *_, r in plans]))
+        cf_masks = np.array([mask_from_string(s) for s in unique], dtype=bool)
+        _print(progress, f"counterfactual: {len(cf_masks)} coalitions x {len(seeds)} seed(s)")
+        cf_values = _evaluate(cfg, root, cf_masks, section="counterfactual", seeds=seeds, mode=mode,
+                              address=address, progress=progress, props=props)
+        position = {s: j for j, s in enumerate(unique)}
+        for prop, method, k, action, removed in plans:
+            after = cf_values[prop][:, position[mask_to_string(removal_mask(n, removed))]]
+            change = relative_change(after, cf_values[prop][:, 0], level=cfg.level)
+            cf_doc.setdefault(prop, {}).setdefault(method, []).append(
+                {"k": k, "action": action, "removed": [ids[i] for i in removed], **change}
+            )
+
+    # 6. Write the document (JSON + long Parquet table) and return it.
+    doc = {
+        "settings": {"n_subsets": n_subsets, "alpha": alpha, "mode": mode or "as_run", "seeds": seeds,
+                     "methods": sorted({m for per in attributions.values() for m in per}),
+                     "top_k": [float(k) for k in top_k], "level": cfg.level, "game_kind": game_kind,
+                     "holdout_seed": holdout_seed, "counterfactual": counterfactual},
+        "contributors": contributors,
+        "holdout": {"masks": [mask_to_string(m) for m in masks],
+                    "values": {p: holdout[p].tolist() for p in props}},
+        "lds": lds_doc,
+        "counterfactual": cf_doc,
+        "attributions": {p: {m: {"value": a.value.tolist(), "kind": a.kind, "signed": a.signed, "note": a.note}
+                             for m, a in per.items()} for p, per in attributions.items()},
+        "notes": notes,
+        "created": time.time(),
+    }
+    doc = _jsonable(doc)
+    write_evaluation(root, doc)
+    return doc
+
+
+def _jsonable(x: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def evaluation_table(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Long table of an evaluation document: one row per (property, method, metric, k)."""
+    rows = []
+    for prop, per in doc.get("lds", {}).items():
+        for method, e in per.items():
+            rows.append({"property": prop, "method": method, "kind": e.get("kind"), "metric": "lds", "k": None,
+                         "value": e.get("value"), "ci_low": e.get("ci_low"), "ci_high": e.get("ci_high"),
+                         "n_subsets": e.get("n_subsets"), "n_seeds": e.get("n_seeds")})
+    for prop, per in doc.get("counterfactual", {}).items():
+        for method, entries in per.items():
+            for e in entries:
+                rows.append({"property": prop, "method": method, "kind": None, "metric": e["action"],
+                             "k": e["k"], "value": e.get("value"), "ci_low": e.get("ci_low"),
+                             "ci_high": e.get("ci_high"), "n_subsets": None, "n_seeds": e.get("n_seeds")})
+    return rows
+
+
+def write_evaluation(root: Path, doc: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``estimates/evaluation.json`` and ``estimates/evaluation.parquet`` atomically."""
+    import pyarrow as pa
+
+    from pipeline.store import atomic_write_json, atomic_write_table
+
+    folder = Path(root) / "estimates"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "evaluation.json", doc)
+    rows = evaluation_table(doc)
+    schema = pa.schema([("property", pa.string()), ("method", pa.string()), ("kind", pa.string()),
+                        ("metric", pa.string()), ("k", pa.float64()), ("value", pa.float64()),
+                        ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("n_subsets", pa.int64()),
+                        ("n_seeds", pa.int64())])
+    atomic_write_table(folder / "evaluation.parquet", pa.Table.from_pylist(rows, schema=schema))
+    return folder / "evaluation.json", folder / "evaluation.parquet"
