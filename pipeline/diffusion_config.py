@@ -134,9 +134,107 @@ class FolderSource(_Section):
 
 # >>> issue 5: append new data sources here (CIFAR-100 pickle, CelebA-HQ latents, ArtBench) and add them
 # >>> to DataConfig below. Each needs `source: Literal["..."]` and `paths()`.
+# --- use cases: CIFAR-20 / CelebA-HQ / ArtBench (issue 5; implemented in workers/usecases) ---
+#: The paper's CIFAR-20: CIFAR-100 fine classes 40-44, 55-59, 60-64, 80-84 (500 training images each).
+CIFAR20_CLASSES: tuple[int, ...] = (*range(40, 45), *range(55, 60), *range(60, 65), *range(80, 85))
+
+
+class Cifar100Source(_Section):
+    """The standard CIFAR-100 python pickle folder (``cifar-100-python/``: ``train``, ``meta``), local.
+
+    Each selected fine class is one contributor (id ``cifar100-<class>``, name from ``meta``).
+
+    Attributes:
+        root: the ``cifar-100-python`` folder (must contain ``train``; ``meta`` gives class names).
+        classes: fine-label indices 0..99 (default: the paper's CIFAR-20 classes 40-44, 55-59, 60-64, 80-84).
+        max_per_class: keep at most this many images per class (default None: all 500; tests use a few).
+    """
+
+    source: Literal["cifar100"] = "cifar100"
+    root: Path
+    classes: list[int] = Field(default_factory=lambda: list(CIFAR20_CLASSES))
+    max_per_class: int | None = Field(None, ge=1)
+
+    @field_validator("classes")
+    @classmethod
+    def _check_cifar_classes(cls, classes: list[int]) -> list[int]:
+        bad = [c for c in classes if c not in range(100)]
+        if bad or not classes or len(set(classes)) != len(classes):
+            raise ValueError(f"data.classes={classes} must be distinct CIFAR-100 fine labels 0..99 (non-empty)")
+        return classes
+
+    def paths(self) -> dict[str, Path | None]:
+        return {"data.root": self.root, "data.root/train": Path(self.root) / "train"}
+
+
+class CelebAHQSource(_Section):
+    """A CelebA-HQ style folder of face images plus ``labels.csv`` (columns ``file,identity``).
+
+    The ``n_identities`` identities with the most images (ties by id) are the contributors (the paper: 50),
+    unless ``identities`` lists them. Images are RGB, resized to ``image_size``.
+
+    Attributes:
+        root: folder with the images (``file`` paths are relative to it).
+        labels_csv: identity file (default ``<root>/labels.csv``).
+        identities: explicit identity ids to keep (default None: the largest ``n_identities``).
+        n_identities: number of identities when ``identities`` is None (default 50).
+        max_per_identity: cap images per identity (default None: all).
+        image_size: side in pixels (default 256, the LDM CelebA-HQ resolution).
+    """
+
+    source: Literal["celebahq"] = "celebahq"
+    root: Path
+    labels_csv: Path | None = None
+    identities: list[str] | None = None
+    n_identities: int = Field(50, ge=1)
+    max_per_identity: int | None = Field(None, ge=1)
+    image_size: int = Field(256, ge=8)
+
+    def csv_path(self) -> Path:
+        return self.labels_csv if self.labels_csv is not None else Path(self.root) / "labels.csv"
+
+    def paths(self) -> dict[str, Path | None]:
+        return {"data.root": self.root, "data.labels_csv": self.csv_path()}
+
+
+class ArtBenchSource(_Section):
+    """An ArtBench-10 style image folder; the artist of each painting is its contributor.
+
+    Artist from ``metadata_csv`` (ArtBench-10.csv: columns ``name``, ``artist``, optional ``label`` = style)
+    when given, else from the file name ``<artist>_<title>.jpg`` (ArtBench's naming). Images are looked up
+    under ``root/<style>/`` when that folder exists, else under ``root``.
+
+    Attributes:
+        root: the image folder (e.g. ``artbench-10-imagefolder-split/train``).
+        metadata_csv: optional metadata file (default None: artist from the file name).
+        style: the style folder / label to keep (default ``post_impressionism``; None = all files).
+        artists: explicit artist ids to keep (default None: all with >= ``min_images``).
+        min_images: drop artists with fewer images (default 1).
+        max_per_artist: cap images per artist (default None).
+        image_size: side in pixels (default 256, ArtBench's resolution).
+        prompt: the training and sampling prompt for every image (default "a post-impressionism painting").
+    """
+
+    source: Literal["artbench"] = "artbench"
+    root: Path
+    metadata_csv: Path | None = None
+    style: str | None = "post_impressionism"
+    artists: list[str] | None = None
+    min_images: int = Field(1, ge=1)
+    max_per_artist: int | None = Field(None, ge=1)
+    image_size: int = Field(256, ge=8)
+    prompt: str = "a post-impressionism painting"
+
+    def paths(self) -> dict[str, Path | None]:
+        return {"data.root": self.root, "data.metadata_csv": self.metadata_csv}
+
+
+# --- end of use-case data sources ---
 # <<< end of appended data sources
 
-DataConfig = Annotated[DigitsSource | FolderSource, Field(discriminator="source")]
+DataConfig = Annotated[
+    DigitsSource | FolderSource | Cifar100Source | CelebAHQSource | ArtBenchSource, Field(discriminator="source")
+]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -194,9 +292,66 @@ class UNetModelConfig(_Section):
 
 
 # >>> issue 5: append new model kinds here (ldm with a VQModel, sd_lora) and add them to ModelConfig.
+# --- use cases: CIFAR-20 / CelebA-HQ / ArtBench (issue 5; implemented in workers/usecases) ---
+class LDMModelConfig(UNetModelConfig):
+    """Latent diffusion: a ``UNet2DModel`` on the latents of a local ``VQModel`` (the CompVis LDM CelebA-HQ).
+
+    Every UNet field of ``kind: unet`` applies in latent space (``sample_size`` = latent side,
+    ``in_channels`` = latent channels). Training images are encoded once by the VQ-VAE and cached in the
+    artifacts (``latents-<hash>.safetensors``); generated latents are decoded for the properties.
+
+    Attributes:
+        vqvae: local ``VQModel`` folder (``save_pretrained`` layout, e.g. ``ldm-celebahq-256/vqvae``).
+        latent_scale: latents are multiplied by this before diffusion (default 1.0, as the LDM pipeline).
+        encode_batch_size: images per VQ-VAE encode/decode call (default 16).
+    """
+
+    kind: Literal["ldm"] = "ldm"
+    vqvae: Path
+    latent_scale: float = Field(1.0, gt=0)
+    encode_batch_size: int = Field(16, ge=1)
+
+    def paths(self) -> dict[str, Path | None]:
+        return {"model.pretrained": self.pretrained, "model.vqvae": self.vqvae}
+
+
+class SDLoraModelConfig(_Section):
+    """Stable Diffusion 1.x from a local folder, fine-tuned with LoRA (peft) on the attention projections.
+
+    θ* = the base UNet + a LoRA trained on all data; pruning keeps the highest-magnitude rank components of
+    every LoRA layer (``prune.ratio`` = fraction of rank components removed, across all layers); the null
+    model is the base pipeline without LoRA (set ``null_model: base``).
+
+    Attributes:
+        pipeline: local SD 1.x folder with ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``.
+        lora_weights: optional local LoRA for θ* (safetensors from a previous prepare; skips ``train``).
+        rank / alpha: LoRA rank r and alpha (default 64 / 64: scale alpha/r = 1).
+        target_modules: modules that get LoRA (default the attention projections to_q/to_k/to_v/to_out.0).
+        guidance_scale: classifier-free guidance at sampling (default 7.5; 1 = none).
+        encode_batch_size: images per VAE encode/decode call (default 8).
+    """
+
+    kind: Literal["sd_lora"] = "sd_lora"
+    pipeline: Path
+    lora_weights: Path | None = None
+    rank: int = Field(64, ge=1)
+    alpha: float | None = Field(None, gt=0)
+    target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    guidance_scale: float = Field(7.5, ge=1.0)
+    encode_batch_size: int = Field(8, ge=1)
+
+    def paths(self) -> dict[str, Path | None]:
+        root = Path(self.pipeline)
+        found = {"model.pipeline": root, "model.lora_weights": self.lora_weights}
+        for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+            found[f"model.pipeline/{sub}"] = root / sub
+        return found
+
+
+# --- end of use-case model kinds ---
 # <<< end of appended model kinds
 
-ModelConfig = Annotated[UNetModelConfig, Field(discriminator="kind")]
+ModelConfig = Annotated[UNetModelConfig | LDMModelConfig | SDLoraModelConfig, Field(discriminator="kind")]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -335,9 +490,60 @@ class InceptionExtractor(_Section):
 
 
 # >>> issue 5: append new feature extractors here (CLIP / BLIP embeddings, aesthetic head).
+# --- use cases: CIFAR-20 / CelebA-HQ / ArtBench (issue 5; implemented in workers/usecases) ---
+class EmbeddingClustersExtractor(_Section):
+    """Image embeddings (BLIP or CLIP, a local model folder) clustered for the ``diversity`` property.
+
+    A fixed reference set (the real training images, at most ``reference_size``) is embedded and Ward-
+    clustered into ``n_clusters``; generated images go to the nearest centroid and ``diversity`` is the
+    entropy (nats, at most log n_clusters) of those assignments (the paper's CelebA-HQ property).
+
+    Attributes:
+        kind: ``blip`` (``BlipModel.get_image_features``; the paper's choice) or ``clip``
+            (``CLIPVisionModelWithProjection``).
+        weights: the local model folder (``save_pretrained`` layout).
+        n_clusters: K (default 20). reference_size: reference images (default 2,000). batch_size: 64.
+    """
+
+    kind: Literal["blip", "clip"] = "blip"
+    weights: Path
+    n_clusters: int = Field(20, ge=2)
+    reference_size: int = Field(2000, ge=2)
+    batch_size: int = Field(64, ge=1)
+
+    def paths(self) -> dict[str, Path | None]:
+        return {"feature_extractor.weights": self.weights}
+
+
+class AestheticExtractor(_Section):
+    """LAION aesthetic predictor: a linear head on CLIP ViT-L/14 image embeddings (both local files).
+
+    Gives ``aesthetic_mean`` and ``aesthetic_p90`` (90th percentile of the per-image scores).
+
+    Attributes:
+        clip: local ``CLIPVisionModelWithProjection`` folder (openai/clip-vit-large-patch14).
+        head: the linear head (``sa_0_4_vit_l_14_linear.pth`` or a safetensors with ``weight``/``bias``).
+        batch_size: images per CLIP forward (default 32).
+    """
+
+    kind: Literal["laion_aesthetic"] = "laion_aesthetic"
+    clip: Path
+    head: Path
+    batch_size: int = Field(32, ge=1)
+
+    def paths(self) -> dict[str, Path | None]:
+        return {"feature_extractor.clip": self.clip, "feature_extractor.head": self.head}
+
+
+#: Property names the use-case extractors add (issue 5): accepted in ``properties`` next to the built-ins.
+USECASE_PROPERTIES: tuple[str, ...] = ("aesthetic_mean", "aesthetic_p90")
+# --- end of use-case feature extractors ---
 # <<< end of appended feature extractors
 
-FeatureExtractorConfig = Annotated[DigitsCNNExtractor | InceptionExtractor, Field(discriminator="kind")]
+FeatureExtractorConfig = Annotated[
+    DigitsCNNExtractor | InceptionExtractor | EmbeddingClustersExtractor | AestheticExtractor,
+    Field(discriminator="kind"),
+]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -378,10 +584,11 @@ class DiffusionGameConfig(_Section):
     def _check_properties(cls, properties: list[str]) -> list[str]:
         if not properties:
             raise ValueError(f"properties is empty; choose from {list(BUILTIN_PROPERTIES)} or 'module:function'")
-        bad = [p for p in properties if p not in BUILTIN_PROPERTIES and not re.fullmatch(r"[\w.]+:\w+", p)]
+        known = (*BUILTIN_PROPERTIES, *USECASE_PROPERTIES)  # issue 5: use-case extractors add names
+        bad = [p for p in properties if p not in known and not re.fullmatch(r"[\w.]+:\w+", p)]
         if bad:
             raise ValueError(
-                f"properties {bad} are unknown; choose from {list(BUILTIN_PROPERTIES)} or give 'module:function'"
+                f"properties {bad} are unknown; choose from {list(known)} or give 'module:function'"
             )
         if len(set(properties)) != len(properties):
             raise ValueError(f"properties {properties} has duplicates; list each property once")
