@@ -579,6 +579,18 @@ class DiffusionGameConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_tags(cls, data: object) -> object:
+        """Fill the discriminator of a section that omits it: source digits, model unet, extractor digits_cnn."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for key, tag, default in (("data", "source", "digits"), ("model", "kind", "unet"),
+                                      ("feature_extractor", "kind", "digits_cnn")):
+                if isinstance(data.get(key), dict) and tag not in data[key]:
+                    data[key] = {tag: default, **data[key]}
+        return data
+
     @field_validator("properties")
     @classmethod
     def _check_properties(cls, properties: list[str]) -> list[str]:

@@ -1,0 +1,90 @@
+"""Built-in properties: FID, log-FID, KID, Inception-style score, diversity, quality.
+
+Formulas (code names -> symbols):
+- ``fid`` = ||μ_g - μ_r||² + Tr(Σ_g + Σ_r - 2 (Σ_g Σ_r)^½) (Heusel et al. 2017), via clean-fid's
+  ``frechet_distance`` on the generated features' (μ_g, Σ_g) and the cached reference (μ_r, Σ_r).
+- ``log_fid`` = log(fid) (the demo's headline: relative changes, tamer than FID's huge range).
+- ``kid`` = unbiased MMD² with the polynomial kernel k(x, y) = (xᵀy / D + 1)³ (Bińkowski et al. 2018),
+  on all pairs (no random subsets, so it is deterministic):
+  (1/(m(m-1))) Σ_{i≠j} k(g_i, g_j) + (1/(n(n-1))) Σ_{i≠j} k(r_i, r_j) - (2/(mn)) Σ_{i,j} k(g_i, r_j).
+- ``inception_score`` = exp( mean_i KL(p(y|x_i) || p(y)) ), p(y) = mean_i p(y|x_i) (Salimans et al. 2016).
+- ``diversity`` = Shannon entropy (nats) of the proportions of argmax classes; log K when uniform.
+- ``quality`` = mean_i max_y p(y|x_i), the classifier's mean confidence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workers.properties import GeneratedFeatures, Reference, register_property
+
+_EPS = 1e-12
+
+
+def _require_probs(generated: GeneratedFeatures, name: str) -> np.ndarray:
+    if generated.probs is None:
+        raise ValueError(f"property {name!r} needs class probabilities but the feature extractor has no classifier head")
+    return generated.probs
+
+
+@register_property("fid")
+def fid(generated: GeneratedFeatures, reference: Reference) -> float:
+    """Fréchet distance between generated and reference features (lower is better)."""
+    from cleanfid.fid import frechet_distance
+
+    features = generated.features.astype(np.float64)
+    mu, sigma = features.mean(axis=0), np.cov(features, rowvar=False)
+    return float(frechet_distance(mu, sigma, reference.mu, reference.sigma))
+
+
+@register_property("log_fid")
+def log_fid(generated: GeneratedFeatures, reference: Reference) -> float:
+    """log(FID), floored at log(1e-6) (lower is better)."""
+    return float(np.log(max(fid(generated, reference), 1e-6)))
+
+
+def kernel_inception_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD² between rows of ``x`` (m, D) and ``y`` (n, D) with the cubic polynomial kernel."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    m, n, d = len(x), len(y), x.shape[1]
+    k_xx = (x @ x.T / d + 1.0) ** 3
+    k_yy = (y @ y.T / d + 1.0) ** 3
+    k_xy = (x @ y.T / d + 1.0) ** 3
+    term_xx = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+    term_yy = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(term_xx + term_yy - 2.0 * k_xy.mean())
+
+
+@register_property("kid")
+def kid(generated: GeneratedFeatures, reference: Reference) -> float:
+    """Kernel Inception Distance, unbiased (lower is better; can be slightly negative)."""
+    return kernel_inception_distance(generated.features, reference.features)
+
+
+@register_property("inception_score")
+def inception_score(generated: GeneratedFeatures, reference: Reference) -> float:
+    """exp(E_x KL(p(y|x) || p(y))) from the extractor's classifier (higher is better; 1..K)."""
+    probs = _require_probs(generated, "inception_score")
+    marginal = probs.mean(axis=0, keepdims=True)
+    kl = (probs * (np.log(probs + _EPS) - np.log(marginal + _EPS))).sum(axis=1)
+    return float(np.exp(kl.mean()))
+
+
+def class_entropy(classes: np.ndarray, n_classes: int) -> float:
+    """Shannon entropy (nats) of the proportions of integer labels ``classes`` (N,) over ``n_classes``."""
+    counts = np.bincount(classes, minlength=n_classes).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+@register_property("diversity")
+def diversity(generated: GeneratedFeatures, reference: Reference) -> float:
+    """Entropy of predicted-class proportions (higher is more diverse; max log K)."""
+    probs = _require_probs(generated, "diversity")
+    return class_entropy(probs.argmax(axis=1), probs.shape[1])
+
+
+@register_property("quality")
+def quality(generated: GeneratedFeatures, reference: Reference) -> float:
+    """Mean classifier confidence max_y p(y|x) (higher is better)."""
+    return float(_require_probs(generated, "quality").max(axis=1).mean())
