@@ -97,7 +97,7 @@ class DiffusionGame:
         mask = np.asarray(mask, dtype=bool)
         indices = prepared.dataset.coalition_indices(mask)
         image_shape = tuple(prepared.dataset.images.shape[1:])
-        info: dict[str, Any] = {"mode": self.config.finetune.mode, "n_images": int(len(indices)),
+        info: dict[str, Any] = {"mode": self.config.finetune.mode, "n_images": len(indices),
                                 "device": str(prepared.device)}
 
         # Empty coalition: the null model, measured once per replicate and process.

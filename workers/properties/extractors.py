@@ -103,7 +103,7 @@ def _fit_digits_cnn(config: Any, dataset: Any, folder: Path, *, seed: int, devic
     targets = torch.as_tensor(np.searchsorted(np.asarray(classes), labels.numpy()), dtype=torch.int64)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(images), generator=generator)
-    n_test = max(1, int(round(config.test_fraction * len(images))))
+    n_test = max(1, round(config.test_fraction * len(images)))
     test, train = order[:n_test], order[n_test:]
 
     # 2. Train (Adam, cross-entropy).
