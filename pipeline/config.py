@@ -60,8 +60,8 @@ __all__ = [
 
 #: Designs :mod:`pipeline.sampling` implements (checked again against the module when it is importable).
 KNOWN_DESIGNS = ("exact", "shapley_kernel", "paired", "leverage", "uniform", "datamodel", "loo")
-#: Estimator methods :mod:`pipeline.estimators` implements.
-KNOWN_METHODS = ("kernelshap", "leverage_shap", "exact_shapley", "banzhaf_msr", "loo", "datamodel")
+#: Estimator methods :mod:`pipeline.estimators` implements (its ``METHODS``).
+KNOWN_METHODS = ("kernelshap", "leverage_shap", "kernelshap_paper", "exact_shapley", "banzhaf_msr", "loo", "datamodel")
 #: Largest n for which the exact design (2^n coalitions) is accepted.
 EXACT_MAX_PLAYERS = 20
 
@@ -200,13 +200,13 @@ class EvaluationConfig(_Strict):
         holdout_alpha: fraction of contributors kept in each held-out subset, in (0, 1).
         n_subsets: number of held-out subsets.
         seeds: replicate seeds for held-out evaluations.
-        mode: ``finetune`` (sparsified fine-tuning, as the run) or ``retrain`` (ground truth).
+        mode: ``finetune`` (as the run), ``sparsified_ft``, ``ft`` or ``retrain`` (ground truth).
     """
 
     holdout_alpha: float = Field(default=0.5, gt=0, lt=1)
     n_subsets: int = Field(default=50, ge=2)
     seeds: list[int] = Field(default_factory=lambda: [0])
-    mode: Literal["finetune", "retrain"] = "finetune"
+    mode: Literal["finetune", "sparsified_ft", "ft", "retrain"] = "finetune"
 
 
 class Config(_Strict):

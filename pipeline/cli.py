@@ -1,0 +1,228 @@
+"""``contribshap``: the command line (typer).
+
+Commands: ``check CONFIG``, ``run CONFIG``, ``status STORE``, ``reduce STORE``, ``report STORE``,
+``evaluate STORE``, ``demo``. Known errors (bad config, foreign store, busy store, failed prepare) print
+one line ``error: ...`` on stderr and exit with code 2; ``--help`` works everywhere.
+
+New commands are appended at the end of this file as ``@app.command()`` functions (see ``submit``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+
+from pipeline.config import ContribshapError
+
+app = typer.Typer(
+    name="contribshap",
+    help="Shapley credit for the data contributors of a diffusion model (sparsified fine-tuning + Ray).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _echo_err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def _lazy(module: str, attribute: str, owner: str):
+    """Import ``module.attribute`` or fail with one line saying which part is missing."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ContribshapError(
+            f"{module}.{attribute} is not available ({error}); it is part of {owner}: update the checkout"
+        ) from None
+
+
+def _run_and_show(config: Path, *, store: Path | None, address: str | None, force_new: bool, progress: bool) -> None:
+    from pipeline.config import load_config
+    from pipeline.driver import run as run_driver
+    from pipeline.reduce import reduce_store
+
+    cfg = load_config(config)
+    summary = run_driver(cfg, store_path=store, address=address, force_new=force_new, progress=progress)
+    _echo_err(
+        f"{summary.store}: {summary.evaluated} evaluated, {summary.failed} failed, {summary.skipped} already done "
+        f"in {summary.rounds} round(s), {summary.wall_s:.1f} s ({summary.stopped_because})"
+    )
+    reduce_store(summary.store, cfg=cfg, write=False, show=True)
+
+
+@app.command()
+def check(config: Path = typer.Argument(..., help="YAML config to validate.")) -> None:
+    """Validate CONFIG and every local path it names; list all problems at once; do no work."""
+    from pipeline.config import config_hash, load_config, plan_hash, resolve_store
+
+    cfg = load_config(config)
+    n = cfg.n_players()
+    typer.echo(
+        f"ok: {config} · name {cfg.name} · game {cfg.game.kind}"
+        f"{f' ({n} players)' if n else ''} · design {cfg.design.kind}"
+        f"{f' budget {cfg.design.budget}' if cfg.design.budget else ''} · store {resolve_store(cfg)} · "
+        f"config hash {config_hash(cfg)} · plan hash {plan_hash(cfg)}"
+    )
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="YAML config."),
+    address: str = typer.Option(None, "--address", help="Ray address: auto, host:port (default: config, else local)."),
+    store: Path = typer.Option(None, "--store", help="Store folder (default: the config's `store`)."),
+    force_new: bool = typer.Option(False, "--force-new", help="Move an existing store of another config aside."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+) -> None:
+    """Prepare if needed, plan, dispatch the missing evaluations on Ray, reduce. Re-run to resume."""
+    _run_and_show(config, store=store, address=address, force_new=force_new, progress=progress)
+
+
+@app.command()
+def status(
+    store: Path = typer.Argument(..., help="Store folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON on stdout."),
+) -> None:
+    """Planned / done / failed / remaining evaluations and ETA of STORE (no Ray needed)."""
+    from pipeline.driver import store_status
+
+    info = store_status(store)
+    try:  # the Ray Jobs state, when the store was submitted with `contribshap submit`
+        from pipeline.submit import job_status
+
+        info["job"] = job_status(store)
+    except Exception:
+        info["job"] = None
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    eta = "-" if info["eta_s"] is None else f"{info['eta_s']:.0f} s"
+    driver = info["driver"]
+    lines = [
+        f"store {info['store']} ({info['name']}, config hash {info['config_hash']}, "
+        f"{info['contributors']} contributors)",
+        f"planned {info['planned']} evaluations of {info['planned_coalitions']} coalitions in {info['rounds']} round(s): "
+        f"ok {info['ok']}, failed {info['failed']}, remaining {info['remaining']}, ETA {eta}",
+    ]
+    if driver:
+        lines.append(f"driver: pid {driver.get('pid')} on {driver.get('host')}")
+    if info.get("job"):
+        lines.append(f"job: {info['job']}")
+    for failed in info["failed_evaluations"][:10]:
+        lines.append(f"failed: {failed['mask']} r{failed['replicate']}: {failed['error']}")
+    if info["unreadable"]:
+        lines.append(f"unreadable files (will be re-run): {', '.join(info['unreadable'][:10])}")
+    typer.echo("\n".join(lines))
+
+
+@app.command()
+def reduce(
+    store: Path = typer.Argument(..., help="Store folder."),
+    method: list[str] = typer.Option(None, "--method", help="Estimator method (repeatable; default: config)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the estimates document as JSON on stdout."),
+) -> None:
+    """Estimate per property and method from STORE; write estimates/; print a table (or --json)."""
+    from pipeline.config import KNOWN_METHODS
+    from pipeline.reduce import estimates_document, reduce_store
+    from pipeline.store import Store
+
+    for name in method or []:
+        if name not in KNOWN_METHODS:
+            raise ContribshapError(f"--method: unknown method {name!r}; valid methods: {', '.join(KNOWN_METHODS)}")
+    results = reduce_store(store, methods=list(method) if method else None, write=True, show=not as_json)
+    if as_json:
+        contributors = Store(store).read_manifest()["contributors"]
+        typer.echo(json.dumps(estimates_document(results, contributors), indent=2))
+
+
+@app.command()
+def report(
+    store: Path = typer.Argument(..., help="Store folder."),
+    out: Path = typer.Option(None, "--out", help="Output folder (default: <store>/report)."),
+) -> None:
+    """Build the HTML report (tables, plots) of STORE."""
+    build_report = _lazy("pipeline.report", "build_report", "the evaluation work (issue 6)")
+    path = build_report(Path(store), out=out)
+    typer.echo(str(path))
+
+
+@app.command()
+def evaluate(
+    store: Path = typer.Argument(..., help="Store folder (after `contribshap run`)."),
+    n_subsets: int = typer.Option(None, "--n-subsets", help="Held-out subsets (default: config)."),
+    alpha: float = typer.Option(None, "--alpha", help="Fraction of contributors per held-out subset."),
+    mode: str = typer.Option(None, "--mode", help="finetune (as the run) | sparsified_ft | ft | retrain."),
+    seed: list[int] = typer.Option(None, "--seed", help="Training seed (repeatable; default: config)."),
+    method: list[str] = typer.Option(None, "--method", help="Method to score (repeatable; default: all)."),
+    counterfactual: bool = typer.Option(False, "--counterfactual", help="Also remove top/bottom-k and re-evaluate."),
+    address: str = typer.Option(None, "--address", help="Ray address (default: local)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """LDS on held-out subsets (and counterfactual removals) for STORE."""
+    run_evaluate = _lazy("pipeline.evaluate", "run_evaluate", "the evaluation work (issue 6)")
+    run_evaluate(Path(store), n_subsets=n_subsets, alpha=alpha, mode=mode, seeds=seed or None,
+                 methods=method or None, counterfactual=counterfactual, address=address, progress=progress)
+    typer.echo(str(Path(store) / "estimates" / "evaluation.json"))
+
+
+@app.command()
+def demo(
+    ci: bool = typer.Option(False, "--ci", help="The CI-sized demo (configs/demo_ci.yaml)."),
+    address: str = typer.Option(None, "--address", help="Ray address (default: local)."),
+    force_new: bool = typer.Option(False, "--force-new", help="Start the demo store afresh."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Run the embedded digits demo (configs/demo.yaml) end to end, then build its report."""
+    config = REPO_ROOT / "configs" / ("demo_ci.yaml" if ci else "demo.yaml")
+    if not config.is_file():
+        raise ContribshapError(f"{config} is missing; it ships with the repository (issue 4): update the checkout")
+    _run_and_show(config, store=None, address=address, force_new=force_new, progress=progress)
+    from pipeline.config import load_config, resolve_store
+
+    store = resolve_store(load_config(config))
+    try:
+        build_report = _lazy("pipeline.report", "build_report", "the evaluation work (issue 6)")
+        typer.echo(str(build_report(store)))
+    except ContribshapError as error:
+        _echo_err(f"warning: no report: {error}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: known errors -> one line on stderr and exit code 2."""
+    import click
+
+    warnings.formatwarning = _format_warning
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="contribshap", standalone_mode=False)
+    except ContribshapError as error:
+        _echo_err(f"error: {error}")
+        return 2
+    except click.exceptions.Exit as done:
+        return int(done.exit_code or 0)
+    except click.ClickException as error:
+        error.show()
+        return 2
+    except click.exceptions.Abort:
+        _echo_err("interrupted; run the same command again to resume")
+        return 130
+    except KeyboardInterrupt:
+        _echo_err("interrupted; run the same command again to resume")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,636 @@
+"""The Ray driver: prepare once, plan, dispatch every missing evaluation, reduce, repeat per round.
+
+Ray Core only, imported lazily (``import pipeline.driver`` costs no Ray import). The whole state is the
+store (manifest, plan, one file per evaluation): running the same command again after a crash, a
+``kill -9`` or a preemption continues exactly where the last run stopped.
+
+Run, step by step (:func:`run`):
+ 1. open the store: create it, or check that it belongs to this config hash and design; take
+    ``driver.lock`` (a second live driver on the same store is refused; a stale lock is taken over).
+ 2. connect to Ray: ``address`` (CLI, config, or ``RAY_ADDRESS``); ``auto`` joins the cluster of this
+    machine; nothing starts a quiet local instance bound to 127.0.0.1 without dashboard.
+ 3. prepare: one Ray task builds the game and runs ``game.prepare()``; contributors go to the manifest.
+ 4. per round: extend ``plan.parquet`` (written before any dispatch), then todo = plan x replicates -
+    ok evaluations; submit in longest-processing-time order (largest/most expensive coalitions first)
+    with a bounded in-flight window (2 x the cluster's slots, re-read from ``ray.cluster_resources()``
+    as nodes come and go), handle results in completion order with ``ray.wait(num_returns=1)``.
+ 5. reduce; stop when the configured CI target is met or the budget is spent.
+
+Failures: a worker process that dies is retried by Ray (``ray.max_retries``). An exception whose class
+(or a base class) is named in ``ray.retry_exceptions`` is retried inside the task up to
+``ray.max_retries`` times; any other exception, or one that keeps coming, is recorded as a ``failed`` row
+with its error, and the run goes on. ``contribshap run`` again retries failed evaluations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import (
+    Config,
+    ConfigError,
+    ContribshapError,
+    RayConfig,
+    config_hash,
+    plan_hash,
+    resolve_store,
+    save_resolved,
+    variant_hash,
+)
+from pipeline.plan import (
+    ESTIMATOR_SECTIONS,
+    Job,
+    PlanRequest,
+    add_section_rows,
+    extend_plan,
+    jobs_for,
+    key_of_mask,
+    mask_from_str,
+    read_plan,
+    round_budgets,
+    write_plan,
+)
+from pipeline.store import RESERVED_COLUMNS, DriverLock, Store, StoreError
+
+__all__ = [
+    "DriverError",
+    "RunSummary",
+    "connect",
+    "evaluate_coalitions",
+    "run",
+    "store_status",
+]
+
+#: Seconds between two reads of ``ray.cluster_resources()`` (window sizing) while dispatching.
+RESOURCE_REFRESH_S = 5.0
+#: Timeout of one ``ray.wait`` call: the loop wakes at least this often to refresh the lock and the bar.
+WAIT_TIMEOUT_S = 1.0
+
+
+class DriverError(ContribshapError):
+    """The run cannot go on (prepare failed, Ray unreachable, ...)."""
+
+
+class LazyRay:
+    """Connects to Ray on first need (a resume with nothing left to do never starts Ray).
+
+    Use as a context manager; a local instance started here is shut down on exit.
+    """
+
+    def __init__(self, address: str | None, ray_cfg: RayConfig) -> None:
+        self.address, self.ray_cfg = address, ray_cfg
+        self.connected = False
+        self.started_here = False
+
+    def ensure(self) -> None:
+        if not self.connected:
+            self.started_here = connect(self.address, self.ray_cfg)
+            self.connected = True
+
+    def __enter__(self) -> LazyRay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started_here:
+            import ray
+
+            ray.shutdown()
+
+
+# --- worker side ------------------------------------------------------------------------------------------
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _is_transient(error: BaseException, names: Sequence[str]) -> bool:
+    """True when the class of ``error`` or one of its bases is named (bare or qualified) in ``names``."""
+    wanted = set(names)
+    for cls in type(error).__mro__:
+        if cls.__name__ in wanted or f"{cls.__module__}.{cls.__name__}" in wanted:
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_game(namespace: str, store_root: str, config_text: str, search_paths: tuple[str, ...]) -> Any:
+    """Build the game once per worker process (keyed by namespace = config hash, and store root)."""
+    from pipeline.games import build_game
+
+    for path in reversed(search_paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    cfg = Config.model_validate(json.loads(config_text))
+    return build_game(cfg, Path(store_root), search_paths=search_paths)
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _prepare_task(config_text: str, store_root: str, namespace: str, search_paths: tuple[str, ...]) -> dict[str, Any]:
+    """Ray task body: build the game, run ``prepare()``, return contributors and a summary."""
+    game = _cached_game(namespace, store_root, config_text, search_paths)
+    summary = game.prepare()
+    return {
+        "contributors": [c.to_dict() for c in game.contributors()],
+        "property_names": list(game.property_names()),
+        "summary": summary,
+        "worker": _worker_name(),
+    }
+
+
+def make_row(job: dict[str, Any], *, status: str, attempt: int, values: dict[str, float] | None = None,
+             error: str | None = None, timings: dict[str, float] | None = None,
+             info: dict[str, Any] | None = None, started_at: float = math.nan) -> dict[str, Any]:
+    """One evaluation row (schema: docs/ARCHITECTURE.md)."""
+    timings = timings or {}
+    row: dict[str, Any] = {
+        "coalition_key": job["coalition_key"], "mask": job["mask"], "size": int(job["size"]),
+        "replicate": int(job["replicate"]), "seed": int(job["seed"]), "status": status,
+        "error": error, "attempt": int(attempt),
+    }
+    for name, value in (values or {}).items():
+        row[name] = float(value)
+    for name in ("finetune_s", "sample_s", "eval_s", "wall_s"):
+        row[name] = float(timings.get(name, math.nan))
+    row.update({
+        "worker": _worker_name(), "started_at": float(started_at), "finished_at": time.time(),
+        "info": json.dumps(info or {}, default=str),
+    })
+    return row
+
+
+def _evaluate_task(config_text: str, store_root: str, namespace: str, job: dict[str, Any],
+                   search_paths: tuple[str, ...]) -> dict[str, Any]:
+    """Ray task body: evaluate one (coalition, replicate), write its row atomically, return the row."""
+    started = time.time()
+    ray_cfg = json.loads(config_text)["ray"]
+    max_retries, transient = int(ray_cfg["max_retries"]), list(ray_cfg["retry_exceptions"])
+    attempt = 0
+    while True:
+        attempt += 1
+        clock = time.perf_counter()
+        try:
+            game = _cached_game(namespace, store_root, config_text, search_paths)
+            result = game.evaluate(mask_from_str(job["mask"]), replicate=int(job["replicate"]), seed=int(job["seed"]))
+            reserved = sorted(set(result.values) & RESERVED_COLUMNS)
+            if reserved:
+                raise ValueError(f"property name(s) {reserved} are reserved store columns; rename them")
+            timings = {**result.timings, "wall_s": time.perf_counter() - clock}
+            row = make_row(job, status="ok", attempt=attempt, values=result.values, timings=timings,
+                           info=result.info, started_at=started)
+            break
+        except Exception as error:
+            if _is_transient(error, transient) and attempt <= max_retries:
+                time.sleep(min(0.05 * 2**attempt, 5.0))
+                continue
+            row = make_row(job, status="failed", attempt=attempt, error=_one_line(error),
+                           timings={"wall_s": time.perf_counter() - clock}, started_at=started)
+            break
+    Store(store_root).write_eval(namespace, row)
+    return row
+
+
+# --- Ray connection -------------------------------------------------------------------------------------------
+def connect(address: str | None, ray_cfg: RayConfig) -> bool:
+    """Connect to Ray; returns True when this call started a local instance (the caller shuts it down).
+
+    Args:
+        address: ``None`` (then ``ray.address``, then ``RAY_ADDRESS``, else a local instance), ``auto``,
+            or ``host:port`` / ``ray://host:port``.
+        ray_cfg: the ``ray`` section (local size, temp dir).
+
+    A local instance binds to 127.0.0.1, starts no dashboard, logs only warnings, and runs with
+    ``RAY_AUTH_MODE=disabled`` unless the environment sets it (loopback only: no token to manage).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or ray_cfg.address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+            return False
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(
+            num_cpus=ray_cfg.local_num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=str(Path(ray_cfg.temp_dir).expanduser().resolve()) if ray_cfg.temp_dir else None,
+            logging_level=logging.WARNING,
+        )
+    except ConnectionError as error:
+        raise DriverError(
+            f"cannot reach Ray at {address!r} ({_one_line(error)}); start the cluster, or drop --address "
+            "to run on a local instance"
+        ) from None
+    return True
+
+
+def _slots(ray_cfg: RayConfig) -> int:
+    """How many tasks the cluster runs at once with the configured per-task resources."""
+    import ray
+
+    resources = ray.cluster_resources()
+    counts = []
+    if ray_cfg.num_gpus > 0:
+        counts.append(resources.get("GPU", 0.0) / ray_cfg.num_gpus)
+    if ray_cfg.num_cpus > 0:
+        counts.append(resources.get("CPU", 0.0) / ray_cfg.num_cpus)
+    return max(1, int(min(counts)) if counts else int(resources.get("CPU", 1)))
+
+
+def _window(ray_cfg: RayConfig) -> int:
+    return ray_cfg.max_in_flight or 2 * _slots(ray_cfg)
+
+
+# --- dispatch -----------------------------------------------------------------------------------------------
+def lpt_order(jobs: list[Job], ok_rows: list[dict[str, Any]]) -> list[Job]:
+    """Longest-processing-time first: by measured mean ``wall_s`` per coalition size when the store
+    has some (interpolated between measured sizes), else by size; ties by key for determinism."""
+    by_size: dict[int, list[float]] = {}
+    for row in ok_rows:
+        wall = row.get("wall_s")
+        if wall is not None and math.isfinite(wall):
+            by_size.setdefault(int(row["size"]), []).append(float(wall))
+    if len(by_size) >= 2:
+        sizes = np.array(sorted(by_size), dtype=float)
+        means = np.array([np.mean(by_size[int(s)]) for s in sizes])
+
+        def cost(job: Job) -> float:
+            return float(np.interp(job.size, sizes, means))
+    else:
+        def cost(job: Job) -> float:
+            return float(job.size)
+    return sorted(jobs, key=lambda j: (-cost(j), -j.size, j.coalition_key, j.replicate))
+
+
+@dataclass
+class DispatchResult:
+    """Counts of one dispatch: ``ok`` / ``failed`` rows returned, ``lost`` jobs Ray gave up on."""
+
+    ok: int = 0
+    failed: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _progress_bar(total: int, enabled: bool, description: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="eval", disable=not enabled or total == 0,
+                dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+
+
+def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, config_text: str,
+             search_paths: tuple[str, ...], lock: DriverLock | None, progress: bool = True,
+             description: str = "evaluating") -> DispatchResult:
+    """Run ``jobs`` on Ray with a bounded in-flight window; rows are written by the tasks.
+
+    A task Ray gives up on (worker died more than ``max_retries`` times, or an error outside the task
+    body) gets a ``failed`` row written here, so every job ends with exactly one file.
+    """
+    if not jobs:
+        return DispatchResult()
+    import ray
+
+    remote = ray.remote(_evaluate_task).options(
+        num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, max_retries=cfg.ray.max_retries,
+        retry_exceptions=False, name="contribshap.evaluate",
+    )
+    config_text_ref = ray.put(config_text)
+    pending = list(reversed(jobs))  # pop() from the end = the most expensive first
+    in_flight: dict[Any, Job] = {}
+    result = DispatchResult()
+    window, window_at = _window(cfg.ray), time.monotonic()
+    beat_at = time.monotonic()
+    bar = _progress_bar(len(jobs), progress, description)
+    try:
+        while pending or in_flight:
+            # 1. keep the window full (re-read the cluster size now and then: nodes come and go)
+            if time.monotonic() - window_at > RESOURCE_REFRESH_S:
+                window, window_at = _window(cfg.ray), time.monotonic()
+            while pending and len(in_flight) < window:
+                job = pending.pop()
+                ref = remote.remote(config_text_ref, str(store.root), namespace, job.to_dict(), search_paths)
+                in_flight[ref] = job
+            # 2. handle whatever finished, in completion order
+            done_refs, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_TIMEOUT_S)
+            for ref in done_refs:
+                job = in_flight.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except Exception as error:  # the task never returned: worker deaths beyond max_retries
+                    row = make_row(job.to_dict(), status="failed", attempt=cfg.ray.max_retries + 1,
+                                   error=_one_line(error))
+                    store.write_eval(namespace, row)
+                result.rows.append(row)
+                if row["status"] == "ok":
+                    result.ok += 1
+                else:
+                    result.failed += 1
+                bar.update(1)
+                bar.set_postfix(ok=result.ok, failed=result.failed, left=len(pending) + len(in_flight),
+                                refresh=False)
+            # 3. tell other drivers we are alive
+            if lock is not None and time.monotonic() - beat_at > cfg.ray.heartbeat_s:
+                lock.heartbeat()
+                beat_at = time.monotonic()
+    finally:
+        bar.close()
+        for ref in in_flight:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+    return result
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    """What :func:`run` did (counts over this invocation; the store holds the full history)."""
+
+    store: Path
+    namespace: str
+    rounds: int = 0
+    planned: int = 0
+    evaluated: int = 0
+    failed: int = 0
+    skipped: int = 0
+    stopped_because: str = ""
+    wall_s: float = 0.0
+
+
+def _search_paths() -> tuple[str, ...]:
+    paths = [os.getcwd(), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    return tuple(dict.fromkeys(os.path.abspath(p) for p in paths))
+
+
+def _config_text(cfg: Config) -> str:
+    return json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+
+
+def _ensure_prepared(cfg: Config, store: Store, namespace: str, config_text: str,
+                     search_paths: tuple[str, ...], ray_context: LazyRay) -> list[dict[str, Any]]:
+    """Run ``prepare`` as one Ray task unless this namespace was prepared; returns contributors."""
+    manifest = store.read_manifest()
+    prepared = manifest.get("prepared") or {}
+    if manifest.get("contributors") and namespace in prepared:
+        return manifest["contributors"]
+    ray_context.ensure()
+    import ray
+
+    remote = ray.remote(_prepare_task).options(
+        num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, max_retries=cfg.ray.max_retries,
+        name="contribshap.prepare",
+    )
+    try:
+        out = ray.get(remote.remote(config_text, str(store.root), namespace, search_paths))
+    except Exception as error:
+        cause = getattr(error, "cause", None) or error
+        if isinstance(cause, ContribshapError):
+            raise type(cause)(str(cause)) from None
+        raise DriverError(f"prepare failed: {_one_line(cause)}; fix the game and run again") from None
+    contributors = out["contributors"]
+    if manifest.get("contributors") and manifest["contributors"] != contributors:
+        raise StoreError(
+            f"store {store.root}: the game now reports other contributors than the manifest holds; "
+            "use a new store or --force-new"
+        )
+    prepared[namespace] = {"summary": out["summary"], "worker": out["worker"], "at": time.time()}
+    store.update_manifest(contributors=contributors, prepared=prepared,
+                          property_names=manifest.get("property_names") or out["property_names"])
+    return contributors
+
+
+def _check_budget(cfg: Config, n: int) -> None:
+    design = cfg.design
+    if design.kind not in ("exact", "loo") and design.budget is not None and design.budget < n + 2:
+        raise ConfigError(
+            f"design.budget: {design.budget} is below n+2 = {n + 2} (the game has {n} contributors); "
+            f"use budget >= {n + 2}"
+        )
+    if design.kind == "exact" and n > 20:
+        raise ConfigError(f"design.kind: exact needs 2^{n} coalitions; use a sampling design such as leverage")
+
+
+def _record_properties(store: Store, rows: list[dict[str, Any]]) -> None:
+    names = list(store.read_manifest().get("property_names") or [])
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        for name, value in row.items():
+            if name not in RESERVED_COLUMNS and isinstance(value, float) and name not in names:
+                names.append(name)
+    store.update_manifest(property_names=names)
+
+
+def run(cfg: Config, *, store_path: str | Path | None = None, address: str | None = None,
+        force_new: bool = False, progress: bool = True, reduce: bool = True) -> RunSummary:
+    """Prepare, plan, dispatch and reduce (resumable). See the module docstring for the steps.
+
+    Args:
+        cfg: a validated config.
+        store_path: overrides ``cfg.store``.
+        address: overrides ``ray.address``.
+        force_new: move an existing store of another config aside and start afresh.
+        progress: show a progress bar on stderr.
+        reduce: reduce after each round (and stop early on the CI target).
+    """
+    from pipeline.reduce import ci_target_met, reduce_store
+
+    clock = time.perf_counter()
+    # 1. the store and its lock
+    store = Store(resolve_store(cfg, store_path))
+    namespace = config_hash(cfg)
+    store.create(name=cfg.name, config_hash=namespace, plan_hash=plan_hash(cfg), force_new=force_new,
+                 code_version=_code_version())
+    lock = DriverLock(store.lock_path, stale_after_s=cfg.ray.stale_lock_s)
+    summary = RunSummary(store=store.root, namespace=namespace)
+    with lock:
+        save_resolved(cfg, store.config_path)
+        # 2. Ray (connected on first need)
+        with LazyRay(address, cfg.ray) as ray_context:
+            config_text, search_paths = _config_text(cfg), _search_paths()
+            # 3. prepare once
+            contributors = _ensure_prepared(cfg, store, namespace, config_text, search_paths, ray_context)
+            ids = [c["id"] for c in contributors]
+            _check_budget(cfg, len(ids))
+            budgets = round_budgets(cfg.design.kind, len(ids), cfg.design.budget,
+                                    round_size=cfg.stopping.round_size, max_rounds=cfg.stopping.max_rounds)
+            # 4. rounds: plan (before dispatch), dispatch the todo, reduce, maybe stop
+            for round_index, draws in enumerate(budgets):
+                manifest = store.read_manifest()
+                planned_draws = int(manifest.get("planned_draws") or 0)
+                rows = read_plan(store)
+                if draws > planned_draws or not rows:
+                    last_round = max((r["round"] for r in rows), default=-1)
+                    index = round_index if planned_draws == 0 else max(round_index, last_round + 1)
+                    request = PlanRequest(cfg.design.kind, len(ids), draws, cfg.plan_seed(), cfg.design.options,
+                                          cfg.replicates.coalition, cfg.replicates.endpoints)
+                    rows, added = extend_plan(rows, ids, request, round_index=index)
+                    write_plan(store, rows)
+                    store.update_manifest(planned_draws=max(draws, planned_draws))
+                    summary.planned += added
+                jobs = jobs_for(rows, seed=cfg.seed, sections=ESTIMATOR_SECTIONS)
+                scan = store.scan(namespace)
+                done = scan.ok_jobs()
+                todo = [j for j in jobs if (j.coalition_key, j.replicate) not in done]
+                summary.skipped += len(jobs) - len(todo)
+                ordered = lpt_order(todo, [r for r in scan.rows if r["status"] == "ok"])
+                if ordered:
+                    ray_context.ensure()
+                result = dispatch(ordered, cfg=cfg, store=store, namespace=namespace, config_text=config_text,
+                                  search_paths=search_paths, lock=lock, progress=progress,
+                                  description=f"round {round_index}")
+                summary.rounds = round_index + 1
+                summary.evaluated += result.ok
+                summary.failed += result.failed
+                _record_properties(store, result.rows or scan.rows)
+                # 5. reduce and check the CI target
+                if not reduce:
+                    continue
+                estimates = reduce_store(store.root, cfg=cfg, write=True, show=False)
+                if round_index + 1 < len(budgets) and ci_target_met(estimates, cfg):
+                    summary.stopped_because = f"CI target met after round {round_index}"
+                    break
+            if not summary.stopped_because:
+                summary.stopped_because = "budget spent"
+    summary.wall_s = time.perf_counter() - clock
+    return summary
+
+
+def _code_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("contribshap")
+    except Exception:
+        return "unknown"
+
+
+# --- derived evaluations (LDS, counterfactuals) ------------------------------------------------------------
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def evaluate_coalitions(cfg: Config, store: Store | str | Path, masks: np.ndarray, *, section: str,
+                        replicates: int = 1, overrides: dict[str, Any] | None = None,
+                        address: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Evaluate extra coalitions (held-out subsets, counterfactual removals) and return their rows.
+
+    Args:
+        cfg: the run's config.
+        store: the run's store (must have been prepared by ``contribshap run``... or is prepared here).
+        masks: bool array (m, n) in manifest contributor order.
+        section: plan section (``holdout`` / ``counterfactual``); these rows never reach the estimators.
+        replicates: evaluations per mask (replicate indices 0..replicates-1).
+        overrides: deep-merged into the config's dump to derive another game (e.g.
+            ``{"game": {"finetune": {"mode": "retrain"}}}``); its rows live in namespace
+            ``<config_hash>-<variant>``. ``None``: the run's own game and namespace (rows are shared with
+            the run when a mask was already evaluated).
+        address: Ray address (as :func:`run`).
+        progress: progress bar on stderr.
+
+    Returns:
+        one row dict per (mask, replicate), in the order of ``masks`` then replicate (``status`` ok/failed).
+    """
+    store = store if isinstance(store, Store) else Store(store)
+    namespace = config_hash(cfg)
+    derived = cfg
+    if overrides:
+        try:
+            derived = Config.model_validate(_deep_merge(cfg.model_dump(mode="json"), overrides))
+        except Exception as error:
+            raise ConfigError(f"evaluate overrides {overrides}: {_one_line(error)}") from None
+        namespace = f"{namespace}-{variant_hash(overrides)}"
+    store.create(name=cfg.name, config_hash=config_hash(cfg), plan_hash=plan_hash(cfg))
+    masks = np.asarray(masks, dtype=bool)
+    lock = DriverLock(store.lock_path, stale_after_s=cfg.ray.stale_lock_s)
+    with lock, LazyRay(address, cfg.ray) as ray_context:
+        config_text, search_paths = _config_text(derived), _search_paths()
+        contributors = _ensure_prepared(derived, store, namespace, config_text, search_paths, ray_context)
+        ids = [c["id"] for c in contributors]
+        if masks.ndim != 2 or masks.shape[1] != len(ids):
+            raise ConfigError(f"masks: shape {masks.shape} does not match ({len(ids)} contributors); pass (m, {len(ids)})")
+        rows = add_section_rows(read_plan(store), ids, masks, section=section, replicates=replicates)
+        write_plan(store, rows)
+        keys = [key_of_mask(mask, ids) for mask in masks]
+        wanted = set(keys)
+        jobs = [j for j in jobs_for(rows, seed=derived.seed, sections=[section])
+                if j.coalition_key in wanted and j.replicate < replicates]
+        done = store.scan(namespace).ok_jobs()
+        todo = lpt_order([j for j in jobs if (j.coalition_key, j.replicate) not in done], [])
+        if todo:
+            ray_context.ensure()
+            dispatch(todo, cfg=derived, store=store, namespace=namespace, config_text=config_text,
+                     search_paths=search_paths, lock=lock, progress=progress, description=section)
+    by_job = {(r["coalition_key"], int(r["replicate"])): r for r in store.scan(namespace).rows}
+    return [by_job[(key, r)] for key in keys for r in range(replicates) if (key, r) in by_job]
+
+
+# --- status ---------------------------------------------------------------------------------------------------
+def store_status(store_path: str | Path) -> dict[str, Any]:
+    """Progress of a store without Ray: planned / ok / failed / remaining evaluations, ETA, lock holder.
+
+    The ETA assumes the mean measured ``wall_s`` per evaluation and the parallelism seen so far
+    (evaluations whose [started_at, finished_at] overlap).
+    """
+    store = Store(store_path)
+    manifest = store.read_manifest()
+    namespace = manifest["config_hash"]
+    rows = read_plan(store)
+    jobs = jobs_for(rows, seed=0, sections=ESTIMATOR_SECTIONS)
+    scan = store.scan(namespace, update_index=False)
+    status = scan.status_by_job()
+    wanted = {(j.coalition_key, j.replicate) for j in jobs}
+    ok = sum(1 for j in wanted if status.get(j) == "ok")
+    failed_rows = [r for r in scan.rows if r["status"] == "failed" and (r["coalition_key"], r["replicate"]) in wanted]
+    remaining = len(wanted) - ok
+    ok_rows = [r for r in scan.rows if r["status"] == "ok"]
+    walls = [r["wall_s"] for r in ok_rows if r.get("wall_s") is not None and math.isfinite(r["wall_s"])]
+    eta_s = None
+    if walls and remaining:
+        span = [(r["started_at"], r["finished_at"]) for r in ok_rows if math.isfinite(r.get("started_at") or math.nan)]
+        busy = sum(f - s for s, f in span)
+        elapsed = (max(f for _, f in span) - min(s for s, _ in span)) if span else 0.0
+        parallel = max(1.0, busy / elapsed) if elapsed > 0 else 1.0
+        eta_s = float(np.mean(walls)) * remaining / parallel
+    holder = None
+    if store.lock_path.is_file():
+        with contextlib.suppress(Exception):
+            holder = json.loads(store.lock_path.read_text())
+    return {
+        "store": str(store.root), "name": manifest.get("name"), "config_hash": namespace,
+        "contributors": len(manifest.get("contributors") or []),
+        "planned_coalitions": sum(1 for r in rows if r["section"] in ESTIMATOR_SECTIONS),
+        "planned": len(wanted), "ok": ok, "failed": len(failed_rows), "remaining": remaining,
+        "rounds": max((r["round"] for r in rows), default=-1) + 1,
+        "eta_s": eta_s, "unreadable": scan.unreadable, "driver": holder,
+        "failed_evaluations": [
+            {"coalition_key": r["coalition_key"], "mask": r["mask"], "replicate": r["replicate"], "error": r["error"]}
+            for r in failed_rows
+        ],
+        "other_sections": sorted({r["section"] for r in rows} - set(ESTIMATOR_SECTIONS)),
+    }

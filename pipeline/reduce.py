@@ -1,0 +1,221 @@
+"""The reducer: store -> estimates per property x method -> ``<store>/estimates/``.
+
+Reads ``plan.parquet`` and the ok evaluations of the run's namespace, keeps only the ``endpoint`` and
+``estimate`` sections (held-out and counterfactual rows never reach the estimators), and calls
+:func:`pipeline.estimators.estimate` once per property and configured method. Replicates of a coalition
+are passed as identical mask rows; the estimator averages them and reports their spread as utility noise.
+
+Outputs:
+- ``estimates/estimates.json``: the ``contribshap reduce --json`` document::
+
+      {"<property>": {"<method>": {"contributors": [{"id", "name", "value", "ci_low", "ci_high",
+                                                    "stderr"}, ...],
+                                   "v_empty": float, "v_full": float, "n_evaluations": int}}}
+
+- ``estimates/estimates.parquet``: the same as a long table, one row per property x method x
+  contributor, plus ``rank`` (1 = largest value), ``level``, ``utility_noise``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import yaml
+
+from pipeline.config import Config, parse_config
+from pipeline.plan import ESTIMATOR_SECTIONS, mask_from_str, read_plan
+from pipeline.store import RESERVED_COLUMNS, Store, StoreError, atomic_write_json, atomic_write_table
+
+__all__ = ["ci_target_met", "estimates_document", "load_store_config", "print_table", "reduce_store"]
+
+
+def load_store_config(store: Store) -> Config:
+    """The resolved config saved in ``<store>/config.yaml`` (paths are not re-checked)."""
+    if not store.config_path.is_file():
+        raise StoreError(f"{store.root} has no config.yaml; run `contribshap run CONFIG` to create the store")
+    return parse_config(yaml.safe_load(store.config_path.read_text()), source=str(store.config_path),
+                        check_paths=False)
+
+
+def _property_names(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    names = [n for n in (manifest.get("property_names") or []) if n not in RESERVED_COLUMNS]
+    for row in rows:
+        for name, value in row.items():
+            if name not in RESERVED_COLUMNS and name not in names and isinstance(value, float):
+                names.append(name)
+    return names
+
+
+def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: list[str] | None = None,
+                 write: bool = True, show: bool = False) -> dict[str, dict[str, Any]]:
+    """Estimates for every property x method from what the store holds now.
+
+    Args:
+        store_path: the store folder.
+        cfg: the run's config (default: ``<store>/config.yaml``).
+        methods: estimator methods (default: ``cfg.estimators``).
+        write: write ``estimates/estimates.{json,parquet}``.
+        show: print the rich table to stderr.
+
+    Returns:
+        ``{property: {method: Estimate}}`` (:class:`pipeline.estimators.Estimate`).
+
+    Raises:
+        StoreError: no ok evaluation of the empty or the full coalition yet, or too few rows for a method.
+    """
+    from pipeline.estimators import estimate
+
+    store = Store(store_path)
+    manifest = store.read_manifest()
+    cfg = cfg or load_store_config(store)
+    methods = methods or list(cfg.estimators)
+    contributors = manifest.get("contributors") or []
+    if not contributors:
+        raise StoreError(f"store {store.root} was never prepared (no contributors); run `contribshap run` first")
+    n = len(contributors)
+    # 1. planned coalitions of the estimator sections, and their draw counts
+    plan_rows = [r for r in read_plan(store) if r["section"] in ESTIMATOR_SECTIONS]
+    draws = {r["coalition_key"]: float(r["weight"]) for r in plan_rows}
+    replicates = {r["coalition_key"]: int(r["replicates"]) for r in plan_rows}
+    # 2. ok evaluations of those coalitions (replicates beyond the plan are ignored)
+    scan = store.scan(manifest["config_hash"])
+    rows = [r for r in scan.rows if r["coalition_key"] in draws and int(r["replicate"]) < replicates[r["coalition_key"]]]
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        print(f"warning: {len(failed)} failed evaluation(s) excluded from the estimates "
+              f"(e.g. {failed[0]['mask']} r{failed[0]['replicate']}: {failed[0]['error']}); "
+              "`contribshap run` retries them", file=sys.stderr)
+    empty, full = "0" * n, "1" * n
+    results: dict[str, dict[str, Any]] = {}
+    for prop in _property_names(manifest, ok):
+        # 3. one (masks, values) table per property; NaN values are left to the estimator to drop
+        prop_rows = [r for r in ok if r.get(prop) is not None]
+        v_empty = [r[prop] for r in prop_rows if r["mask"] == empty and math.isfinite(r[prop])]
+        v_full = [r[prop] for r in prop_rows if r["mask"] == full and math.isfinite(r[prop])]
+        if not v_empty or not v_full:
+            missing = "empty" if not v_empty else "full"
+            raise StoreError(
+                f"store {store.root}: property {prop!r} has no ok evaluation of the {missing} coalition yet; "
+                "run `contribshap run` to finish the plan"
+            )
+        masks = np.array([mask_from_str(r["mask"]) for r in prop_rows], dtype=bool).reshape(-1, n)
+        values = np.array([r[prop] for r in prop_rows], dtype=float)
+        results[prop] = {}
+        for method in methods:
+            options: dict[str, Any] = {}
+            if method == "kernelshap_paper":
+                options["draw_counts"] = np.array([draws[r["coalition_key"]] for r in prop_rows])
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    est = estimate(masks, values, float(np.mean(v_empty)), float(np.mean(v_full)),
+                                   method=method, level=cfg.level, seed=cfg.seed, **options)
+            except ValueError as error:
+                raise StoreError(f"reduce {prop!r} with {method!r}: {str(error).rstrip('.')}") from None
+            est.extras.update(v_empty=float(np.mean(v_empty)), v_full=float(np.mean(v_full)))
+            results[prop][method] = est
+    # 4. write
+    if write:
+        store.estimates_dir.mkdir(exist_ok=True)
+        atomic_write_json(store.estimates_dir / "estimates.json", estimates_document(results, contributors))
+        atomic_write_table(store.estimates_dir / "estimates.parquet", _long_table(results, contributors))
+    if show:
+        print_table(results, contributors)
+    return results
+
+
+def estimates_document(results: dict[str, dict[str, Any]], contributors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``reduce --json`` document (see the module docstring)."""
+    document: dict[str, Any] = {}
+    for prop, by_method in results.items():
+        document[prop] = {}
+        for method, est in by_method.items():
+            document[prop][method] = {
+                "contributors": [
+                    {"id": c["id"], "name": c["name"], "value": float(est.value[i]),
+                     "ci_low": float(est.ci_low[i]), "ci_high": float(est.ci_high[i]),
+                     "stderr": float(est.stderr[i])}
+                    for i, c in enumerate(contributors)
+                ],
+                "v_empty": float(est.extras["v_empty"]),
+                "v_full": float(est.extras["v_full"]),
+                "n_evaluations": int(est.n_evaluations),
+            }
+    return document
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(-values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.int32)
+    ranks[order] = np.arange(1, len(values) + 1)
+    return ranks
+
+
+def _long_table(results: dict[str, dict[str, Any]], contributors: list[dict[str, Any]]) -> pa.Table:
+    records = []
+    for prop, by_method in results.items():
+        for method, est in by_method.items():
+            ranks = _ranks(np.asarray(est.value))
+            for i, c in enumerate(contributors):
+                records.append({
+                    "property": prop, "method": method, "contributor_id": c["id"], "name": c["name"],
+                    "value": float(est.value[i]), "stderr": float(est.stderr[i]),
+                    "ci_low": float(est.ci_low[i]), "ci_high": float(est.ci_high[i]), "rank": int(ranks[i]),
+                    "level": float(est.level), "n_evaluations": int(est.n_evaluations),
+                    "utility_noise": None if est.utility_noise is None else float(est.utility_noise),
+                })
+    schema = pa.schema([
+        ("property", pa.string()), ("method", pa.string()), ("contributor_id", pa.string()), ("name", pa.string()),
+        ("value", pa.float64()), ("stderr", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+        ("rank", pa.int32()), ("level", pa.float64()), ("n_evaluations", pa.int64()), ("utility_noise", pa.float64()),
+    ])
+    return pa.Table.from_pylist(records, schema=schema)
+
+
+def print_table(results: dict[str, dict[str, Any]], contributors: list[dict[str, Any]]) -> None:
+    """One rich table per property x method on stderr: contributor, value, CI, rank."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    for prop, by_method in results.items():
+        for method, est in by_method.items():
+            ranks = _ranks(np.asarray(est.value))
+            table = Table(title=f"{prop} · {method} · {int(est.level * 100)}% CI · {est.n_evaluations} evaluations")
+            for column in ("contributor", "value", "CI", "rank"):
+                table.add_column(column, justify="left" if column == "contributor" else "right")
+            for i in np.argsort(ranks):
+                c = contributors[i]
+                table.add_row(f"{c['name']} ({c['id']})" if c["name"] != c["id"] else c["id"],
+                              f"{est.value[i]:.4g}", f"[{est.ci_low[i]:.4g}, {est.ci_high[i]:.4g}]", str(ranks[i]))
+            console.print(table)
+
+
+def ci_target_met(results: dict[str, dict[str, Any]], cfg: Config) -> bool:
+    """True when the configured CI target holds (``stopping.ci_abs`` / ``ci_rel``) for the checked
+    property (all when unset) and method (the first estimator when unset). No target: False."""
+    from pipeline.estimators import converged
+
+    stopping = cfg.stopping
+    if stopping.ci_abs is None and stopping.ci_rel is None:
+        return False
+    method = stopping.method or cfg.estimators[0]
+    props = [stopping.property] if stopping.property else list(results)
+    for prop in props:
+        est = results.get(prop, {}).get(method)
+        if est is None:
+            return False
+        if stopping.ci_abs is not None and not converged(est, stopping.ci_abs):
+            return False
+        if stopping.ci_rel is not None:
+            total = est.extras["v_full"] - est.extras["v_empty"]
+            if not converged(est, stopping.ci_rel, relative_to=total):
+                return False
+    return True
