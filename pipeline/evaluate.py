@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,12 @@ def lds_score(
 
     def _stat(idx: np.ndarray, seed_idx: np.ndarray) -> float:
         sub = values[np.ix_(seed_idx, idx)]
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(sub, axis=0) if np.isnan(sub).any() else sub.mean(axis=0)
+        if np.isnan(sub).any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns -> NaN, dropped below
+                mean = np.nanmean(sub, axis=0)
+        else:
+            mean = sub.mean(axis=0)
         ok = np.isfinite(mean)
         return 100.0 * spearman(sums[idx][ok], mean[ok])
 
@@ -597,9 +602,11 @@ def run_evaluate(
     if len(missing):
         _print(progress, f"evaluate: {len(missing)} leave-one-out / singleton coalitions for the LOO and "
                          "add-one-in baselines (main game)")
-        _evaluate(cfg, root, missing, section="counterfactual", seeds=[cfg.seed], mode=None, address=address,
-                  progress=progress, props=props)
-        main = main_rows(root, manifest, read_all_evals(root)[0].get(main_ns, []))
+        extra = _evaluate(cfg, root, missing, section="counterfactual", seeds=[cfg.seed], mode=None,
+                          address=address, progress=progress, props=props)
+        main.other_masks = np.concatenate([main.other_masks, missing], axis=0)
+        for p in props:
+            main.other_values[p] = np.concatenate([main.other_values[p], extra[p][0]])
     model_scores = None
     want_model = [m for m in MODEL_BASELINES if methods is None or m in methods]
     if game_kind == "diffusion" and want_model:
@@ -634,7 +641,8 @@ def run_evaluate(
         for method, att in attributions.get(prop, {}).items():
             result = lds_score(masks, np.nan_to_num(att.value), holdout[prop], level=cfg.level, seed=cfg.seed)
             sums = masks.astype(float) @ np.nan_to_num(att.value)
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
                 measured = np.nanmean(holdout[prop], axis=0)
             lds_doc[prop][method] = {
                 **result.to_dict(), "kind": att.kind, "signed": att.signed,

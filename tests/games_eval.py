@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-WEIGHTS = np.array([4.0, -3.0, 2.5, 1.0, 0.5, -1.5, 3.0, 0.25, -0.75, 2.0])
+# Multiples of 0.25 plus a binary code 1e-4 * 2^i (< 0.25 in total): every subset sum is distinct (by >= 1e-4),
+# so rank ties never depend on round-off.
+WEIGHTS = np.array([4.0, -3.0, 2.5, 1.0, 0.5, -1.5, 3.0, 0.25, -0.75, 2.0]) + 1e-4 * 2.0 ** np.arange(10)
 
 
 def _weights(mask: np.ndarray) -> np.ndarray:
@@ -37,3 +39,82 @@ def noisy_additive(mask: np.ndarray) -> dict[str, float]:
     rng = np.random.default_rng([bits, len(mask)])
     base = additive(mask)
     return {name: value + float(rng.normal(0.0, 0.3)) for name, value in base.items()}
+
+
+def build_store(
+    root,
+    *,
+    target: str = "games_eval:noisy_additive",
+    n: int = 6,
+    design: str = "paired",
+    budget: int = 40,
+    methods: tuple[str, ...] = ("kernelshap", "banzhaf_msr"),
+    seed: int = 0,
+    timings: dict[str, float] | None = None,
+):
+    """Fill a store the way ``contribshap run`` + ``reduce`` would, in-process (no Ray), for report tests.
+
+    Uses only the public store / plan / estimator APIs: resolved config, manifest, plan, one Parquet file
+    per evaluation (with timings), and ``estimates/estimates.json`` in the ``reduce --json`` layout.
+    Returns the store path.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from pipeline import plan as plan_mod
+    from pipeline.config import config_hash, parse_config, plan_hash, save_resolved
+    from pipeline.estimators import estimate
+    from pipeline.games import build_game
+    from pipeline.store import Store
+
+    root = Path(root)
+    cfg = parse_config(
+        {"name": "eval-test", "store": str(root), "seed": seed,
+         "game": {"kind": "python", "target": target, "n_players": n},
+         "design": {"kind": design, "budget": budget, "seed": seed}, "estimators": list(methods)},
+        check_paths=False,
+    )
+    store = Store(root)
+    store.create(name=cfg.name, config_hash=config_hash(cfg), plan_hash=plan_hash(cfg))
+    save_resolved(cfg, store.config_path)
+    game = build_game(cfg, root)
+    contributors = [c.to_dict() for c in game.contributors()]
+    ids = [c["id"] for c in contributors]
+    request = plan_mod.PlanRequest(design, n, budget - 2, seed, {}, 1, 1)
+    rows, _ = plan_mod.extend_plan([], ids, request, round_index=0)
+    plan_mod.write_plan(store, rows)
+    namespace = config_hash(cfg)
+    props: list[str] = []
+    for job in plan_mod.jobs_for(rows, seed=seed):
+        result = game.evaluate(plan_mod.mask_from_str(job.mask), replicate=job.replicate, seed=job.seed)
+        props = list(result.values)
+        now = time.time()
+        store.write_eval(namespace, {
+            **job.to_dict(), "status": "ok", "error": None, "attempt": 1, **result.values,
+            **(timings or {"finetune_s": 3.0, "sample_s": 1.5, "eval_s": 0.2, "wall_s": 5.0}),
+            "worker": "test:0", "started_at": now, "finished_at": now, "info": "{}",
+        })
+    store.update_manifest(contributors=contributors, property_names=props)
+    # estimates.json as `contribshap reduce --json` prints it
+    scan = store.scan(namespace).rows
+    masks = np.array([plan_mod.mask_from_str(r["mask"]) for r in scan])
+    doc: dict = {}
+    for prop in props:
+        vals = np.array([r[prop] for r in scan])
+        v_empty = float(vals[masks.sum(1) == 0].mean())
+        v_full = float(vals[masks.sum(1) == n].mean())
+        doc[prop] = {}
+        for method in methods:
+            est = estimate(masks, vals, v_empty, v_full, method=method)
+            doc[prop][method] = {
+                "contributors": [
+                    {"id": c["id"], "name": c["name"], "value": float(est.value[i]), "ci_low": float(est.ci_low[i]),
+                     "ci_high": float(est.ci_high[i]), "stderr": float(est.stderr[i])}
+                    for i, c in enumerate(contributors)
+                ],
+                "v_empty": v_empty, "v_full": v_full, "n_evaluations": int(est.n_evaluations),
+            }
+    store.estimates_dir.mkdir(exist_ok=True)
+    (store.estimates_dir / "estimates.json").write_text(json.dumps(doc))
+    return root

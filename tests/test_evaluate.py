@@ -1,0 +1,199 @@
+"""LDS, counterfactuals and store baselines on constructed cases with known answers (no torch)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from games_eval import WEIGHTS, additive, build_store
+
+from pipeline import evaluate as ev
+from pipeline.baselines import required_masks, store_baselines
+
+
+def _subsets(n: int, m: int, seed: int) -> np.ndarray:
+    from pipeline.sampling import sample_coalitions
+
+    return np.asarray(sample_coalitions(n, m, "datamodel", seed=seed, alpha=0.5), dtype=bool)
+
+
+# --- LDS ------------------------------------------------------------------------------------------------
+def test_lds_of_exact_attributions_on_an_additive_game_is_100():
+    masks = _subsets(10, 60, seed=1)
+    values = np.array([additive(m)["value"] for m in masks])
+    result = ev.lds_score(masks, WEIGHTS, values, n_bootstrap=200)
+    assert result.value == pytest.approx(100.0)
+    assert result.ci_low == pytest.approx(100.0) and result.ci_high == pytest.approx(100.0)
+    # the lower-is-better property is credited -2 w_i by Shapley: still a perfect linear datamodel
+    loss = np.array([additive(m)["loss"] for m in masks])
+    assert ev.lds_score(masks, -2 * WEIGHTS, loss, n_bootstrap=200).value == pytest.approx(100.0)
+    # the reversed ranking is -100
+    assert ev.lds_score(masks, -WEIGHTS, values, n_bootstrap=50).value == pytest.approx(-100.0)
+
+
+def test_lds_of_random_attributions_is_near_zero_and_its_ci_covers_zero():
+    """Values unrelated to the masks: the true LDS of any attribution is 0; check mean and CI coverage."""
+    rng = np.random.default_rng(0)
+    lds, covered = [], 0
+    reps = 40
+    for r in range(reps):
+        masks = _subsets(10, 80, seed=100 + r)
+        values = rng.normal(size=(2, len(masks)))  # two seeds of pure noise
+        result = ev.lds_score(masks, rng.normal(size=10), values, n_bootstrap=200, seed=r)
+        lds.append(result.value)
+        covered += result.ci_low <= 0.0 <= result.ci_high
+    assert abs(float(np.mean(lds))) < 8.0  # sd of one LDS here is ~11, of the mean ~2
+    assert covered >= 0.85 * reps  # nominal 95%
+
+
+def test_lds_averages_seeds_and_reports_each_seed():
+    masks = _subsets(8, 50, seed=3)
+    clean = masks @ WEIGHTS[:8]
+    rng = np.random.default_rng(1)
+    values = clean + rng.normal(0, 1.5, size=(3, len(masks)))
+    values[1, 4] = np.nan  # a failed evaluation is skipped, not fatal
+    result = ev.lds_score(masks, WEIGHTS[:8], values, n_bootstrap=300)
+    assert result.n_seeds == 3 and len(result.per_seed) == 3 and result.n_subsets == 50
+    assert result.ci_low <= result.value <= result.ci_high
+    # averaging seeds removes noise: the seed-mean LDS beats the average single-seed LDS
+    assert result.value > np.mean(result.per_seed)
+    expected = 100 * ev.spearman(masks @ WEIGHTS[:8], np.nanmean(values, axis=0))
+    assert result.value == pytest.approx(expected)
+
+
+def test_spearman_matches_scipy_with_ties():
+    from scipy import stats
+
+    x = np.array([1.0, 2.0, 2.0, 3.0, 5.0, 5.0])
+    y = np.array([2.0, 1.0, 4.0, 3.0, 6.0, 5.0])
+    assert ev.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert math.isnan(ev.spearman(np.ones(4), np.arange(4.0)))
+
+
+# --- counterfactual helpers ------------------------------------------------------------------------------
+def test_counterfactual_sets_pick_top_and_bottom_with_deterministic_ties():
+    scores = np.array([4.0, -3.0, 2.5, 1.0, 0.5, -1.5, 3.0, 0.25, -0.75, 2.0])
+    top, bottom = ev.counterfactual_sets(scores, 0.2)
+    assert top.tolist() == [0, 6] and bottom.tolist() == [1, 5]
+    top, bottom = ev.counterfactual_sets(np.zeros(5), 0.4)  # all tied: lowest indices are "top"
+    assert top.tolist() == [0, 1] and bottom.tolist() == [3, 4]
+    assert ev.removal_mask(4, np.array([1, 3])).tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match=r"top_k fraction must be in \(0, 1\), got 1.5"):
+        ev.counterfactual_sets(scores, 1.5)
+
+
+def test_relative_change_hand_computed():
+    out = ev.relative_change(np.array([8.0, 9.0, 10.0]), np.array([10.0, 10.0, 10.0]))
+    assert out["value"] == pytest.approx(-0.1)
+    assert out["absolute"] == pytest.approx(-1.0)
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t_{0.975, 2} * sd / sqrt(3), sd of (-.2, -.1, 0) = .1
+    assert out["ci_low"] == pytest.approx(-0.1 - half) and out["ci_high"] == pytest.approx(-0.1 + half)
+    single = ev.relative_change(np.array([5.0]), np.array([4.0]))
+    assert single["value"] == pytest.approx(0.25) and math.isnan(single["ci_low"])
+
+
+def test_orient_flips_an_anti_correlated_similarity():
+    masks = _subsets(10, 40, seed=5)
+    values = masks @ WEIGHTS
+    flipped, sign = ev.orient(-WEIGHTS, masks, values)
+    assert sign == -1.0 and np.allclose(flipped, WEIGHTS)
+    kept, sign = ev.orient(WEIGHTS, masks, values)
+    assert sign == 1.0 and np.allclose(kept, WEIGHTS)
+
+
+# --- store baselines -------------------------------------------------------------------------------------
+def test_loo_and_add_one_in_equal_the_weights_on_an_additive_game():
+    n = 6
+    masks = required_masks(n, ["loo", "add_one_in"])
+    values = np.array([additive(m)["value"] for m in masks])
+    out = store_baselines(masks, values, 10.0, 10.0 + WEIGHTS[:n].sum(), ["loo", "add_one_in"])
+    assert np.allclose(out["loo"].value, WEIGHTS[:n]) and np.allclose(out["add_one_in"].value, WEIGHTS[:n])
+    partial = store_baselines(masks[:3], values[:3], 10.0, 10.0 + WEIGHTS[:n].sum(), ["loo"])
+    assert np.isnan(partial["loo"].value[3:]).all() and partial["loo"].note == "3 of 6 coalitions missing"
+    with pytest.raises(ValueError, match=r"unknown store baseline\(s\) \['shap'\]; valid: \['loo'"):
+        store_baselines(masks, values, 0.0, 1.0, ["shap"])
+
+
+def test_msr_and_datamodel_recover_an_additive_game_on_a_uniform_design():
+    from pipeline.sampling import sample_coalitions
+
+    n = 8
+    masks = np.asarray(sample_coalitions(n, 200, "uniform", seed=0), dtype=bool)
+    values = np.array([additive(m)["value"] for m in masks])
+    out = store_baselines(masks, values, 10.0, 10.0 + WEIGHTS[:n].sum(), ["banzhaf_msr", "datamodel"])
+    assert np.allclose(out["banzhaf_msr"].value, WEIGHTS[:n], atol=0.6)
+    assert np.allclose(out["datamodel"].value, WEIGHTS[:n], atol=0.05)
+
+
+# --- run_evaluate on a store (held-out evaluations in-process, or through the real driver) -----------------
+def _in_process(monkeypatch):
+    """Replace the driver call by direct game evaluation (python games only); counts calls."""
+    calls = []
+
+    def fake(cfg, store, masks, *, section, seeds, mode, address, progress, props):
+        from pipeline.games import build_game
+
+        calls.append((section, len(masks), tuple(seeds), mode))
+        game = build_game(cfg, store)
+        out = {p: np.full((len(seeds), len(masks)), math.nan) for p in props}
+        for si in range(len(seeds)):
+            for j, mask in enumerate(masks):
+                values = game.evaluate(mask, replicate=0, seed=si).values
+                for p in props:
+                    out[p][si, j] = values[p]
+        return out
+
+    monkeypatch.setattr(ev, "_evaluate", fake)
+    return calls
+
+
+def test_run_evaluate_scores_every_method_and_writes_the_documents(tmp_path, monkeypatch, capsys):
+    root = build_store(tmp_path / "store", target="games_eval:additive", n=6, design="paired", budget=16,
+                       methods=("kernelshap",))
+    planned = {r["mask"] for r in ev.read_plan(root)}
+    probes = {ev.mask_to_string(m) for m in required_masks(6, ["loo", "add_one_in"])}
+    calls = _in_process(monkeypatch)
+    doc = ev.run_evaluate(root, n_subsets=30, counterfactual=True, top_k=(0.2,))
+    printed = capsys.readouterr().out
+    # 1. exact-in-the-limit estimates of an additive game: LDS 100 for kernelshap, LOO and add-one-in
+    for prop in ("value", "loss"):
+        for method in ("kernelshap", "loo", "add_one_in"):
+            assert doc["lds"][prop][method]["value"] == pytest.approx(100.0, abs=1e-6), (prop, method)
+        for method in ("banzhaf_msr", "datamodel"):  # regressions on a paired (not uniform) design
+            assert doc["lds"][prop][method]["value"] > 80.0, (prop, method)
+        assert f"{prop} kernelshap: LDS 100.0 [100.0, 100.0]" in printed
+    assert abs(doc["lds"]["value"]["random"]["value"]) < 100.0
+    # 2. the driver saw the LOO/singleton rows once, then held-out and counterfactual masks
+    assert [c[0] for c in calls] == ["counterfactual", "holdout", "counterfactual"]
+    assert calls[0][1] == len(probes - planned) > 0  # the LOO / singleton rows the 16-row plan lacks
+    # 3. counterfactual: removing the top-20% (1 contributor, p0 with w=4) lowers `value` by 4 / v_full
+    v_full = 10.0 + WEIGHTS[:6].sum()
+    top = next(e for e in doc["counterfactual"]["value"]["kernelshap"] if e["action"] == "remove_top")
+    assert top["removed"] == ["p0"] and top["value"] == pytest.approx(-WEIGHTS[0] / v_full)
+    bottom = next(e for e in doc["counterfactual"]["value"]["kernelshap"] if e["action"] == "remove_bottom")
+    assert bottom["removed"] == ["p1"] and bottom["value"] == pytest.approx(-WEIGHTS[1] / v_full)
+    # 4. files: strict JSON and a Parquet long table
+    saved = json.loads((root / "estimates" / "evaluation.json").read_text())
+    assert saved["settings"]["n_subsets"] == 30 and len(saved["holdout"]["masks"]) == 20  # C(6, 3)
+    assert "only 20 distinct held-out subsets exist for n=6, alpha=0.5" in saved["notes"]
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(root / "estimates" / "evaluation.parquet").to_pylist()
+    assert {r["metric"] for r in table} == {"lds", "remove_top", "remove_bottom"}
+
+
+def test_run_evaluate_rejects_bad_settings_in_one_line(tmp_path):
+    root = build_store(tmp_path / "store", target="games_eval:additive", n=4, budget=12, methods=("kernelshap",))
+    with pytest.raises(ValueError, match=r"^n_subsets=2: LDS needs at least 3 held-out subsets; use e.g. 50; "
+                                          r"mode='retrain': python games have no fine-tune mode; omit --mode$"):
+        ev.run_evaluate(root, n_subsets=2, mode="retrain")
+    (root / "estimates" / "estimates.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"estimates.json does not exist; run `contribshap reduce"):
+        ev.run_evaluate(root, n_subsets=10)
