@@ -302,7 +302,8 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
             problems.append(f"{key}.kind: required key is missing; valid kinds: python, diffusion")
         else:
             message = item["msg"].removeprefix("Value error, ")
-            got = "" if "got " in message else f" (got {item.get('input')!r})"
+            plain = "got " in message or isinstance(item.get("input"), dict)
+            got = "" if plain else f" (got {item.get('input')!r})"
             problems.append(f"{key}: {message}{got}")
     return problems
 

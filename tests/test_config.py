@@ -1,0 +1,123 @@
+"""Config loading: the issue's example loads as written, all problems at once, hashes cover the right keys."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import (
+    KNOWN_DESIGNS,
+    KNOWN_METHODS,
+    ConfigError,
+    config_hash,
+    load_config,
+    parse_config,
+    plan_hash,
+    save_resolved,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = {
+    "game": {"kind": "python", "target": "games_pipeline:airport", "n_players": 6},
+    "design": {"kind": "leverage", "budget": 20, "seed": 0},
+}
+
+
+def _with(**changes):
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    for dotted, value in changes.items():
+        node = raw
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return raw
+
+
+def test_issue_example_loads_as_written(tmp_path, monkeypatch):
+    shutil.copy(ROOT / "configs/examples/my_games.py", tmp_path / "my_games.py")
+    shutil.copy(ROOT / "configs/examples/airport6.yaml", tmp_path / "airport6.yaml")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("airport6.yaml")
+    assert (cfg.name, cfg.game.n_players, cfg.design.kind, cfg.plan_seed()) == ("airport-6", 6, "exact", 0)
+    assert cfg.estimators == ["exact_shapley", "kernelshap"]
+    # the resolved config round-trips exactly
+    save_resolved(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+def test_known_names_match_the_numpy_core():
+    from pipeline.estimators import METHODS
+    from pipeline.sampling import DESIGNS
+
+    assert tuple(KNOWN_DESIGNS) == tuple(DESIGNS)
+    assert tuple(KNOWN_METHODS) == tuple(METHODS)
+
+
+def test_config_hash_covers_game_seed_replicates_only():
+    base = config_hash(parse_config(BASE))
+    same = [
+        _with(name="other", store="elsewhere", estimators=["loo"], level=0.9),
+        _with(ray={"num_cpus": 2, "num_gpus": 0.25, "address": "auto"}, stopping={"ci_abs": 0.1, "max_rounds": 3}),
+        _with(design={"kind": "paired", "budget": 50, "seed": 3}, evaluation={"n_subsets": 10}),
+    ]
+    for raw in same:
+        assert config_hash(parse_config(raw)) == base
+    different = [_with(seed=1), _with(game__n_players=7), _with(replicates={"coalition": 2}),
+                 _with(game__options={"scale": 2})]
+    assert len({config_hash(parse_config(raw)) for raw in different} | {base}) == 5
+
+
+def test_plan_hash_ignores_budget_but_not_design():
+    base = plan_hash(parse_config(BASE))
+    assert plan_hash(parse_config(_with(design__budget=200))) == base
+    assert plan_hash(parse_config(_with(design__seed=1))) != base
+    assert plan_hash(parse_config(_with(design__kind="paired"))) != base
+    # design.seed defaults to the top-level seed
+    assert plan_hash(parse_config(_with(design={"kind": "leverage", "budget": 20}))) == base
+    assert plan_hash(parse_config(_with(design={"kind": "leverage", "budget": 20}, seed=1))) != base
+
+
+def test_every_problem_is_reported_at_once():
+    raw = _with(design={"kind": "leverage", "budget": 5}, estimators=["kernelshap", "exact_shapley"],
+                stopping={"max_rounds": 3})
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, source="x.yaml")
+    assert str(info.value) == (
+        "x.yaml: design.budget: 5 is below n+2 = 8 (n = 6 players plus the empty and full coalitions); "
+        "use budget >= 8 | stopping.max_rounds: > 1 needs a CI target; set stopping.ci_abs or stopping.ci_rel"
+        " | estimators: exact_shapley needs design.kind: exact (got 'leverage'); remove it or use the exact design"
+    )
+
+
+def test_schema_problems_are_listed_with_key_paths():
+    raw = _with(typo=1, level=1.5, ray={"num_gpus": 1.5, "bogus": 2}, design={"kind": "levrage", "budget": 20})
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, source="x.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    for part in [
+        "design.kind: unknown design 'levrage'; valid designs: exact, shapley_kernel, paired, leverage, uniform, "
+        "datamodel, loo",
+        "level: Input should be less than 1 (got 1.5)",
+        "ray.num_gpus: got 1.5; use a fraction in (0, 1] or a whole number of GPUs",
+        "ray.bogus: unknown key; remove it or check its spelling",
+        "typo: unknown key; remove it or check its spelling",
+    ]:
+        assert part in message
+
+
+def test_design_options_are_checked_against_the_design():
+    with pytest.raises(ConfigError, match=r"design.options: unknown option\(s\) \['alpah'\] for design 'datamodel'"):
+        parse_config(_with(design={"kind": "datamodel", "budget": 20, "options": {"alpah": 0.3}}))
+
+
+def test_diffusion_missing_paths_are_reported(tmp_path):
+    demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    demo["game"]["model"]["pretrained"] = str(tmp_path / "nope")
+    with pytest.raises(ConfigError) as info:
+        parse_config(demo, source="d.yaml")
+    assert str(info.value) == f"d.yaml: game.model.pretrained: path {tmp_path / 'nope'} does not exist; fix the path or create the file"

@@ -1,0 +1,103 @@
+"""Plan: keys, seeds, prefix-stable rounds, sections, jobs."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from pipeline.plan import (
+    PlanRequest,
+    add_section_rows,
+    coalition_key,
+    derive_seed,
+    extend_plan,
+    jobs_for,
+    mask_from_str,
+    mask_to_str,
+    read_plan,
+    round_budgets,
+    write_plan,
+)
+from pipeline.store import Store, StoreError
+
+IDS = [f"p{i}" for i in range(6)]
+
+
+def _request(draws: int, design: str = "leverage", reps: int = 1) -> PlanRequest:
+    return PlanRequest(design, 6, draws, 0, {}, reps, 2)
+
+
+def test_coalition_key_is_order_free_and_matches_the_contract():
+    assert coalition_key(["p2", "p0"]) == coalition_key(["p0", "p2"])
+    assert coalition_key(["p0", "p2"]) == hashlib.sha256(b"p0\x1fp2").hexdigest()[:16]
+    assert coalition_key([]) == hashlib.sha256(b"").hexdigest()[:16]
+    assert mask_to_str(mask_from_str("010011")) == "010011"
+    assert mask_from_str("0101").tolist() == [False, True, False, True]
+
+
+def test_derive_seed_is_deterministic_and_distinct():
+    key = coalition_key(["p1"])
+    seeds = {derive_seed(0, key, 0), derive_seed(0, key, 1), derive_seed(1, key, 0),
+             derive_seed(0, coalition_key(["p2"]), 0)}
+    assert len(seeds) == 4
+    assert derive_seed(0, key, 0) == derive_seed(0, key, 0)
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_round_budgets():
+    assert round_budgets("leverage", 6, 22, round_size=None, max_rounds=1) == [20]
+    assert round_budgets("leverage", 6, 22, round_size=8, max_rounds=5) == [8, 16, 20]
+    assert round_budgets("leverage", 6, 22, round_size=None, max_rounds=3) == [7, 14, 20]
+    assert round_budgets("exact", 6, None, round_size=None, max_rounds=1) == [62]
+    assert round_budgets("loo", 6, None, round_size=None, max_rounds=1) == [6]
+
+
+def test_extend_plan_is_prefix_stable_and_adds_endpoints_once():
+    rows, added = extend_plan([], IDS, _request(10), round_index=0)
+    assert added == 12
+    endpoints = [r for r in rows if r["section"] == "endpoint"]
+    assert sorted(r["mask"] for r in endpoints) == ["000000", "111111"]
+    assert all(r["replicates"] == 2 for r in endpoints)
+    grown, added2 = extend_plan(rows, IDS, _request(20), round_index=1)
+    assert added2 == 10
+    before = {(r["section"], r["coalition_key"]): r for r in rows}
+    for row in grown:
+        if (row["section"], row["coalition_key"]) in before:
+            assert row["round"] == before[(row["section"], row["coalition_key"])]["round"]
+        else:
+            assert row["round"] == 1
+    # asking again for the same budget adds nothing
+    again, added3 = extend_plan(grown, IDS, _request(20), round_index=2)
+    assert added3 == 0 and len(again) == len(grown)
+
+
+def test_duplicate_draws_merge_into_weights():
+    rows, _ = extend_plan([], IDS, PlanRequest("shapley_kernel", 6, 200, 0, {"unique": False}, 1, 1), round_index=0)
+    estimate = [r for r in rows if r["section"] == "estimate"]
+    assert len({r["coalition_key"] for r in estimate}) == len(estimate) < 200
+    assert sum(r["weight"] for r in estimate) == 200
+
+
+def test_plan_roundtrip_sections_and_jobs(tmp_path):
+    store = Store(tmp_path)
+    rows, _ = extend_plan([], IDS, _request(6, reps=3), round_index=0)
+    holdout = np.array([[1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 0]], dtype=bool)
+    rows = add_section_rows(rows, IDS, holdout, section="holdout", replicates=2)
+    write_plan(store, rows)
+    back = read_plan(store)
+    assert sorted(map(str, back)) == sorted(map(str, rows)) and len(back) == 10
+    jobs = jobs_for(back, seed=0)
+    assert len(jobs) == 2 * 2 + 6 * 3  # endpoints x 2 replicates + estimate rows x 3
+    assert len(jobs_for(back, seed=0, sections=["holdout"])) == 4
+    assert jobs[0].seed == derive_seed(0, jobs[0].coalition_key, jobs[0].replicate)
+    with pytest.raises(StoreError, match="section 'bogus' is not valid; valid sections: endpoint, estimate, holdout"):
+        add_section_rows(rows, IDS, holdout, section="bogus")
+
+
+def test_unreadable_plan_is_a_clear_error(tmp_path):
+    store = Store(tmp_path)
+    store.plan_path.write_bytes(b"PAR1 not really")
+    with pytest.raises(StoreError, match=r"plan\.parquet is unreadable"):
+        read_plan(store)
