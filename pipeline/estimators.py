@@ -86,9 +86,9 @@ REGRESSION_METHODS: tuple[str, ...] = ("kernelshap", "leverage_shap", "kernelsha
 EFFICIENT_METHODS: tuple[str, ...] = ("kernelshap", "leverage_shap", "kernelshap_paper", "exact_shapley")
 
 _METHOD_OPTIONS: dict[str, frozenset[str]] = {
-    "kernelshap": frozenset({"ci", "n_boot"}),
-    "leverage_shap": frozenset({"ci", "n_boot"}),
-    "kernelshap_paper": frozenset({"ci", "n_boot", "draw_counts"}),
+    "kernelshap": frozenset({"ci", "n_boot", "deterministic"}),
+    "leverage_shap": frozenset({"ci", "n_boot", "deterministic"}),
+    "kernelshap_paper": frozenset({"ci", "n_boot", "draw_counts", "deterministic"}),
     "exact_shapley": frozenset({"ci"}),
     "banzhaf_msr": frozenset({"ci", "n_boot", "include_endpoints"}),
     "loo": frozenset({"ci"}),
@@ -284,7 +284,7 @@ def estimate(
     if method in REGRESSION_METHODS:
         if ci == "auto":
             ci = "analytic"
-        value, var, extras = _regression(data, method, ci, n_boot, seed)
+        value, var, extras = _regression(data, method, ci, n_boot, seed, bool(options.get("deterministic", False)))
     elif method == "exact_shapley":
         value, var, extras = _exact_shapley(data)
         ci = "noise"
@@ -499,7 +499,9 @@ def _solve_constrained(x: np.ndarray, yprime: np.ndarray, w: np.ndarray) -> tupl
     return h @ (x.T @ (w * yprime)), h
 
 
-def _regression(data: _Data, method: str, ci: str, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+def _regression(
+    data: _Data, method: str, ci: str, n_boot: int, seed: int, deterministic: bool
+) -> tuple[np.ndarray, np.ndarray, dict]:
     n, u = data.n, data.n_unique
     if u < n - 1:
         raise ValueError(
@@ -526,8 +528,15 @@ def _regression(data: _Data, method: str, ci: str, n_boot: int, seed: int) -> tu
     else:
         stratum, unit, fraction = np.zeros(u, dtype=np.int64), np.arange(u), np.zeros(1)
     resid = yprime - x @ beta
+    if not deterministic and data.noise_var is None:
+        # utility noise unknown: a fully enumerated layer still carries noise, so no FPC (conservative)
+        fraction = np.zeros_like(fraction)
     if ci == "analytic":
-        g = (x * (w * resid)[:, None]) @ h.T @ q.T  # (u, n) influence of each row on φ
+        # HC3-style small-sample correction: residual of each unit divided by (1 - its leverage)
+        hat = w * np.einsum("ij,jk,ik->i", x, h, x)
+        unit_hat = np.bincount(unit, weights=hat)[unit]
+        adjusted = resid / np.maximum(1.0 - unit_hat, 0.05)
+        g = (x * (w * adjusted)[:, None]) @ h.T @ q.T  # (u, n) influence of each row on φ
         var = _stratified_variance(g, stratum, unit, fraction)
     elif ci == "bootstrap":
         var = _bootstrap_regression(x, yprime, w, q, stratum, unit, fraction, n_boot, seed)
