@@ -255,13 +255,22 @@ def mask_to_string(mask: np.ndarray) -> str:
     return "".join("1" if b else "0" for b in np.asarray(mask, dtype=bool))
 
 
-def load_estimates(root: Path) -> dict[str, Any]:
+def load_estimates(root: Path, *, reduce_if_missing: bool = False) -> dict[str, Any]:
     """``<store>/estimates/estimates.json`` (the ``reduce --json`` document).
+
+    Args:
+        root: store folder.
+        reduce_if_missing: run ``pipeline.reduce.reduce_store`` first when the file is missing (and the
+            store has a config), as ``contribshap reduce STORE`` would.
 
     Raises:
         FileNotFoundError: one line naming the file and the command that writes it.
     """
     path = Path(root) / "estimates" / "estimates.json"
+    if not path.is_file() and reduce_if_missing and (Path(root) / "config.yaml").is_file():
+        from pipeline.reduce import reduce_store
+
+        reduce_store(root, write=True)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `contribshap reduce {root}` first")
     doc = json.loads(path.read_text())
@@ -586,7 +595,7 @@ def run_evaluate(
     notes: list[str] = []
 
     # 2. Attributions: the reducer's estimates, store baselines, model baselines, random.
-    estimates = load_estimates(root)
+    estimates = load_estimates(root, reduce_if_missing=True)
     rows_by_ns, unreadable = read_all_evals(root)
     if unreadable:
         notes.append(f"skipped {len(unreadable)} unreadable evaluation file(s)")

@@ -335,7 +335,7 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
     from pipeline.store import Store
 
     manifest = Store(store).read_manifest()
-    estimates = load_estimates(store)
+    estimates = load_estimates(store, reduce_if_missing=True)
     evaluation = load_evaluation(store)
     contributors = manifest.get("contributors", [])
     names = [str(c.get("name", c.get("id"))) for c in contributors]

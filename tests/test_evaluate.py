@@ -195,5 +195,6 @@ def test_run_evaluate_rejects_bad_settings_in_one_line(tmp_path):
                                           r"mode='retrain': python games have no fine-tune mode; omit --mode$"):
         ev.run_evaluate(root, n_subsets=2, mode="retrain")
     (root / "estimates" / "estimates.json").unlink()
+    (root / "config.yaml").rename(root / "config.yaml.bak")  # no config: nothing can reduce it
     with pytest.raises(FileNotFoundError, match=r"estimates.json does not exist; run `contribshap reduce"):
-        ev.run_evaluate(root, n_subsets=10)
+        ev.load_estimates(root, reduce_if_missing=True)
