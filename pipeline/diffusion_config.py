@@ -638,6 +638,29 @@ class DiffusionGameConfig(_Section):
                     missing.append(f"{key}: {path}")
         return missing
 
+    def n_contributors(self) -> int | None:
+        """Number of players when the config tells it without loading images (digits; folder: reads the CSV).
+
+        None when unknown before prepare (e.g. a missing CSV, or a source without ``n_contributors``).
+        """
+        data = self.data
+        if isinstance(data, DigitsSource):
+            if data.scheme == "by_class":
+                genuine = len(data.classes) if data.classes is not None else 10
+            else:
+                genuine = int(data.scheme.partition(":")[2])
+            return genuine + len(data.planted)
+        if isinstance(data, FolderSource):
+            import csv
+
+            path = data.csv_path().expanduser()
+            if not path.is_file():
+                return None
+            with path.open(newline="") as handle:
+                return len({row.get("contributor") for row in csv.DictReader(handle)})
+        counter = getattr(data, "n_contributors", None)
+        return counter() if callable(counter) else None
+
     def retrain_steps(self) -> int:
         """Steps of a ``retrain`` job (``finetune.retrain_steps`` or ``train.steps``)."""
         return self.finetune.retrain_steps if self.finetune.retrain_steps is not None else self.train.steps
