@@ -371,7 +371,7 @@ class RunSummary:
     planned: int = 0
     evaluated: int = 0
     failed: int = 0
-    skipped: int = 0
+    skipped: int = 0  # evaluations of the final plan found done before this invocation
     stopped_because: str = ""
     wall_s: float = 0.0
 
@@ -491,7 +491,6 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
                 scan = store.scan(namespace)
                 done = scan.ok_jobs()
                 todo = [j for j in jobs if (j.coalition_key, j.replicate) not in done]
-                summary.skipped += len(jobs) - len(todo)
                 ordered = lpt_order(todo, [r for r in scan.rows if r["status"] == "ok"])
                 if ordered:
                     ray_context.ensure()
@@ -511,6 +510,7 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
                     break
             if not summary.stopped_because:
                 summary.stopped_because = "budget spent"
+            summary.skipped = len(jobs) - summary.evaluated - summary.failed
     summary.wall_s = time.perf_counter() - clock
     return summary
 

@@ -82,7 +82,10 @@ def import_target(target: str, search_paths: Sequence[str] = ()) -> Callable[...
         ) from None
     function = getattr(module, function_name, None)
     if not callable(function):
-        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        public = sorted(
+            n for n, v in vars(module).items()
+            if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        )
         raise GameError(
             f"game.target {target!r}: {module_name!r} has no function {function_name!r}; "
             f"callables there: {', '.join(public) or 'none'}"

@@ -1,0 +1,165 @@
+"""The Ray driver on the session's local Ray: retries, failures, rounds, window sizing, derived games."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline import driver
+from pipeline.config import parse_config
+from pipeline.driver import evaluate_coalitions, lpt_order, run, store_status
+from pipeline.games_python import GameError
+from pipeline.plan import Job, read_plan
+from pipeline.reduce import reduce_store
+from pipeline.store import Store
+
+pytestmark = pytest.mark.usefixtures("game_env", "ray_address")
+
+
+def _cfg(tmp_path, target: str, *, n: int = 4, design=None, options=None, **extra):
+    raw = {
+        "name": "t", "store": str(tmp_path / "store"), "seed": 0,
+        "game": {"kind": "python", "target": f"games_pipeline:{target}", "n_players": n, "options": options or {}},
+        "design": design or {"kind": "exact"},
+        "estimators": ["kernelshap"],
+        "ray": {"num_cpus": 1, "max_retries": 2},
+        **extra,
+    }
+    return parse_config(yaml.safe_load(yaml.safe_dump(raw)), check_paths=False)
+
+
+def _exact_airport(n: int) -> list[float]:
+    return [sum(1.0 / (n - k + 1) for k in range(1, j + 1)) for j in range(1, n + 1)]
+
+
+def test_transient_errors_are_retried_inside_the_task(tmp_path):
+    (tmp_path / "m").mkdir()
+    cfg = _cfg(tmp_path, "flaky", options={"marker_dir": str(tmp_path / "m")})
+    summary = run(cfg, progress=False)
+    assert (summary.evaluated, summary.failed) == (16, 0)
+    rows = Store(summary.store).scan(summary.namespace).rows
+    assert len(rows) == 16 and {r["attempt"] for r in rows} == {2}
+    estimate = reduce_store(summary.store)["cost"]["kernelshap"]
+    np.testing.assert_allclose(estimate.value, _exact_airport(4), atol=1e-9)
+
+
+def test_a_permanent_failure_is_recorded_and_the_run_goes_on(tmp_path, capsys):
+    cfg = _cfg(tmp_path, "broken", options={"fail_mask": "0110"}, design={"kind": "leverage", "budget": 16})
+    summary = run(cfg, progress=False)
+    assert (summary.evaluated, summary.failed) == (15, 1)
+    status = store_status(summary.store)
+    assert (status["ok"], status["failed"], status["remaining"]) == (15, 1, 1)
+    assert status["failed_evaluations"] == [
+        {"coalition_key": status["failed_evaluations"][0]["coalition_key"], "mask": "0110", "replicate": 0,
+         "error": "ValueError: cannot evaluate 0110"}
+    ]
+    capsys.readouterr()
+    reduce_store(summary.store)
+    assert "warning: 1 failed evaluation(s) excluded from the estimates (e.g. 0110 r0: ValueError: cannot " \
+        "evaluate 0110); `contribshap run` retries them" in capsys.readouterr().err
+    # a second run retries only the failed evaluation (and records it failed again)
+    again = run(cfg, progress=False)
+    assert (again.evaluated, again.failed, again.skipped) == (0, 1, 15)
+
+
+def test_a_dead_worker_is_retried_and_the_coalition_lands_once(tmp_path):
+    (tmp_path / "m").mkdir()
+    cfg = _cfg(tmp_path, "crashy", options={"marker_dir": str(tmp_path / "m"), "crash_mask": "1100"})
+    summary = run(cfg, progress=False)
+    assert (summary.evaluated, summary.failed) == (16, 0)
+    rows = Store(summary.store).scan(summary.namespace).rows
+    assert sorted(r["mask"] for r in rows).count("1100") == 1 and len(rows) == 16
+
+
+def test_reserved_property_names_are_refused(tmp_path):
+    summary = run(_cfg(tmp_path, "reserved", n=2), progress=False)
+    rows = Store(summary.store).scan(summary.namespace).rows
+    assert {r["status"] for r in rows} == {"failed"}
+    assert rows[0]["error"] == "ValueError: property name(s) ['seed'] are reserved store columns; rename them"
+
+
+def test_a_missing_function_fails_prepare_with_one_clear_line(tmp_path):
+    with pytest.raises(GameError) as info:
+        run(_cfg(tmp_path, "nope"), progress=False)
+    assert str(info.value).startswith("game.target 'games_pipeline:nope': 'games_pipeline' has no function 'nope'; "
+                                      "callables there: airport, airport_shapley, broken")
+
+
+def test_rounds_stop_when_the_ci_target_is_met_and_resume_does_nothing(tmp_path):
+    design = {"kind": "paired", "budget": 42}
+    loose = _cfg(tmp_path / "a", "noisy", n=6, design=design, stopping={"ci_abs": 100.0, "round_size": 10, "max_rounds": 4})
+    summary = run(loose, progress=False)
+    assert summary.rounds == 1 and summary.stopped_because == "CI target met after round 0"
+    assert {r["round"] for r in read_plan(Store(summary.store))} == {0}
+    tight = _cfg(tmp_path / "b", "noisy", n=6, design=design, stopping={"ci_abs": 1e-9, "round_size": 10, "max_rounds": 4})
+    summary = run(tight, progress=False)
+    plan = read_plan(Store(summary.store))
+    assert summary.rounds == 4 and summary.stopped_because == "budget spent"
+    assert sorted({r["round"] for r in plan}) == [0, 1, 2, 3] and len(plan) == 42
+    again = run(tight, progress=False)
+    assert (again.evaluated, again.skipped) == (0, 42)
+
+
+def test_lpt_order_uses_measured_costs_by_size():
+    jobs = [Job(f"k{s}", "", s, 0, 0) for s in (1, 3, 2, 4)]
+    assert [j.size for j in lpt_order(jobs, [])] == [4, 3, 2, 1]
+    measured = [{"size": 1, "wall_s": 9.0}, {"size": 4, "wall_s": 1.0}]
+    assert [j.size for j in lpt_order(jobs, measured)] == [1, 2, 3, 4]
+
+
+def test_slots_follow_cluster_resources_and_fractional_gpus(monkeypatch):
+    import ray
+
+    from pipeline.config import RayConfig
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
+    assert driver._slots(RayConfig(num_cpus=0, num_gpus=0.25)) == 8
+    assert driver._slots(RayConfig(num_cpus=1, num_gpus=0.5)) == 4
+    assert driver._slots(RayConfig(num_cpus=2)) == 8
+    assert driver._window(RayConfig(num_cpus=2)) == 16
+    assert driver._window(RayConfig(num_cpus=2, max_in_flight=3)) == 3
+
+
+def test_the_window_grows_when_nodes_join_mid_run(tmp_path, monkeypatch):
+    import ray
+
+    real_wait, real_resources = ray.wait, ray.cluster_resources
+    seen: list[int] = []
+    reads = {"n": 0}
+
+    def resources():
+        reads["n"] += 1  # the first reads see the real 2 CPUs, later ones a bigger cluster
+        return real_resources() if reads["n"] <= 2 else {**real_resources(), "CPU": 8.0}
+
+    def wait(refs, **kwargs):
+        seen.append(len(refs))
+        return real_wait(refs, **kwargs)
+
+    monkeypatch.setattr(ray, "cluster_resources", resources)
+    monkeypatch.setattr(ray, "wait", wait)
+    monkeypatch.setattr(driver, "RESOURCE_REFRESH_S", 0.0)
+    cfg = _cfg(tmp_path, "slow_airport", n=5, options={"sleep": 0.05}, ray={"num_cpus": 1, "num_gpus": 0.5})
+    summary = run(cfg, progress=False)
+    assert summary.evaluated == 32
+    assert seen[0] <= 4 and max(seen) > 4  # 2 x 2 CPUs at first, then up to 2 x 8
+
+
+def test_evaluate_coalitions_uses_its_own_namespace_and_section(tmp_path):
+    cfg = _cfg(tmp_path, "noisy", n=4, options={"noise": 0.0})
+    summary = run(cfg, progress=False)
+    before = reduce_store(summary.store)["value"]["kernelshap"].value
+    masks = np.array([[1, 1, 0, 0], [0, 1, 1, 1]], dtype=bool)
+    rows = evaluate_coalitions(cfg, summary.store, masks, section="holdout", replicates=2,
+                               overrides={"game": {"options": {"noise": 1.0}}}, progress=False)
+    assert [(r["mask"], r["replicate"]) for r in rows] == [("1100", 0), ("1100", 1), ("0111", 0), ("0111", 1)]
+    assert all(r["status"] == "ok" for r in rows) and not math.isclose(rows[0]["value"], 3.0)
+    store = Store(summary.store)
+    assert len(store.namespaces()) == 2
+    assert sum(r["section"] == "holdout" for r in read_plan(store)) == 2
+    np.testing.assert_allclose(reduce_store(summary.store)["value"]["kernelshap"].value, before)
+    # without overrides the run's own rows are reused (nothing evaluated twice)
+    same = evaluate_coalitions(cfg, summary.store, masks, section="holdout", progress=False)
+    assert [r["value"] for r in same] == [3.0, 9.0]
