@@ -11,7 +11,8 @@ Every design returns a boolean matrix of shape ``(m, n)`` (``CoalitionMatrix``):
   stream of coalitions that is cut after ``budget`` rows.
 - **Duplicates**: by default (``unique=True``) the stream skips coalitions already emitted, so every row
   is a distinct coalition and ``m == budget`` unless the design has fewer distinct coalitions (then
-  ``m`` is that count). With ``unique=False`` the with-replacement designs (``shapley_kernel``,
+  ``m`` is that count) or the with-replacement stream meets 20,000 repeats in a row (its coupon-collector
+  tail; the stop point belongs to the stream, so prefixes stay stable). With ``unique=False`` the with-replacement designs (``shapley_kernel``,
   ``paired``, ``uniform``, ``datamodel``) return their raw draws, repeats included (the plan dedupes
   them and may keep the multiplicity as a weight). ``exact``, ``leverage`` and ``loo`` never repeat.
 
@@ -70,6 +71,10 @@ EXACT_MAX_PLAYERS = 20
 # Layers with at most this many pairs are enumerated and shuffled; larger ones draw random subsets and
 # reject repeats (a stream cannot use up a layer that large within any realistic budget).
 _ENUMERATE_LAYER_MAX = 50_000
+
+# A unique with-replacement stream stops after this many repeats in a row (a coupon-collector tail): the
+# stop point is a property of the stream, so prefix stability still holds; m < budget then.
+_MAX_CONSECUTIVE_REPEATS = 20_000
 
 _DESIGN_OPTIONS: dict[str, frozenset[str]] = {
     "exact": frozenset(),
@@ -236,17 +241,21 @@ def _take(stream: Iterator[np.ndarray], n: int, count: int, *, dedupe: bool) -> 
     """First ``count`` rows of a coalition stream (optionally skipping repeats)."""
     out = np.zeros((count, n), dtype=bool)
     seen: set[bytes] = set()
-    filled = 0
+    filled = repeats = 0
     while filled < count:
         row = next(stream)
         if dedupe:
             key = np.packbits(row).tobytes()
             if key in seen:
+                repeats += 1
+                if repeats >= _MAX_CONSECUTIVE_REPEATS:  # nearly exhausted: stop (same place for any budget)
+                    break
                 continue
             seen.add(key)
+            repeats = 0
         out[filled] = row
         filled += 1
-    return out
+    return out[:filled]
 
 
 def _exact(n: int) -> np.ndarray:
@@ -268,29 +277,38 @@ def _random_subset(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return row
 
 
+# Streams are generated in fixed blocks (vectorised, and still a fixed sequence whatever the budget).
+_BLOCK = 256
+
+
+def _subsets_of_sizes(n: int, sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One uniformly random subset per requested size: rows (len(sizes), n) bool."""
+    ranks = rng.random((len(sizes), n)).argsort(axis=1).argsort(axis=1)
+    return ranks < sizes[:, None]
+
+
 def _kernel_stream(n: int, rng: np.random.Generator, *, paired: bool) -> Iterator[np.ndarray]:
     # repeats are removed by _take when unique=True; a repeated pair is then skipped as a whole,
     # because S and N∖S are always emitted back to back
     probs = shapley_kernel_size_probs(n)
-    sizes = np.arange(1, n)
     while True:
-        k = int(rng.choice(sizes, p=probs))
-        row = _random_subset(n, k, rng)
-        yield row
-        if paired:
-            yield ~row
+        sizes = rng.choice(np.arange(1, n), size=_BLOCK, p=probs)
+        for row in _subsets_of_sizes(n, sizes, rng):
+            yield row
+            if paired:
+                yield ~row
 
 
 def _uniform_stream(n: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     while True:
-        row = rng.random(n) < 0.5
-        if 0 < row.sum() < n:
-            yield row
+        rows = rng.random((_BLOCK, n)) < 0.5
+        sizes = rows.sum(axis=1)
+        yield from rows[(sizes > 0) & (sizes < n)]
 
 
 def _fixed_size_stream(n: int, k: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     while True:
-        yield _random_subset(n, k, rng)
+        yield from _subsets_of_sizes(n, np.full(_BLOCK, k), rng)
 
 
 class _PairLayer:

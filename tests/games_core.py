@@ -127,3 +127,30 @@ def brute_force_shapley(fn: Callable[[np.ndarray], np.ndarray], n: int) -> np.nd
             weight = math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n)
             phi[i] += weight * (values[bytes(np.packbits(plus))] - base)
     return phi
+
+
+def permutation_shapley(fn: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:
+    """Exact Shapley values as average marginal contributions over all n! orderings (n <= 7).
+
+    A second, independent algorithm (orderings, not subsets) used to check hand-computed values.
+    """
+    if n > 7:
+        raise ValueError(f"permutation enumeration is for n <= 7; got n={n}.")
+    phi = np.zeros(n)
+    orders = list(itertools.permutations(range(n)))
+    for order in orders:
+        mask = np.zeros((n + 1, n), dtype=bool)
+        for step, player in enumerate(order):
+            mask[step + 1 :, player] = True
+        values = fn(mask)
+        phi[list(order)] += np.diff(values)
+    return phi / len(orders)
+
+
+def banzhaf_brute_force(fn: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:
+    """Exact Banzhaf values: mean over S ⊆ N∖i of v(S ∪ i) - v(S) (n <= 14)."""
+    all_masks = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
+    values = fn(all_masks)
+    zf = all_masks.astype(np.float64)
+    half = 2 ** (n - 1)
+    return (values @ zf - values @ (1 - zf)) / half
