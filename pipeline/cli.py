@@ -199,6 +199,27 @@ def demo(
         _echo_err(f"warning: no report: {error}")
 
 
+@app.command()
+def submit(
+    config: Path = typer.Argument(..., help="YAML config."),
+    address: str = typer.Option(
+        "http://127.0.0.1:8265", "--address", envvar="RAY_API_SERVER_ADDRESS",
+        help="Ray dashboard URL of the cluster (Jobs API).",
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Follow the job's log to the end; exit 1 unless it succeeded."),
+    store: Path = typer.Option(None, "--store", help="Store folder (default: the config's `store`); same path on the cluster."),
+    working_dir: Path = typer.Option(Path("."), "--working-dir", help="Folder uploaded with the job (python games)."),
+    python: str = typer.Option("auto", "--python", help="Interpreter on the cluster (auto: this one for a local address, else `python`)."),
+) -> None:
+    """Submit `contribshap run CONFIG` as a Ray job; resubmitting attaches to the running job or resumes."""
+    from pipeline.submit import submit as submit_job
+
+    result = submit_job(config, address=address, wait=wait, store=store, working_dir=working_dir, python=python)
+    typer.echo(result.submission_id)
+    if wait and not result.succeeded:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: known errors -> one line on stderr and exit code 2."""
     import click
