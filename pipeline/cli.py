@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _format_warning
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="contribshap", standalone_mode=False)
+        code = command.main(args=argv, prog_name="contribshap", standalone_mode=False)
     except ContribshapError as error:
         _echo_err(f"error: {error}")
         return 2
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _echo_err("interrupted; run the same command again to resume")
         return 130
-    return 0
+    return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as a return value here
 
 
 if __name__ == "__main__":
