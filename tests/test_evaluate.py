@@ -198,3 +198,35 @@ def test_run_evaluate_rejects_bad_settings_in_one_line(tmp_path):
     (root / "config.yaml").rename(root / "config.yaml.bak")  # no config: nothing can reduce it
     with pytest.raises(FileNotFoundError, match=r"estimates.json does not exist; run `contribshap reduce"):
         ev.load_estimates(root, reduce_if_missing=True)
+
+
+# --- model baselines (torch) --------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_trak_and_similarity_single_out_the_contributor_whose_images_were_generated():
+    """Generated images = copies of contributor 0's images: every model baseline ranks it first."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    from pipeline.diffusion_config import DiffusionGameConfig
+    from workers.baselines import projected_gradients, similarity_scores, trak_scores
+    from workers.models import build_model, build_scheduler
+
+    config = DiffusionGameConfig.model_validate(
+        {"kind": "diffusion", "data": {"source": "digits"}, "model": {"block_out_channels": [8, 16]}, "device": "cpu"}
+    )
+    model, scheduler = build_model(config.model, seed=0), build_scheduler(config.model)
+    digits = load_digits()
+    order = np.argsort(digits.target[:60], kind="stable")  # 3 contributors of mixed classes, 20 images each
+    images = torch.tensor(digits.images[:60][order] / 8.0 - 1.0, dtype=torch.float32).unsqueeze(1)
+    owner = np.arange(60) // 20
+    generated = images[:8].clone()
+    phi = projected_gradients(model, scheduler, images, dim=64, n_timesteps=4, seed=0)
+    psi = projected_gradients(model, scheduler, generated, dim=64, n_timesteps=4, seed=0)
+    assert phi.shape == (60, 64) and np.isfinite(phi).all()
+    assert np.allclose(psi, phi[:8])  # the same image gives the same projected gradient (fixed t, eps, P)
+    trak = trak_scores(phi, owner, psi, 3)
+    assert int(np.argmax(trak)) == 0
+    flat = images.reshape(60, -1).double().numpy()
+    centre = flat.mean(axis=0)
+    mean, best = similarity_scores(flat - centre, owner, generated.reshape(8, -1).double().numpy() - centre, 3)
+    assert int(np.argmax(mean)) == 0 and best[0] == pytest.approx(1.0) and best[1] < 1.0

@@ -166,7 +166,7 @@ def test_convergence_and_cost_helpers_by_hand(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_run_evaluate_report_end_to_end(tmp_path):
+def test_cli_run_evaluate_report_end_to_end(tmp_path, ray_address):
     """The real CLI and a local Ray instance: run a python game, evaluate (LDS); then the report."""
     tests_dir = Path(__file__).parent
     config = tmp_path / "additive.yaml"
@@ -175,10 +175,10 @@ def test_cli_run_evaluate_report_end_to_end(tmp_path):
         "name: eval-e2e\n"
         f"store: {store}\n"
         "game: {kind: python, target: 'games_eval:noisy_additive', n_players: 6}\n"
-        "design: {kind: leverage, budget: 40, seed: 0}\n"
+        "design: {kind: leverage, budget: 30, seed: 0}\n"
         "estimators: [kernelshap]\n"
         "ray: {local_num_cpus: 2}\n"
-        "evaluation: {n_subsets: 20}\n"
+        "evaluation: {n_subsets: 12}\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{tests_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "RAY_AUTH_MODE": "disabled"}
@@ -189,8 +189,8 @@ def test_cli_run_evaluate_report_end_to_end(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         return done
 
-    run("run", str(config), "--no-progress")
-    out = run("evaluate", str(store), "--no-progress").stdout
+    run("run", str(config), "--no-progress", "--address", ray_address)  # the session's Ray (conftest)
+    out = run("evaluate", str(store), "--no-progress", "--address", ray_address).stdout
     assert "value kernelshap: LDS" in out and "loss random: LDS" in out
     doc = json.loads((store / "estimates" / "evaluation.json").read_text())
     assert doc["lds"]["value"]["kernelshap"]["value"] > 90  # noisy additive game: near-perfect datamodel
