@@ -78,6 +78,9 @@ __all__ = [
 
 #: Seconds between two reads of ``ray.cluster_resources()`` (window sizing) while dispatching.
 RESOURCE_REFRESH_S = 5.0
+#: Seconds between two refreshes of the store's scan cache from the rows tasks returned (bounds what a
+#: resume after ``kill -9`` must read file by file).
+INDEX_FLUSH_S = 10.0
 #: Timeout of one ``ray.wait`` call: the loop wakes at least this often to refresh the lock and the bar.
 WAIT_TIMEOUT_S = 1.0
 
@@ -300,11 +303,12 @@ def _progress_bar(total: int, enabled: bool, description: str) -> Any:
 
 def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, config_text: str,
              search_paths: tuple[str, ...], lock: DriverLock | None, progress: bool = True,
-             description: str = "evaluating") -> DispatchResult:
+             description: str = "evaluating", known_rows: Sequence[dict[str, Any]] = ()) -> DispatchResult:
     """Run ``jobs`` on Ray with a bounded in-flight window; rows are written by the tasks.
 
     A task Ray gives up on (worker died more than ``max_retries`` times, or an error outside the task
-    body) gets a ``failed`` row written here, so every job ends with exactly one file.
+    body) gets a ``failed`` row written here, so every job ends with exactly one file. Every
+    ``INDEX_FLUSH_S`` the store's scan cache is rewritten from ``known_rows`` plus the rows returned so far.
     """
     if not jobs:
         return DispatchResult()
@@ -319,7 +323,8 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
     in_flight: dict[Any, Job] = {}
     result = DispatchResult()
     window, window_at = _window(cfg.ray), time.monotonic()
-    beat_at = time.monotonic()
+    beat_at = flush_at = time.monotonic()
+    known = {(r["coalition_key"], int(r["replicate"])): r for r in known_rows}
     bar = _progress_bar(len(jobs), progress, description)
     try:
         while pending or in_flight:
@@ -341,6 +346,7 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
                                    error=_one_line(error))
                     store.write_eval(namespace, row)
                 result.rows.append(row)
+                known[(row["coalition_key"], int(row["replicate"]))] = row
                 if row["status"] == "ok":
                     result.ok += 1
                 else:
@@ -352,6 +358,11 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
             if lock is not None and time.monotonic() - beat_at > cfg.ray.heartbeat_s:
                 lock.heartbeat()
                 beat_at = time.monotonic()
+            # 4. keep the scan cache fresh, so that a resume reads few files
+            if time.monotonic() - flush_at > INDEX_FLUSH_S:
+                store.remember(namespace, known.values())
+                flush_at = time.monotonic()
+        store.remember(namespace, known.values())
     finally:
         bar.close()
         for ref in in_flight:
@@ -496,7 +507,7 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
                     ray_context.ensure()
                 result = dispatch(ordered, cfg=cfg, store=store, namespace=namespace, config_text=config_text,
                                   search_paths=search_paths, lock=lock, progress=progress,
-                                  description=f"round {round_index}")
+                                  description=f"round {round_index}", known_rows=scan.rows)
                 summary.rounds = round_index + 1
                 summary.evaluated += result.ok
                 summary.failed += result.failed
@@ -580,12 +591,14 @@ def evaluate_coalitions(cfg: Config, store: Store | str | Path, masks: np.ndarra
         wanted = set(keys)
         jobs = [j for j in jobs_for(rows, seed=derived.seed, sections=[section])
                 if j.coalition_key in wanted and j.replicate < replicates]
-        done = store.scan(namespace).ok_jobs()
+        scan = store.scan(namespace)
+        done = scan.ok_jobs()
         todo = lpt_order([j for j in jobs if (j.coalition_key, j.replicate) not in done], [])
         if todo:
             ray_context.ensure()
             dispatch(todo, cfg=derived, store=store, namespace=namespace, config_text=config_text,
-                     search_paths=search_paths, lock=lock, progress=progress, description=section)
+                     search_paths=search_paths, lock=lock, progress=progress, description=section,
+                     known_rows=scan.rows)
     by_job = {(r["coalition_key"], int(r["replicate"])): r for r in store.scan(namespace).rows}
     return [by_job[(key, r)] for key in keys for r in range(replicates) if (key, r) in by_job]
 

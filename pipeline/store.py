@@ -26,6 +26,7 @@ import socket
 import time
 import warnings
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ TIMING_COLUMNS: dict[str, pa.DataType] = {
 #: Names a game may not use for a property.
 RESERVED_COLUMNS = frozenset({*EVAL_COLUMNS, *TIMING_COLUMNS, "section", "namespace"})
 _INDEX_NAME = "_index.parquet"
+#: Threads reading evaluation files missing from the cache (pyarrow releases the GIL while reading).
+_READ_THREADS = 8
 
 
 class StoreError(ContribshapError):
@@ -122,6 +125,19 @@ def _parse_eval_name(name: str) -> tuple[str, int] | None:
     if not sep or not rep.isdigit():
         return None
     return key, int(rep)
+
+
+def _read_one(path: Path) -> dict[str, Any] | BaseException | None:
+    """The row of one evaluation file; the exception when unreadable; None when it vanished."""
+    try:
+        table = pq.read_table(path)
+        if table.num_rows != 1:
+            raise ValueError(f"{table.num_rows} rows")
+        return table.to_pylist()[0]
+    except FileNotFoundError:
+        return None
+    except Exception as error:
+        return error
 
 
 def row_to_table(row: dict[str, Any]) -> pa.Table:
@@ -308,17 +324,21 @@ class Store:
         # 3. read new or changed files; skip unreadable ones
         unreadable = []
         fresh = 0
-        for name in sorted(set(listing) - set(rows)):
-            try:
-                table = pq.read_table(folder / name)
-                if table.num_rows != 1:
-                    raise ValueError(f"{table.num_rows} rows")
-                rows[name] = table.to_pylist()[0]
-                fresh += 1
-            except FileNotFoundError:
-                continue
-            except Exception:
+        missing = sorted(set(listing) - set(rows))
+        paths = [folder / name for name in missing]
+        if len(paths) > 64:
+            with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
+                results = list(pool.map(_read_one, paths))
+        else:
+            results = [_read_one(path) for path in paths]
+        for name, result in zip(missing, results, strict=True):
+            if result is None:
+                continue  # removed while we listed
+            if isinstance(result, BaseException):
                 unreadable.append(name)
+            else:
+                rows[name] = result
+                fresh += 1
         if warn and unreadable:
             warnings.warn(
                 f"skipped {len(unreadable)} unreadable evaluation file(s) in {folder}: "
@@ -328,6 +348,23 @@ class Store:
         if update_index and (fresh or len(rows) != len(cached)):
             self._write_index(folder, rows, listing)
         return EvalScan(rows=[rows[name] for name in sorted(rows)], unreadable=unreadable)
+
+    def remember(self, namespace: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Write the scan cache from rows the caller already holds (the driver, from task results).
+
+        One ``stat`` per file and no file read: the driver calls this every few seconds, so a resume
+        after ``kill -9`` reads only the files written since the last call.
+        """
+        folder = self.evals_dir(namespace)
+        by_name: dict[str, dict[str, Any]] = {}
+        listing: dict[str, tuple[int, int]] = {}
+        for row in rows:
+            name = eval_file_name(row["coalition_key"], row["replicate"])
+            with contextlib.suppress(FileNotFoundError):
+                stat = (folder / name).stat()
+                listing[name] = (stat.st_size, stat.st_mtime_ns)
+                by_name[name] = row
+        self._write_index(folder, by_name, listing)
 
     def _read_index(self, folder: Path) -> list[dict[str, Any]]:
         path = folder / _INDEX_NAME

@@ -107,3 +107,17 @@ def test_lock_refuses_a_live_driver_and_takes_over_stale_ones(tmp_path):
     path.write_text(json.dumps({**holder, "host": "elsewhere", "heartbeat": time.time()}))
     with pytest.raises(LockError):
         DriverLock(path, stale_after_s=120).acquire()
+
+
+def test_remember_writes_the_cache_from_rows_without_reading_files(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    rows = [_row(f"k{i}", value=float(i)) for i in range(100)]
+    for row in rows:
+        store.write_eval("ns", row)
+    store.remember("ns", rows[:90])  # the driver knows 90 rows; 10 landed after its last flush
+    calls = []
+    real = pq.read_table
+    monkeypatch.setattr(store_module.pq, "read_table", lambda path, *a, **k: calls.append(path) or real(path, *a, **k))
+    scan = store.scan("ns")
+    assert len(scan.ok_jobs()) == 100
+    assert len(calls) == 1 + 10  # the index, then the 10 files it does not hold (read on 8 threads)
