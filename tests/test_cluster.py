@@ -1,0 +1,386 @@
+"""Issue 7: the cluster path, tested as far as one machine allows.
+
+Static checks (no Ray): the Dockerfile (base image, non-root user, pinned install, smoke test), the KubeRay
+RayJob and cluster-launcher manifests (YAML + required fields), the store-derived submission ids.
+
+Live checks on a real local Ray head started by this module (``ray start --head --block`` as a child process
+this module owns and ends by its pid; never ``ray stop``, which would end every Ray process of the user):
+- a job submitted with ``contribshap submit``, stopped mid-run with the Jobs API, resubmitted: the store ends
+  complete and identical to an uninterrupted run (same plan, same evaluations, each exactly once);
+- a Ray worker process killed by its pid mid-coalition: the coalition is retried and lands once;
+- two drivers on one store at once: the second refuses with a clear message naming the lock's owner;
+- ``contribshap submit --wait`` exits non-zero when the job fails.
+
+Everything binds to loopback ports picked free at start, and Ray's session files go under a tmp folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipeline.submit import base_submission_id, build_entrypoint, resolve_python
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "tests"))
+from games_cluster import MARKERS_ENV, known_value  # noqa: E402
+
+
+# --- static checks: Dockerfile ------------------------------------------------------------------------------
+def _dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    lines, current = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        current = f"{current} {line}" if current else line
+        if current.endswith("\\"):
+            current = current[:-1].rstrip()
+            continue
+        lines.append(current)
+        current = ""
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def test_dockerfile_base_user_pinned_install_and_smoke_test():
+    instructions = _dockerfile_instructions((ROOT / "docker" / "Dockerfile").read_text())
+    args = dict(a.split("=", 1) for kind, a in instructions if kind == "ARG" and "=" in a)
+    froms = [a for kind, a in instructions if kind == "FROM"]
+    assert len(froms) == 1
+    image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], froms[0])
+    constraints = (ROOT / "constraints.txt").read_text()
+    ray_pin = re.search(r"^ray==([\d.]+)", constraints, re.M).group(1)
+    # 1. a maintained rayproject/ray GPU image (not ray-ml) with the pinned Ray and Python 3.11
+    assert re.fullmatch(rf"rayproject/ray:{re.escape(ray_pin)}-py311-cu12\d", image), image
+    # 2. the last USER is not root
+    users = [a for kind, a in instructions if kind == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    # 3. every pip install runs under constraints.txt; the package itself adds no dependencies
+    installs = [a for kind, a in instructions if kind == "RUN" and "pip install" in a]
+    assert installs and all("-c constraints.txt" in a for a in installs)
+    assert any("--no-deps" in a and a.rstrip().endswith(" .") for a in installs)
+    # 4. nothing weight-like is copied in; the build context skips .venv and weights
+    copies = " ".join(a for kind, a in instructions if kind in ("COPY", "ADD"))
+    assert not re.search(r"\.(safetensors|ckpt|pt|pth)\b", copies)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and "**/*.safetensors" in ignored
+    # 5. the smoke test runs at build time and is the default command
+    assert any(kind == "RUN" and "contribshap --help" in a for kind, a in instructions)
+    assert any(kind == "CMD" and "contribshap" in a for kind, a in instructions)
+
+
+# --- static checks: manifests ----------------------------------------------------------------------------
+def _container_gpu(container: dict) -> int:
+    limits = container.get("resources", {}).get("limits", {})
+    return int(limits.get("nvidia.com/gpu", 0))
+
+
+def test_rayjob_manifest_schema():
+    docs = list(yaml.safe_load_all((ROOT / "cluster" / "rayjob.yaml").read_text()))
+    by_kind = {d["kind"]: d for d in docs}
+    assert set(by_kind) >= {"RayJob", "PersistentVolumeClaim", "ConfigMap"}
+    pvc = by_kind["PersistentVolumeClaim"]
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    job = by_kind["RayJob"]
+    assert job["apiVersion"] == "ray.io/v1"
+    spec = job["spec"]
+    # 1. lifecycle: retries on a new cluster, teardown, deadline
+    assert isinstance(spec["backoffLimit"], int) and spec["backoffLimit"] > 0
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert isinstance(spec["activeDeadlineSeconds"], int) and spec["activeDeadlineSeconds"] > 0
+    # 2. the entrypoint runs the project's CLI on a config mounted from the ConfigMap
+    assert spec["entrypoint"].startswith("contribshap run ")
+    config_file = spec["entrypoint"].split()[2]
+    config = yaml.safe_load(by_kind["ConfigMap"]["data"][Path(config_file).name])
+    assert config["ray"]["address"] == "auto"
+    # 3. head + a GPU worker group with nvidia.com/gpu, the store PVC mounted on both
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"] == re.search(r"^ray==([\d.]+)", (ROOT / "constraints.txt").read_text(), re.M)[1]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    groups = cluster["workerGroupSpecs"]
+    gpu_groups = [g for g in groups if any(_container_gpu(c) >= 1 for c in g["template"]["spec"]["containers"])]
+    assert gpu_groups
+    for group in gpu_groups:
+        assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        requests = group["template"]["spec"]["containers"][0]["resources"]["requests"]
+        assert int(requests["nvidia.com/gpu"]) >= 1
+    store_dir = str(Path(config["store"]).parent)
+    for pod in [head] + [g["template"]["spec"] for g in gpu_groups]:
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+        mounts = {m["mountPath"]: m["name"] for c in pod["containers"] for m in c["volumeMounts"]}
+        assert claims.get(mounts.get(store_dir)) == pvc["metadata"]["name"], (store_dir, mounts, claims)
+
+
+def test_cluster_launcher_manifest_schema():
+    cfg = yaml.safe_load((ROOT / "cluster" / "ray-cluster.yaml").read_text())
+    for key in ("cluster_name", "max_workers", "docker", "provider", "available_node_types", "head_node_type"):
+        assert key in cfg, key
+    assert cfg["docker"]["image"] and cfg["docker"]["container_name"]
+    assert any("/mnt/store" in option for option in cfg["docker"]["run_options"])
+    types = cfg["available_node_types"]
+    assert cfg["head_node_type"] in types
+    workers = {name: t for name, t in types.items() if name != cfg["head_node_type"]}
+    assert workers
+    for node in workers.values():
+        assert 0 <= node["min_workers"] <= node["max_workers"] <= cfg["max_workers"]
+        assert node["node_config"]["InstanceType"].startswith(("g", "p"))  # AWS GPU families
+    assert types[cfg["head_node_type"]]["resources"] == {"CPU": 0}
+
+
+# --- static checks: submission ids -----------------------------------------------------------------------
+def test_submission_id_is_derived_from_the_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a = base_submission_id("runs/My Store")
+    assert a == base_submission_id(tmp_path / "runs" / "My Store")  # relative == absolute
+    assert a != base_submission_id("runs/other")
+    assert re.fullmatch(r"contribshap-my-store-[0-9a-f]{12}", a)
+    entry = build_entrypoint("/opt/py", "cfg.yaml", tmp_path / "s", run_args=["--x", "1"])
+    assert entry.startswith("/opt/py -m pipeline.cli run cfg.yaml --store ")
+    assert "--address auto" in entry and entry.endswith("--x 1")
+    assert resolve_python("auto", "http://127.0.0.1:8265") == sys.executable
+    assert resolve_python("auto", "http://10.0.0.5:8265") == "python"
+    assert resolve_python("/x/python", "http://127.0.0.1:8265") == "/x/python"
+
+
+# --- live checks: a real local Ray head owned by this module ---------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """``ray start --head --block`` on free loopback ports, session files in a short tmp folder.
+
+    Yields ``{"gcs": host:port, "dashboard": url, "markers": folder, "tmp": folder}``; ends the head by
+    its pid (SIGTERM, then SIGKILL of its process group), never with ``ray stop``.
+    """
+    tmp = tmp_path_factory.mktemp("cluster")
+    markers = tmp / "markers"
+    markers.mkdir()
+    ray_tmp = Path(tempfile.mkdtemp(prefix="cs-ray-"))  # short: Ray's socket paths must stay < 108 chars
+    port, dash = _free_port(), _free_port()
+    ports = {
+        "--ray-client-server-port": _free_port(), "--dashboard-agent-listen-port": _free_port(),
+        "--dashboard-agent-grpc-port": _free_port(), "--metrics-export-port": _free_port(),
+        "--node-manager-port": _free_port(), "--object-manager-port": _free_port(),
+        "--runtime-env-agent-port": _free_port(),
+    }
+    cmd = [str(BIN / "ray"), "start", "--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
+           "--dashboard-port", str(dash), "--num-cpus", "2", "--num-gpus", "0", "--block",
+           "--temp-dir", str(ray_tmp), "--include-dashboard", "true", "--disable-usage-stats"]
+    for flag, value in ports.items():
+        cmd += [flag, str(value)]
+    log = open(tmp / "head.log", "w")  # noqa: SIM115 (closed at teardown)
+    head = subprocess.Popen(cmd, env=_env(**{MARKERS_ENV: str(markers)}), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        deadline = time.monotonic() + 60
+        while True:
+            if head.poll() is not None:
+                raise RuntimeError(f"ray start exited {head.returncode}: {(tmp / 'head.log').read_text()[-2000:]}")
+            try:
+                JobSubmissionClient(address).list_jobs()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        gcs = re.search(r"ray start --address='([^']+)'", (tmp / "head.log").read_text())
+        yield {"gcs": gcs.group(1) if gcs else f"127.0.0.1:{port}", "dashboard": address, "markers": markers,
+               "tmp": tmp}
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=10)
+        log.close()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _workdir(tmp: Path, name: str, *, n_players: int, sleep_s: float,
+             target: str = "games_cluster:weighted_sum") -> Path:
+    """A small working directory (travels with the job): the games module and one config."""
+    work = tmp / name
+    work.mkdir()
+    shutil.copy(ROOT / "tests" / "games_cluster.py", work / "games_cluster.py")
+    config = {
+        "name": name,
+        "store": f"stores/{name}",
+        "seed": 0,
+        "game": {"kind": "python", "target": target, "n_players": n_players,
+                 "options": {"sleep_s": sleep_s}},
+        "design": {"kind": "exact"},
+        "estimators": ["kernelshap"],
+        "ray": {"num_cpus": 1, "max_retries": 3, "stale_lock_s": 30},
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return work
+
+
+def _cli(*args: str, cwd: Path, **popen: object) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "contribshap"), *args], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _evals(store: Path) -> dict[tuple[str, int], dict]:
+    """``{(coalition_key, replicate): row}`` read file by file; asserts one file per job, all readable."""
+    manifest = json.loads((store / "manifest.json").read_text())
+    files = sorted((store / "evals" / manifest["config_hash"]).glob("*-r*.parquet"))
+    rows = {}
+    for path in files:
+        row = pq.read_table(path).to_pylist()[0]
+        key = (row["coalition_key"], row["replicate"])
+        assert key not in rows, f"{key} stored twice"
+        assert path.name == f"{key[0]}-r{key[1]}.parquet"
+        rows[key] = row
+    return rows
+
+
+def _assert_complete(store: Path, n_players: int) -> dict[tuple[str, int], dict]:
+    rows = _evals(store)
+    assert len(rows) == 2**n_players  # exact design: every coalition once
+    for row in rows.values():
+        assert row["status"] == "ok", row
+        assert row["value"] == known_value(np.array([c == "1" for c in row["mask"]]))
+    assert not list(store.rglob(".*.tmp-*")), "a temporary file was left behind"
+    return rows
+
+
+@pytest.fixture(scope="module")
+def reference(ray_head):
+    """Two drivers started at once on one store (n=4, exact: 16 coalitions x 0.4 s on 2 CPUs).
+
+    Returns both processes' (returncode, stderr) and the store, which the winner completes: it is also the
+    uninterrupted reference run for the stop/resubmit test.
+    """
+    work = _workdir(ray_head["tmp"], "reference", n_players=4, sleep_s=0.4)
+    store = work / "stores" / "reference"
+    drivers = [_cli("run", "config.yaml", "--address", ray_head["gcs"], "--no-progress", cwd=work) for _ in range(2)]
+    results = [(p.communicate(timeout=120)[1], p.returncode) for p in drivers]
+    results = [(code, err) for err, code in results]
+    return {"work": work, "store": store, "results": results}
+
+
+def test_two_drivers_on_one_store_the_second_refuses(reference):
+    codes = sorted(code for code, _ in reference["results"])
+    assert codes == [0, 2], reference["results"]
+    refused = next(err for code, err in reference["results"] if code == 2)
+    assert re.search(r"error: store .*reference is in use by a driver \(pid \d+ on host \S+, since ", refused), refused
+    assert "driver.lock" in refused  # the message names the lock file (what to delete if that driver is gone)
+    _assert_complete(reference["store"], 4)
+    assert not (reference["store"] / "driver.lock").exists()
+
+
+def test_submit_stop_resubmit_matches_uninterrupted_run(ray_head, reference):
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(ray_head["dashboard"])
+    work = _workdir(ray_head["tmp"], "resubmit", n_players=4, sleep_s=0.4)
+    store = work / "stores" / "resubmit"
+    # 1. submit, let a few evaluations land, stop the job with the Jobs API
+    first = _cli("submit", "config.yaml", "--address", ray_head["dashboard"], cwd=work)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    first_id = out.strip().splitlines()[-1]
+    assert first_id == base_submission_id(store) + "-a1"
+    deadline = time.monotonic() + 90
+    while len(list(store.glob("evals/*/*-r0.parquet"))) < 3:
+        assert time.monotonic() < deadline, client.get_job_logs(first_id)[-3000:]
+        time.sleep(0.2)
+    assert client.stop_job(first_id)
+    while str(client.get_job_status(first_id).value) not in ("STOPPED", "FAILED", "SUCCEEDED"):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert client.get_job_status(first_id).value == "STOPPED"
+    partial = _evals(store)
+    assert 3 <= len(partial) < 16, "the job was not stopped mid-run"
+    # 2. resubmit the same command: a new attempt of the same lineage resumes from the store
+    second = _cli("submit", "config.yaml", "--address", ray_head["dashboard"], "--wait", cwd=work)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, out[-3000:] + err[-3000:]
+    assert out.strip().splitlines()[-1] == base_submission_id(store) + "-a2"
+    assert f"resuming after {first_id}: STOPPED" in out
+    assert f"{16 - len(partial)} evaluated" in out + err  # only the missing ones ran
+    # 3. the store equals the uninterrupted run's: plan, keys, values; each evaluation exactly once
+    resumed = _assert_complete(store, 4)
+    expected = _assert_complete(reference["store"], 4)
+    assert resumed.keys() == expected.keys()
+    for key, row in expected.items():
+        assert (resumed[key]["mask"], resumed[key]["value"], resumed[key]["seed"]) == (row["mask"], row["value"], row["seed"])
+    assert pq.read_table(store / "plan.parquet").equals(pq.read_table(reference["store"] / "plan.parquet"))
+    for key in partial:  # evaluations of the stopped attempt were kept, not redone
+        assert resumed[key]["finished_at"] == partial[key]["finished_at"]
+    # 4. `contribshap status` shows the job next to the store's progress
+    status = _cli("status", str(store), "--json", cwd=work)
+    info = json.loads(status.communicate(timeout=60)[0])
+    assert (info["ok"], info["remaining"]) == (16, 0)
+    assert info["job"]["submission_id"] == base_submission_id(store) + "-a2"
+    assert info["job"]["status"] == "SUCCEEDED"
+    assert [a["status"] for a in info["job"]["attempts"]] == ["STOPPED", "SUCCEEDED"]
+
+
+def test_worker_killed_mid_coalition_is_retried_and_lands_once(ray_head):
+    work = _workdir(ray_head["tmp"], "killed", n_players=3, sleep_s=0.8)
+    store = work / "stores" / "killed"
+    markers = ray_head["markers"]
+    since = time.time_ns()
+    driver = _cli("run", "config.yaml", "--address", ray_head["gcs"], "--no-progress", cwd=work)
+    # 1. wait for a coalition of this 3-player game to start, kill its worker process by pid
+    deadline = time.monotonic() + 90
+    victim = None
+    while victim is None:
+        assert time.monotonic() < deadline and driver.poll() is None, driver.communicate()
+        running = [p for p in markers.glob("*.run") if len(p.stem.split("-")[1]) == 3 and int(p.stem.split("-")[2]) > since]
+        victim = running[0] if running else None
+        time.sleep(0.05)
+    pid, bits, _ = victim.stem.split("-")
+    os.kill(int(pid), signal.SIGKILL)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 0, err[-3000:]
+    # 2. the killed attempt never finished; the coalition ran again on another worker and landed once
+    starts = [p for p in markers.iterdir() if p.stem.split("-")[1] == bits and int(p.stem.split("-")[2]) > since]
+    assert victim.exists(), "the killed attempt finished anyway"
+    assert len(starts) >= 2 and any(p.suffix == ".done" and p.stem.split("-")[0] != pid for p in starts)
+    rows = _assert_complete(store, 3)
+    (row,) = [r for r in rows.values() if r["mask"] == bits]
+    assert row["status"] == "ok" and not row["worker"].endswith(f":{pid}")
+
+
+def test_submit_wait_exits_nonzero_when_the_job_fails(ray_head):
+    # the config is valid where it is submitted (cluster-side paths are not checked there), but the job's
+    # driver cannot import the game module: it exits 2 and the job FAILS
+    work = _workdir(ray_head["tmp"], "failing", n_players=2, sleep_s=0.0, target="no_such_module:game")
+    proc = _cli("submit", "config.yaml", "--address", ray_head["dashboard"], "--wait", cwd=work)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out[-2000:] + err[-2000:]
+    assert "ended: FAILED" in out
+    assert "error: " in out and "no_such_module" in out  # the job's one-line error reached the submitter
