@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipeline.config import parse_config
 from pipeline.submit import base_submission_id, build_entrypoint, resolve_python
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +109,8 @@ def test_rayjob_manifest_schema():
     assert spec["entrypoint"].startswith("contribshap run ")
     config_file = spec["entrypoint"].split()[2]
     config = yaml.safe_load(by_kind["ConfigMap"]["data"][Path(config_file).name])
-    assert config["ray"]["address"] == "auto"
+    cfg = parse_config(config, source="rayjob.yaml ConfigMap", check_paths=False)  # a valid run config
+    assert cfg.ray.address == "auto" and cfg.ray.num_gpus > 0 and cfg.store.startswith("/mnt/store/")
     # 3. head + a GPU worker group with nvidia.com/gpu, the store PVC mounted on both
     cluster = spec["rayClusterSpec"]
     assert cluster["rayVersion"] == re.search(r"^ray==([\d.]+)", (ROOT / "constraints.txt").read_text(), re.M)[1]
