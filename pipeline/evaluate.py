@@ -683,6 +683,31 @@ def run_evaluate(
                 {"k": k, "action": action, "removed": [ids[i] for i in removed], **change}
             )
 
+    # 5b. Diffusion stores: samples of the full model next to the model without the top / bottom contributors.
+    samples: dict[str, Any] = {"note": "python game: no images" if game_kind != "diffusion" else
+                               "run with --counterfactual to save samples"}
+    if game_kind == "diffusion" and counterfactual and props:
+        prop = props[0]
+        method = next((m for m, a in attributions[prop].items() if a.kind == "estimator"), None)
+        if method is not None:
+            k = float(top_k[0])
+            top, bottom = counterfactual_sets(attributions[prop][method].value, k)
+            names = [str(c.get("name", c.get("id"))) for c in contributors]
+            panels = [("full coalition", np.ones(n, bool)),
+                      (f"without top {k:.0%} by {method} for {prop}:\n{', '.join(names[i] for i in top)}",
+                       removal_mask(n, top)),
+                      (f"without bottom {k:.0%}:\n{', '.join(names[i] for i in bottom)}", removal_mask(n, bottom))]
+            try:
+                from workers.baselines import counterfactual_samples
+
+                counterfactual_samples(cfg, root, panels, root / "estimates" / "samples.png")
+                samples = {"png": "estimates/samples.png", "property": prop, "method": method, "k": k,
+                           "caption": f"Generated samples (shared noise, {cfg.game.finetune.mode}) of the full "
+                                      f"coalition, and without the top / bottom {k:.0%} of contributors by "
+                                      f"{method} credit for {prop} (highest credit = raises {prop} most)."}
+            except Exception as error:  # the report says why the grid is missing
+                samples = {"note": f"samples failed: {type(error).__name__}: {error}"}
+
     # 6. Write the document (JSON + long Parquet table) and return it.
     doc = {
         "settings": {"n_subsets": n_subsets, "alpha": alpha, "mode": mode or "as_run", "seeds": seeds,
@@ -696,6 +721,7 @@ def run_evaluate(
         "counterfactual": cf_doc,
         "attributions": {p: {m: {"value": a.value.tolist(), "kind": a.kind, "signed": a.signed, "note": a.note}
                              for m, a in per.items()} for p, per in attributions.items()},
+        "samples": samples,
         "notes": notes,
         "created": time.time(),
     }

@@ -247,3 +247,79 @@ def model_baselines(
     if progress:
         print("model baselines: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), flush=True)
     return out
+
+
+def coalition_images(cfg: Any, prepared: Any, mask: np.ndarray, *, ids: list[str], n_images: int) -> torch.Tensor:
+    """The first ``n_images`` generated images of coalition ``mask``, made as the game makes them.
+
+    Same start model by ``finetune.mode``, same job seed (``derive_seed(seed, key, replicate 0)``), same
+    training call and the same shared noise as :class:`workers.game.DiffusionGame`, so the images are those
+    whose properties the store holds for this coalition (replicate 0).
+    """
+    from pipeline.plan import derive_seed, key_of_mask
+    from workers.models import build_model
+    from workers.sampling import sample_images
+    from workers.training import clone_model, train
+
+    game = cfg.game
+    mask = np.asarray(mask, dtype=bool)
+    seed = derive_seed(cfg.seed, key_of_mask(mask, ids), 0)
+    finetune = game.finetune
+    if finetune.mode == "sparsified_ft":
+        model, steps, lr = clone_model(prepared.recovered), finetune.steps, finetune.lr
+    elif finetune.mode == "ft":
+        model, steps, lr = clone_model(prepared.theta_star), finetune.steps, finetune.lr
+    elif finetune.mode == "retrain":
+        model = build_model(game.model, seed=seed % (2**31)).to(prepared.device)
+        steps, lr = game.retrain_steps(), game.retrain_lr()
+    else:
+        raise ValueError(f"finetune.mode={finetune.mode!r} is unknown; valid: ['sparsified_ft', 'ft', 'retrain']")
+    indices = prepared.dataset.coalition_indices(mask)
+    train(model, prepared.noise_scheduler, prepared.dataset.images[indices], finetune, seed=seed,
+          device=prepared.device, precision=game.precision, steps=steps, lr=lr)
+    images, _ = sample_images(model, prepared.noise_scheduler, game.sampling.model_copy(update={"n_images": n_images}),
+                              replicate=0, device=prepared.device, image_shape=tuple(prepared.dataset.images.shape[1:]))
+    return images
+
+
+def counterfactual_samples(
+    cfg: Any, root: Path, panels: list[tuple[str, np.ndarray]], out_png: Path, *, n_show: int = 36,
+) -> Path:
+    """Save a PNG with one grid of generated samples per panel (e.g. full model / without the top-k).
+
+    Args:
+        cfg: the run's config (diffusion). root: the store. panels: ``(title, mask)`` pairs, mask bool (n,).
+        out_png: output file. n_show: images per panel (a square grid; default 36).
+
+    Returns:
+        ``out_png``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from workers.prepare import load_prepared
+
+    prepared = load_prepared(cfg.game, Path(root) / "artifacts", seed=cfg.seed)
+    ids = [c.id for c in prepared.dataset.contributors]
+    side = math.ceil(math.sqrt(n_show))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 4.4))
+    axes = np.atleast_1d(axes)
+    for ax, (title, mask) in zip(axes, panels, strict=True):
+        images = coalition_images(cfg, prepared, mask, ids=ids, n_images=n_show).clamp(-1, 1)
+        c, h, w = images.shape[1:]
+        grid = np.ones((side * (h + 1), side * (w + 1), c))
+        for k, image in enumerate(images):
+            r, q = divmod(k, side)
+            grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = (
+                (image.permute(1, 2, 0).cpu().numpy() + 1) / 2
+            )
+        ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None, vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return Path(out_png)
