@@ -167,13 +167,15 @@ def evaluate(
     seed: list[int] = typer.Option(None, "--seed", help="Training seed (repeatable; default: config)."),
     method: list[str] = typer.Option(None, "--method", help="Method to score (repeatable; default: all)."),
     counterfactual: bool = typer.Option(False, "--counterfactual", help="Also remove top/bottom-k and re-evaluate."),
+    top_k: list[float] = typer.Option(None, "--top-k", help="Removal fraction in (0, 1) (repeatable; default 0.1 and 0.2)."),
     address: str = typer.Option(None, "--address", help="Ray address (default: local)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """LDS on held-out subsets (and counterfactual removals) for STORE."""
     run_evaluate = _lazy("pipeline.evaluate", "run_evaluate", "the evaluation work (issue 6)")
     run_evaluate(Path(store), n_subsets=n_subsets, alpha=alpha, mode=mode, seeds=seed or None,
-                 methods=method or None, counterfactual=counterfactual, address=address, progress=progress)
+                 methods=method or None, counterfactual=counterfactual, top_k=tuple(top_k or (0.1, 0.2)),
+                 address=address, progress=progress)
     typer.echo(str(Path(store) / "estimates" / "evaluation.json"))
 
 
