@@ -81,7 +81,7 @@ RESOURCE_REFRESH_S = 5.0
 #: Seconds between two refreshes of the store's scan cache from the rows tasks returned (bounds what a
 #: resume after ``kill -9`` must read file by file).
 INDEX_FLUSH_S = 10.0
-#: Timeout of one ``ray.wait`` call: the loop wakes at least this often to refresh the lock and the bar.
+#: Timeout of one ``ray.wait`` call: the loop wakes at least this often to refresh the bar and the cache.
 WAIT_TIMEOUT_S = 1.0
 
 
@@ -323,7 +323,7 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
     in_flight: dict[Any, Job] = {}
     result = DispatchResult()
     window, window_at = _window(cfg.ray), time.monotonic()
-    beat_at = flush_at = time.monotonic()
+    flush_at = time.monotonic()
     known = {(r["coalition_key"], int(r["replicate"])): r for r in known_rows}
     bar = _progress_bar(len(jobs), progress, description)
     try:
@@ -354,11 +354,7 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
                 bar.update(1)
                 bar.set_postfix(ok=result.ok, failed=result.failed, left=len(pending) + len(in_flight),
                                 refresh=False)
-            # 3. tell other drivers we are alive
-            if lock is not None and time.monotonic() - beat_at > cfg.ray.heartbeat_s:
-                lock.heartbeat()
-                beat_at = time.monotonic()
-            # 4. keep the scan cache fresh, so that a resume reads few files
+            # 3. keep the scan cache fresh, so that a resume reads few files
             if time.monotonic() - flush_at > INDEX_FLUSH_S:
                 store.remember(namespace, known.values())
                 flush_at = time.monotonic()
@@ -471,7 +467,7 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
     namespace = config_hash(cfg)
     store.create(name=cfg.name, config_hash=namespace, plan_hash=plan_hash(cfg), force_new=force_new,
                  code_version=_code_version())
-    lock = DriverLock(store.lock_path, stale_after_s=cfg.ray.stale_lock_s)
+    lock = DriverLock(store.lock_path, stale_after_s=cfg.ray.stale_lock_s, heartbeat_s=cfg.ray.heartbeat_s)
     summary = RunSummary(store=store.root, namespace=namespace)
     with lock:
         save_resolved(cfg, store.config_path)
@@ -578,7 +574,7 @@ def evaluate_coalitions(cfg: Config, store: Store | str | Path, masks: np.ndarra
         namespace = f"{namespace}-{variant_hash(overrides)}"
     store.create(name=cfg.name, config_hash=config_hash(cfg), plan_hash=plan_hash(cfg))
     masks = np.asarray(masks, dtype=bool)
-    lock = DriverLock(store.lock_path, stale_after_s=cfg.ray.stale_lock_s)
+    lock = DriverLock(store.lock_path, stale_after_s=cfg.ray.stale_lock_s, heartbeat_s=cfg.ray.heartbeat_s)
     with lock, LazyRay(address, cfg.ray) as ray_context:
         config_text, search_paths = _config_text(derived), _search_paths()
         contributors = _ensure_prepared(derived, store, namespace, config_text, search_paths, ray_context)

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterable
@@ -422,13 +423,24 @@ class DriverLock:
         path: the lock file.
         stale_after_s: a lock whose heartbeat is older than this is taken over (default 120 s).
 
-    Use as a context manager, and call :meth:`heartbeat` every few seconds while running.
+        heartbeat_s: a background thread refreshes the heartbeat this often while the lock is held
+            (also during a long blocking ``prepare``); ``None`` = no thread, call :meth:`heartbeat`.
+
+    Use as a context manager.
     """
 
-    def __init__(self, path: Path, *, stale_after_s: float = 120.0) -> None:
+    def __init__(self, path: Path, *, stale_after_s: float = 120.0, heartbeat_s: float | None = None) -> None:
         self.path = Path(path)
         self.stale_after_s = stale_after_s
+        self.heartbeat_s = heartbeat_s
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            with contextlib.suppress(OSError):
+                self.heartbeat()
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -471,6 +483,10 @@ class DriverLock:
                 continue
             with os.fdopen(fd, "wb") as handle:
                 handle.write(payload)
+            if self.heartbeat_s is not None and self._thread is None:
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._beat, name="driver-lock-heartbeat", daemon=True)
+                self._thread.start()
             return
         raise LockError(f"could not take {self.path}: another driver keeps taking it; retry in a minute")
 
@@ -481,6 +497,10 @@ class DriverLock:
             atomic_write_json(self.path, {**self.owner, "heartbeat": time.time()})
 
     def release(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self._thread = None
         holder = self._read()
         if holder and holder.get("pid") == self.owner["pid"] and holder.get("host") == self.owner["host"]:
             with contextlib.suppress(FileNotFoundError):

@@ -121,3 +121,12 @@ def test_remember_writes_the_cache_from_rows_without_reading_files(tmp_path, mon
     scan = store.scan("ns")
     assert len(scan.ok_jobs()) == 100
     assert len(calls) == 1 + 10  # the index, then the 10 files it does not hold (read on 8 threads)
+
+
+def test_the_lock_heartbeat_runs_in_the_background(tmp_path):
+    path = tmp_path / "driver.lock"
+    with DriverLock(path, heartbeat_s=0.05):
+        first = json.loads(path.read_text())["heartbeat"]
+        time.sleep(0.3)
+        assert json.loads(path.read_text())["heartbeat"] > first
+    assert not path.exists()
