@@ -35,6 +35,16 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from pipeline.config import ContribshapError
+
+
+class EvaluationError(ContribshapError, ValueError):
+    """Bad ``evaluate`` settings; the CLI prints the message as one line (exit code 2)."""
+
+
+class MissingEstimatesError(ContribshapError, FileNotFoundError):
+    """``estimates/estimates.json`` is missing and cannot be made; the message names the fix."""
+
 # --------------------------------------------------------------------------------------------------------
 # numpy core
 # --------------------------------------------------------------------------------------------------------
@@ -272,7 +282,7 @@ def load_estimates(root: Path, *, reduce_if_missing: bool = False) -> dict[str, 
 
         reduce_store(root, write=True)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; run `contribshap reduce {root}` first")
+        raise MissingEstimatesError(f"{path} does not exist; run `contribshap reduce {root}` first")
     doc = json.loads(path.read_text())
     return doc.get("properties", doc) if isinstance(doc, dict) else {}
 
@@ -588,7 +598,7 @@ def run_evaluate(
     if bad_k:
         problems.append(f"top_k={list(top_k)}: fractions must be in (0, 1), e.g. 0.1,0.2")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise EvaluationError("; ".join(problems))
     contributors = manifest.get("contributors") or []
     n = len(contributors)
     ids = [str(c.get("id")) for c in contributors]
@@ -619,9 +629,15 @@ def run_evaluate(
     model_scores = None
     want_model = [m for m in MODEL_BASELINES if methods is None or m in methods]
     if game_kind == "diffusion" and want_model:
-        from workers.baselines import model_baselines  # torch: only for diffusion stores
+        cached = root / "estimates" / "model_baselines.json"
+        saved = json.loads(cached.read_text()) if cached.is_file() else {}
+        if saved.get("contributors") == ids and set(want_model) <= set(saved.get("scores", {})):
+            model_scores = {m: np.asarray(saved["scores"][m], dtype=float) for m in want_model}
+            notes.append(f"model baselines reused from {cached.name} (delete it to recompute)")
+        else:
+            from workers.baselines import model_baselines  # torch: only for diffusion stores
 
-        model_scores = model_baselines(cfg, root, methods=want_model, progress=progress)
+            model_scores = model_baselines(cfg, root, methods=want_model, progress=progress)
     attributions = collect_attributions(
         root, manifest, main, estimates, methods=list(methods) if methods is not None else None,
         level=cfg.level, seed=cfg.seed, model_scores=model_scores,
