@@ -1,0 +1,146 @@
+"""LDS of sparsified-FT Shapley against held-out subsets on the demo, next to every baseline (not a test).
+
+What it measures (issue 6 targets):
+
+1. One table: LDS (x100 Spearman, bootstrap CI over subsets and seeds) per property x method, for the
+   demo store's Shapley estimate (``kernelshap`` on sparsified fine-tuning), the store baselines (LOO,
+   add-one-in, Banzhaf MSR, datamodel), the model baselines (pixel / feature similarity, TRAK) and a
+   random reference. Held-out subsets are evaluated with ``--mode`` (default: as the run, i.e.
+   sparsified FT; ``retrain`` is the gold standard and costs a full training per subset), and the label
+   of every row says which.
+2. LDS against the number of coalitions evaluated, for the default estimator (``kernelshap``) and the
+   paper's estimator (``kernelshap_paper``: unweighted regression, no pairing, no stratification), both
+   re-estimated on growing prefixes of the store's plan (in design order) and scored on the same
+   held-out values. The rows come from the store's *paired* plan: the paper's estimator is applied to
+   the same rows, not to an unpaired Shapley-kernel draw of its own (that would need another run).
+
+Usage::
+
+    python bench/lds.py                                  # runs/demo (runs configs/demo.yaml if needed)
+    python bench/lds.py --store /tmp/demo --n-subsets 30 --seeds 0
+    python bench/lds.py --store runs/demo --mode retrain --n-subsets 20 --seeds 0 1 2   # ground truth
+
+Writes ``bench/results/lds.json`` (``--out``) and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _fmt(x: float | None) -> str:
+    return "   -  " if x is None or not math.isfinite(x) else f"{x:6.1f}"
+
+
+def lds_table(doc: dict, label: str) -> list[dict]:
+    """Rows ``{property, method, kind, lds, ci_low, ci_high, n_subsets, n_seeds, holdout}``, best first."""
+    rows = []
+    for prop, per in doc["lds"].items():
+        for method, entry in per.items():
+            rows.append({"property": prop, "method": method, "kind": entry.get("kind"),
+                         "lds": entry.get("value"), "ci_low": entry.get("ci_low"), "ci_high": entry.get("ci_high"),
+                         "n_subsets": entry.get("n_subsets"), "n_seeds": entry.get("n_seeds"), "holdout": label})
+    rows.sort(key=lambda r: (r["property"], -(r["lds"] if r["lds"] is not None else -1e9)))
+    return rows
+
+
+def lds_vs_coalitions(store: Path, doc: dict, methods: tuple[str, ...], n_points: int = 8) -> list[dict]:
+    """Re-estimate on prefixes of the plan (design order) and score each prefix on the held-out values."""
+    from pipeline.estimators import estimate
+    from pipeline.evaluate import lds_score, main_rows, mask_from_string, read_all_evals
+    from pipeline.store import Store
+
+    manifest = Store(store).read_manifest()
+    rows_by_ns, _ = read_all_evals(store)
+    main = main_rows(store, manifest, rows_by_ns.get(str(manifest["config_hash"]), []))
+    masks_h = np.array([mask_from_string(s) for s in doc["holdout"]["masks"]], dtype=bool)
+    m, n = main.masks.shape
+    sizes = sorted({round(float(x)) for x in np.geomspace(min(m, 2 * n), m, n_points)} | {m})
+    sizes = sorted({s + (s % 2) if s < m else s for s in sizes})  # whole pairs of a paired plan
+    out = []
+    for prop in doc["lds"]:
+        values_h = np.array(doc["holdout"]["values"][prop], dtype=float)
+        for method in methods:
+            for size in sizes:
+                try:
+                    est = estimate(main.masks[:size], main.values[prop][:size], main.v_empty[prop],
+                                   main.v_full[prop], method=method)
+                except ValueError as error:
+                    out.append({"property": prop, "method": method, "coalitions": size + 2, "lds": None,
+                                "error": str(error)})
+                    continue
+                result = lds_score(masks_h, est.value, values_h, n_bootstrap=300)
+                out.append({"property": prop, "method": method, "coalitions": size + 2, "lds": result.value,
+                            "ci_low": result.ci_low, "ci_high": result.ci_high})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
+    parser.add_argument("--store", type=Path, default=None, help="default: the config's store")
+    parser.add_argument("--n-subsets", type=int, default=30)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--mode", default=None, help="held-out fine-tune mode (default: as the run)")
+    parser.add_argument("--address", default=None)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "lds.json")
+    args = parser.parse_args()
+
+    from pipeline.config import load_config, resolve_store
+    from pipeline.evaluate import _jsonable, run_evaluate
+
+    # 1. The demo store (run it if it has no estimates yet).
+    store = args.store or resolve_store(load_config(args.config))
+    timings: dict[str, float] = {}
+    if not (store / "estimates" / "estimates.json").is_file():
+        start = time.time()
+        subprocess.run([str(Path(sys.executable).with_name("contribshap")), "run", str(args.config), "--store",
+                        str(store), "--no-progress"], check=True)
+        timings["run_s"] = time.time() - start
+    # 2. LDS of every method on held-out subsets.
+    start = time.time()
+    doc = run_evaluate(store, n_subsets=args.n_subsets, alpha=args.alpha, mode=args.mode, seeds=args.seeds,
+                       address=args.address, progress=True)
+    timings["evaluate_s"] = time.time() - start
+    label = f"{doc['settings']['mode']} held-out ({doc['settings']['game_kind']})"
+    table = lds_table(doc, label)
+    # 3. LDS against the number of coalitions: default estimator vs the paper's.
+    start = time.time()
+    curve = lds_vs_coalitions(store, doc, ("kernelshap", "kernelshap_paper"))
+    timings["curve_s"] = time.time() - start
+
+    print(f"\nLDS on {doc['settings']['n_subsets']} held-out subsets (alpha {args.alpha}), seeds {args.seeds}, "
+          f"held-out mode: {doc['settings']['mode']}")
+    print(f"{'property':<16} {'method':<14} {'kind':<15} {'LDS':>6} {'CI':>17}")
+    for r in table:
+        print(f"{r['property']:<16} {r['method']:<14} {r['kind'] or '':<15} {_fmt(r['lds'])} "
+              f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+    print("\nLDS vs coalitions evaluated (prefixes of the plan, same held-out values)")
+    for prop in doc["lds"]:
+        sizes = sorted({r["coalitions"] for r in curve if r["property"] == prop})
+        print(f"{prop:<16} {'coalitions':<18}" + "".join(f"{s:>7}" for s in sizes))
+        for method in ("kernelshap", "kernelshap_paper"):
+            by = {r["coalitions"]: r["lds"] for r in curve if r["property"] == prop and r["method"] == method}
+            print(f"{'':<16} {method:<18}" + "".join(f" {_fmt(by.get(s))}" for s in sizes))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"store": str(store), "settings": doc["settings"], "holdout_label": label, "table": table,
+               "lds_vs_coalitions": curve, "timings_s": timings, "notes": doc["notes"],
+               "counterfactual": doc.get("counterfactual", {})}
+    args.out.write_text(json.dumps(_jsonable(payload), indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
