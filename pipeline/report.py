@@ -30,6 +30,7 @@ import numpy as np
 from pipeline.evaluate import load_estimates, load_evaluation, main_rows, read_all_evals
 
 _STAGES = ("finetune_s", "sample_s", "eval_s")
+_MAX_RANKED = 20  # the ranking plot shows at most 2 x this many contributors
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
 color:#222;line-height:1.45;padding:0 1rem}
@@ -134,7 +135,11 @@ def _plot_ranking(prop: str, by_method: dict[str, Any], methods: list[str], path
     plt = _plt()
     first = by_method[methods[0]]["contributors"]
     order = sorted(range(len(first)), key=lambda i: _num(first[i].get("value")))
-    n = len(first)
+    shown_note = ""
+    if len(order) > 2 * _MAX_RANKED:  # many contributors: the two ends of the ranking (the table has all)
+        shown_note = f" — lowest and highest {_MAX_RANKED} of {len(order)}"
+        order = order[:_MAX_RANKED] + order[-_MAX_RANKED:]
+    n = len(order)
     fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.32 * n + 1.2)))
     shown = methods[:3]
     for j, method in enumerate(shown):
@@ -149,7 +154,7 @@ def _plot_ranking(prop: str, by_method: dict[str, Any], methods: list[str], path
     ax.set_yticks(np.arange(n))
     ax.set_yticklabels([str(first[i].get("name", first[i].get("id"))) for i in order], fontsize=8)
     ax.set_xlabel(f"credit for {prop} (property units; CI at the estimator's level)")
-    ax.set_title(f"{prop}: contributors ranked ({methods[0]})")
+    ax.set_title(f"{prop}: contributors ranked ({methods[0]}){shown_note}", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
