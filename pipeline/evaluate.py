@@ -433,40 +433,34 @@ def _print(progress: bool, text: str) -> None:
     print(text, flush=True)
 
 
-def _overrides(mode: str | None, seed: int, cfg: Any) -> dict[str, Any] | None:
-    """Config overrides of the derived game for one training seed (None: the main game itself)."""
-    over: dict[str, Any] = {}
-    if mode is not None:
-        over["game"] = {"finetune": {"mode": mode}}
-    if seed != cfg.seed:
-        over["seed"] = int(seed)
-    return over or None
+def _overrides(mode: str | None) -> dict[str, Any] | None:
+    """Config overrides of the derived game (None: the main game itself, rows shared with the run)."""
+    return {"game": {"finetune": {"mode": mode}}} if mode is not None else None
 
 
 def _evaluate(
     cfg: Any, store: Any, masks: np.ndarray, *, section: str, seeds: list[int], mode: str | None,
     address: str | None, progress: bool, props: list[str],
 ) -> dict[str, np.ndarray]:
-    """Evaluate ``masks`` (k, n) once per seed through the driver; property -> values (s, k), NaN = failed."""
+    """Evaluate ``masks`` (k, n) under ``len(seeds)`` training seeds; property -> values (s, k), NaN = failed.
+
+    Training seed i is replicate i of the job: its seed is ``derive_seed(config seed, coalition, i)`` (data
+    order, timesteps, a retrained model's init) and its sampling noise is shifted by i. Replicates keep
+    the prepared artifacts (θ*, pruned model, reference statistics) of the run: changing the config seed
+    instead would re-train them.
+    """
     from pipeline.driver import evaluate_coalitions
 
     out = {p: np.full((len(seeds), len(masks)), math.nan) for p in props}
     index = {mask_to_string(m): j for j, m in enumerate(masks)}
-    for si, seed in enumerate(seeds):
-        rows = evaluate_coalitions(
-            cfg, store, masks, section=section, replicates=1, overrides=_overrides(mode, seed, cfg),
-            address=address, progress=progress,
-        )
-        sums: dict[tuple[str, int], list[float]] = {}
-        for row in rows:
-            if row.get("status") != "ok" or row.get("mask") not in index:
-                continue
-            for p in props:
-                sums.setdefault((p, index[row["mask"]]), []).append(_float(row.get(p)))
-        for (p, j), vals in sums.items():
-            finite = [v for v in vals if math.isfinite(v)]
-            if finite:
-                out[p][si, j] = float(np.mean(finite))
+    rows = evaluate_coalitions(cfg, store, masks, section=section, replicates=len(seeds),
+                               overrides=_overrides(mode), address=address, progress=progress)
+    for row in rows:
+        replicate = int(row.get("replicate", 0))
+        if row.get("status") != "ok" or row.get("mask") not in index or replicate >= len(seeds):
+            continue
+        for p in props:
+            out[p][replicate, index[row["mask"]]] = _float(row.get(p))
     return out
 
 
@@ -549,7 +543,9 @@ def run_evaluate(
         mode: fine-tune mode of the held-out/counterfactual game: None = as the run (``sparsified_ft`` for
             diffusion), or ``sparsified_ft``, ``ft``, ``retrain`` (the gold standard; diffusion games only).
             ``"finetune"`` (the config's spelling of "as the run") is accepted.
-        seeds: training seeds; each is its own derived game (default: ``evaluation.seeds``, [0]).
+        seeds: training seeds (default: ``evaluation.seeds``, [0]); their number counts: seed i is
+            replicate i of each held-out job (job seed derived from (config seed, coalition, i), sampling
+            noise shifted by i), so the run's prepared artifacts are reused.
         methods: methods to score (default: every estimator in the estimates, the store baselines, the
             model baselines for diffusion stores, and ``random``).
         counterfactual: also remove the top-k / bottom-k contributors of each method and re-evaluate.
