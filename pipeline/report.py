@@ -233,7 +233,7 @@ def _plot_lds(prop: str, lds_doc: dict[str, Any], method: str, path: Path) -> No
     ax1.set_xlabel(f"sum of {method} attributions over the subset")
     ax1.set_ylabel(f"measured {prop} (held-out subset, seed mean)")
     ax1.set_title(f"LDS {_fmt(entry['value'], 3)} [{_fmt(entry['ci_low'], 3)}, {_fmt(entry['ci_high'], 3)}]")
-    names = list(lds_doc)
+    names = sorted(lds_doc, key=lambda k: np.nan_to_num(_num(lds_doc[k]["value"]), nan=-1e9))  # best on top
     vals = np.array([_num(lds_doc[k]["value"]) for k in names])
     lo = np.array([_num(lds_doc[k]["ci_low"]) for k in names])
     hi = np.array([_num(lds_doc[k]["ci_high"]) for k in names])
