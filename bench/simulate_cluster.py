@@ -5,11 +5,13 @@ against ``tests.games_cluster:sleep_by_size`` on a local Ray instance with many 
 (``ray.init(num_gpus=G, num_cpus=G)``; each evaluation asks for 1 GPU and 1 CPU, so G run at once). Each
 evaluation sleeps for its simulated cost times a time scale, so an hour of cluster time runs in seconds.
 
-Cost model (simulated seconds per evaluation, documented because no demo timings existed when this was
-written): ``cost(S) = (BASE_S + PER_MEMBER_S * |S|) * exp(JITTER * z)``, z ~ N(0, 1) seeded by the
-coalition. BASE_S = 6.0 and PER_MEMBER_S = 0.06 for n = 20 give 6.0-7.2 s (mean ~6.6 s), the per-coalition
-job measured in docs/FACTS (50 fine-tune steps 3.3 s + 500 DDIM-20 samples 2.8 s + FID 0.2 s); the size
-term stands for data loading, the jitter (0.15) for machine noise. ``--base-s`` etc. change it.
+Cost model (simulated seconds per evaluation): ``cost(S) = (base_s + per_member_s * |S|) * exp(jitter * z)``,
+z ~ N(0, 1) seeded by the coalition. When ``bench/results/demo.json`` (written by ``bench/demo.py``) exists,
+``base_s`` is the measured mean ``wall_s`` of the demo's evaluations and ``per_member_s`` is 0 (sparsified
+fine-tuning runs K steps whatever the coalition size). Otherwise the documented model: base_s = 6.0 and
+per_member_s = 0.06 for n = 20 (6.0-7.2 s, mean ~6.6 s, the per-coalition job measured in the project's
+facts: 50 fine-tune steps 3.3 s + 500 DDIM-20 samples 2.8 s + FID 0.2 s; the size term stands for data
+loading). The jitter (0.15) stands for machine noise. ``--base-s`` etc. override.
 
 Preemption: a thread kills (SIGKILL) the worker process of a random running evaluation at Poisson times,
 ``--preemptions`` per GPU-hour of simulated time (a reclaimed spot GPU). Ray retries the task on a new
@@ -219,6 +221,15 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
         }
 
 
+def _demo_wall_s(path: Path) -> float | None:
+    """Mean measured seconds per evaluation from ``bench/demo.py``'s JSON, or None."""
+    try:
+        timings = json.loads(path.read_text())["timings"]["wall_s"]
+        return float(timings["mean"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, nargs="+", default=[8, 32, 128], help="logical GPU counts")
@@ -227,11 +238,21 @@ def main() -> None:
     parser.add_argument("--coalitions", type=int, default=1000, help="evaluations per run (design budget)")
     parser.add_argument("--target-real-s", type=float, default=40.0,
                         help="real seconds the ideal makespan should take (sets the time scale)")
-    parser.add_argument("--base-s", type=float, default=BASE_S)
-    parser.add_argument("--per-member-s", type=float, default=PER_MEMBER_S)
+    parser.add_argument("--base-s", type=float, default=None, help="default: demo.json mean wall_s, else 6.0")
+    parser.add_argument("--per-member-s", type=float, default=None, help="default: 0 with demo.json, else 0.06")
     parser.add_argument("--jitter", type=float, default=JITTER)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "simulate_cluster.json")
+    parser.add_argument("--cost-from", type=Path, default=ROOT / "bench" / "results" / "demo.json",
+                        help="bench/demo.py results to take the per-evaluation cost from (if the file exists)")
     args = parser.parse_args()
+    source = "documented model (per-coalition job of the project's facts)"
+    measured = _demo_wall_s(args.cost_from)
+    if args.base_s is None and measured is not None:
+        args.base_s, source = measured, f"{args.cost_from.name}: mean wall_s of the demo's evaluations"
+        args.per_member_s = 0.0 if args.per_member_s is None else args.per_member_s
+    args.base_s = BASE_S if args.base_s is None else args.base_s
+    args.per_member_s = PER_MEMBER_S if args.per_member_s is None else args.per_member_s
+    print(f"cost model: base {args.base_s:.2f} s + {args.per_member_s:.3f} s/member, jitter {args.jitter} ({source})")
 
     rows = []
     header = (f"{'GPUs':>5} {'preempt/GPU-h':>13} {'evals':>5} {'scale':>6} {'makespan s':>10} {'ideal s':>8} "
@@ -251,7 +272,7 @@ def main() -> None:
                 "bench": "simulate_cluster",
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                 "cost_model": {"base_s": args.base_s, "per_member_s": args.per_member_s, "jitter": args.jitter,
-                               "n_players": N_PLAYERS, "source": "documented model (FACTS per-coalition job)"},
+                               "n_players": N_PLAYERS, "source": source},
                 "targets": {"utilization_no_preemption": 0.90, "utilization_1_per_gpu_hour": 0.80},
                 "rows": rows,
             }

@@ -5,13 +5,16 @@ RayJob and cluster-launcher manifests (YAML + required fields), the store-derive
 
 Live checks on a real local Ray head started by this module (``ray start --head --block`` as a child process
 this module owns and ends by its pid; never ``ray stop``, which would end every Ray process of the user):
-- a job submitted with ``contribshap submit``, stopped mid-run with the Jobs API, resubmitted: the store ends
-  complete and identical to an uninterrupted run (same plan, same evaluations, each exactly once);
-- a Ray worker process killed by its pid mid-coalition: the coalition is retried and lands once;
+- a job submitted with ``contribshap submit`` (the same command again attaches), stopped mid-run with the
+  Jobs API, resubmitted: the store ends complete and identical to an uninterrupted run (same plan, same
+  evaluations, each exactly once), and ``contribshap status`` shows the job next to the store's progress;
+- a Ray worker process killed by its pid mid-coalition (during the resubmitted attempt): the coalition is
+  retried on another worker and lands once;
 - two drivers on one store at once: the second refuses with a clear message naming the lock's owner;
 - ``contribshap submit --wait`` exits non-zero when the job fails.
 
-Everything binds to loopback ports picked free at start, and Ray's session files go under a tmp folder.
+The head's dashboard binds to 127.0.0.1 on ports picked free at start (Ray's GCS and workers use this
+machine's own address, which Ray resolves from 127.0.0.1), and its session files go under a tmp folder.
 """
 
 from __future__ import annotations
@@ -279,12 +282,12 @@ def _assert_complete(store: Path, n_players: int) -> dict[tuple[str, int], dict]
 
 @pytest.fixture(scope="module")
 def reference(ray_head):
-    """Two drivers started at once on one store (n=4, exact: 16 coalitions x 0.4 s on 2 CPUs).
+    """Two drivers started at once on one store (n=4, exact: 16 coalitions x 0.6 s on 2 CPUs).
 
     Returns both processes' (returncode, stderr) and the store, which the winner completes: it is also the
     uninterrupted reference run for the stop/resubmit test.
     """
-    work = _workdir(ray_head["tmp"], "reference", n_players=4, sleep_s=0.4)
+    work = _workdir(ray_head["tmp"], "reference", n_players=4, sleep_s=0.6)
     store = work / "stores" / "reference"
     drivers = [_cli("run", "config.yaml", "--address", ray_head["gcs"], "--no-progress", cwd=work) for _ in range(2)]
     results = [(p.communicate(timeout=120)[1], p.returncode) for p in drivers]
@@ -302,37 +305,78 @@ def test_two_drivers_on_one_store_the_second_refuses(reference):
     assert not (reference["store"] / "driver.lock").exists()
 
 
-def test_submit_stop_resubmit_matches_uninterrupted_run(ray_head, reference):
+@pytest.fixture(scope="module")
+def lifecycle(ray_head, reference):
+    """One job's life on a 4-player store, recorded for the tests below:
+
+    1. ``contribshap submit`` (attempt -a1), the same command again while it runs (must attach), then
+       ``stop_job`` once a few evaluations have landed;
+    2. ``contribshap submit --wait`` (attempt -a2 resumes); while it runs, the worker process of one running
+       coalition is killed by its pid (SIGKILL);
+    3. ``contribshap status --json``.
+    """
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(ray_head["dashboard"])
-    work = _workdir(ray_head["tmp"], "resubmit", n_players=4, sleep_s=0.4)
+    work = _workdir(ray_head["tmp"], "resubmit", n_players=4, sleep_s=0.6)
     store = work / "stores" / "resubmit"
-    # 1. submit, let a few evaluations land, stop the job with the Jobs API
+    record: dict = {"store": store, "work": work}
+    # 1. submit, submit again while running, stop after a few evaluations
     first = _cli("submit", "config.yaml", "--address", ray_head["dashboard"], cwd=work)
-    out, err = first.communicate(timeout=60)
-    assert first.returncode == 0, err
-    first_id = out.strip().splitlines()[-1]
-    assert first_id == base_submission_id(store) + "-a1"
+    record["first"] = (*first.communicate(timeout=60), first.returncode)
+    again = _cli("submit", "config.yaml", "--address", ray_head["dashboard"], cwd=work)
+    record["again"] = (*again.communicate(timeout=60), again.returncode)
+    first_id = base_submission_id(store) + "-a1"
     deadline = time.monotonic() + 90
     while len(list(store.glob("evals/*/*-r0.parquet"))) < 3:
         assert time.monotonic() < deadline, client.get_job_logs(first_id)[-3000:]
         time.sleep(0.2)
-    assert client.stop_job(first_id)
+    record["stop_accepted"] = client.stop_job(first_id)
     while str(client.get_job_status(first_id).value) not in ("STOPPED", "FAILED", "SUCCEEDED"):
         assert time.monotonic() < deadline
-        time.sleep(0.3)
-    assert client.get_job_status(first_id).value == "STOPPED"
-    partial = _evals(store)
-    assert 3 <= len(partial) < 16, "the job was not stopped mid-run"
-    # 2. resubmit the same command: a new attempt of the same lineage resumes from the store
+        time.sleep(0.2)
+    record["first_status"] = str(client.get_job_status(first_id).value)
+    record["partial"] = _evals(store)
+    # 2. resubmit and kill one running coalition's worker process
+    since = time.time_ns()
     second = _cli("submit", "config.yaml", "--address", ray_head["dashboard"], "--wait", cwd=work)
-    out, err = second.communicate(timeout=120)
-    assert second.returncode == 0, out[-3000:] + err[-3000:]
+    victim = None
+    while victim is None and second.poll() is None and time.monotonic() < deadline + 60:
+        running = [p for p in ray_head["markers"].glob("*.run")
+                   if len(p.stem.split("-")[1]) == 4 and int(p.stem.split("-")[2]) > since]
+        if running:
+            victim = running[0]
+            os.kill(int(victim.stem.split("-")[0]), signal.SIGKILL)
+        time.sleep(0.02)
+    record["victim"], record["since"] = victim, since
+    record["second"] = (*second.communicate(timeout=120), second.returncode)
+    # 3. status
+    status = _cli("status", str(store), "--json", cwd=work)
+    record["status"] = json.loads(status.communicate(timeout=60)[0])
+    return record
+
+
+def test_submit_attaches_to_a_running_attempt(lifecycle):
+    store = lifecycle["store"]
+    out, err, code = lifecycle["first"]
+    assert code == 0 and out.strip().splitlines()[-1] == base_submission_id(store) + "-a1", err
+    out, err, code = lifecycle["again"]  # while -a1 is pending/running: attach, never a duplicate
+    assert code == 0 and out.strip().splitlines()[-1] == base_submission_id(store) + "-a1", err
+    assert "attached to running job" in out
+
+
+def test_stop_and_resubmit_resumes_and_matches_uninterrupted_run(lifecycle, reference):
+    store, partial = lifecycle["store"], lifecycle["partial"]
+    # 1. the first attempt was stopped mid-run
+    assert lifecycle["stop_accepted"] and lifecycle["first_status"] == "STOPPED"
+    assert 3 <= len(partial) < 16, "the job was not stopped mid-run"
+    # 2. the resubmission is attempt -a2 of the same lineage, resumed, and ran only the missing evaluations
+    out, err, code = lifecycle["second"]
+    assert code == 0, out[-3000:] + err[-3000:]
     assert out.strip().splitlines()[-1] == base_submission_id(store) + "-a2"
-    assert f"resuming after {first_id}: STOPPED" in out
-    assert f"{16 - len(partial)} evaluated" in out + err  # only the missing ones ran
-    # 3. the store equals the uninterrupted run's: plan, keys, values; each evaluation exactly once
+    assert f"resuming after {base_submission_id(store)}-a1: STOPPED" in out
+    assert f"{16 - len(partial)} evaluated" in out
+    # 3. the store equals the uninterrupted run's: plan, keys, values, seeds; each evaluation exactly once
     resumed = _assert_complete(store, 4)
     expected = _assert_complete(reference["store"], 4)
     assert resumed.keys() == expected.keys()
@@ -341,40 +385,27 @@ def test_submit_stop_resubmit_matches_uninterrupted_run(ray_head, reference):
     assert pq.read_table(store / "plan.parquet").equals(pq.read_table(reference["store"] / "plan.parquet"))
     for key in partial:  # evaluations of the stopped attempt were kept, not redone
         assert resumed[key]["finished_at"] == partial[key]["finished_at"]
-    # 4. `contribshap status` shows the job next to the store's progress
-    status = _cli("status", str(store), "--json", cwd=work)
-    info = json.loads(status.communicate(timeout=60)[0])
+
+
+def test_worker_killed_mid_coalition_is_retried_and_lands_once(lifecycle, ray_head):
+    victim = lifecycle["victim"]
+    assert victim is not None, "no coalition of the resubmitted attempt was seen running"
+    pid, bits, _ = victim.stem.split("-")
+    starts = [p for p in ray_head["markers"].iterdir()
+              if p.stem.split("-")[1] == bits and int(p.stem.split("-")[2]) > lifecycle["since"]]
+    assert victim.exists(), "the killed attempt finished anyway"
+    assert any(p.suffix == ".done" and p.stem.split("-")[0] != pid for p in starts), "not retried elsewhere"
+    rows = _assert_complete(lifecycle["store"], 4)  # every coalition once, ok, with its known value
+    (row,) = [r for r in rows.values() if r["mask"] == bits]
+    assert not row["worker"].endswith(f":{pid}")
+
+
+def test_status_shows_the_job_next_to_the_store_progress(lifecycle):
+    info = lifecycle["status"]
     assert (info["ok"], info["remaining"]) == (16, 0)
-    assert info["job"]["submission_id"] == base_submission_id(store) + "-a2"
+    assert info["job"]["submission_id"] == base_submission_id(lifecycle["store"]) + "-a2"
     assert info["job"]["status"] == "SUCCEEDED"
     assert [a["status"] for a in info["job"]["attempts"]] == ["STOPPED", "SUCCEEDED"]
-
-
-def test_worker_killed_mid_coalition_is_retried_and_lands_once(ray_head):
-    work = _workdir(ray_head["tmp"], "killed", n_players=3, sleep_s=0.8)
-    store = work / "stores" / "killed"
-    markers = ray_head["markers"]
-    since = time.time_ns()
-    driver = _cli("run", "config.yaml", "--address", ray_head["gcs"], "--no-progress", cwd=work)
-    # 1. wait for a coalition of this 3-player game to start, kill its worker process by pid
-    deadline = time.monotonic() + 90
-    victim = None
-    while victim is None:
-        assert time.monotonic() < deadline and driver.poll() is None, driver.communicate()
-        running = [p for p in markers.glob("*.run") if len(p.stem.split("-")[1]) == 3 and int(p.stem.split("-")[2]) > since]
-        victim = running[0] if running else None
-        time.sleep(0.05)
-    pid, bits, _ = victim.stem.split("-")
-    os.kill(int(pid), signal.SIGKILL)
-    _, err = driver.communicate(timeout=120)
-    assert driver.returncode == 0, err[-3000:]
-    # 2. the killed attempt never finished; the coalition ran again on another worker and landed once
-    starts = [p for p in markers.iterdir() if p.stem.split("-")[1] == bits and int(p.stem.split("-")[2]) > since]
-    assert victim.exists(), "the killed attempt finished anyway"
-    assert len(starts) >= 2 and any(p.suffix == ".done" and p.stem.split("-")[0] != pid for p in starts)
-    rows = _assert_complete(store, 3)
-    (row,) = [r for r in rows.values() if r["mask"] == bits]
-    assert row["status"] == "ok" and not row["worker"].endswith(f":{pid}")
 
 
 def test_submit_wait_exits_nonzero_when_the_job_fails(ray_head):
