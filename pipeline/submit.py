@@ -39,6 +39,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -168,9 +169,25 @@ def build_entrypoint(
 
 
 # --- client helpers -------------------------------------------------------------------------------------
-def _client(address: str) -> Any:
+def _probe(address: str, timeout_s: float) -> None:
+    """Fail fast (one TCP connect with a timeout) when the dashboard does not answer: Ray's HTTP client has
+    no timeout of its own, so a head that is gone would otherwise hang the caller."""
+    url = urlparse(address if "://" in address else f"http://{address}")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "127.0.0.1", port), timeout=timeout_s):
+            pass
+    except OSError as error:
+        raise SubmitError(
+            f"cannot reach the Ray dashboard at {address} ({_one_line(error)}); start the cluster "
+            "or fix --address (the dashboard URL, e.g. http://127.0.0.1:8265)"
+        ) from None
+
+
+def _client(address: str, *, timeout_s: float = 10.0) -> Any:
     from ray.job_submission import JobSubmissionClient
 
+    _probe(address, timeout_s)
     try:
         return JobSubmissionClient(address)
     except Exception as error:
@@ -383,7 +400,7 @@ def job_status(store: str | Path) -> dict[str, Any] | None:
         "start_time": None, "end_time": None, "attempts": [],
     }
     try:
-        client = _client(str(record.get("address")))
+        client = _client(str(record.get("address")), timeout_s=2.0)
     except SubmitError as error:
         info.update(status="UNREACHABLE", message=str(error))
         return info

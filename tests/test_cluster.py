@@ -163,6 +163,24 @@ def test_submission_id_is_derived_from_the_store(tmp_path, monkeypatch):
     assert resolve_python("/x/python", "http://127.0.0.1:8265") == "/x/python"
 
 
+def test_unreachable_dashboard_is_one_clear_line(tmp_path, monkeypatch):
+    from pipeline.submit import SUBMISSION_FILE, SubmitError, job_status, submit
+
+    monkeypatch.chdir(tmp_path)
+    assert job_status(tmp_path / "store") is None  # never submitted
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({
+        "store": "store", "game": {"kind": "python", "target": "x:y", "n_players": 2}, "design": {"kind": "exact"},
+    }))
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(SubmitError, match=r"cannot reach the Ray dashboard at http://127\.0\.0\.1:\d+ .*fix --address"):
+        submit("config.yaml", address=dead)
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / SUBMISSION_FILE).write_text(json.dumps(
+        {"address": dead, "base_id": base_submission_id("store"), "submission_id": "x-a1", "attempt": 1}))
+    info = job_status(tmp_path / "store")
+    assert info["status"] == "UNREACHABLE" and dead in info["message"]
+
+
 # --- live checks: a real local Ray head owned by this module ---------------------------------------------
 def _free_port() -> int:
     with socket.socket() as sock:
