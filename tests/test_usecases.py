@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import usecase_fixtures as fx
 import yaml
 
 import workers.usecases  # noqa: F401  (registers the use-case sources, model kinds, extractors)
@@ -21,7 +22,6 @@ from pipeline.config import parse_config
 from pipeline.diffusion_config import CIFAR20_CLASSES, DiffusionGameConfig
 from pipeline.estimators import estimate
 from pipeline.sampling import sample_coalitions
-import usecase_fixtures as fx
 from workers.usecases import UseCaseGame, build_usecase_game
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,7 +273,7 @@ def test_celebahq_end_to_end(tmp_path):
     clip = fx.write_tiny_clip_vision(tmp_path / "clip")
     raw = deep_update(load_yaml("celebahq.yaml"), {"store": str(tmp_path / "store"), "game": {
         **TINY_RUN,
-        "data": {"root": str(root), "n_identities": 3, "image_size": 16},
+        "data": {"root": str(root), "labels_csv": str(root / "labels.csv"), "n_identities": 3, "image_size": 16},
         "model": {"vqvae": str(vq), "sample_size": 8, "block_out_channels": [16, 32], "layers_per_block": 1,
                   "norm_num_groups": 4, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
                   "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "encode_batch_size": 4},

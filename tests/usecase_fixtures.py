@@ -2,7 +2,8 @@
 
 - :func:`write_fake_cifar100`: a ``cifar-100-python`` folder (``train`` + ``meta`` pickles).
 - :func:`write_fake_inception`: a TorchScript module with the call signature of clean-fid's
-  ``inception-2015-12-05.pt`` (``return_features=True`` -> (N, 2048), ``no_output_bias=True`` -> (N, 1008)).
+  ``inception-2015-12-05.pt`` (``return_features=True`` -> features, ``no_output_bias=True`` -> (N, 1008)
+  softmax); its features are 16-d instead of 2048-d so that FID's matrix square root stays cheap.
 - :func:`write_fake_celebahq`: an image folder + ``labels.csv`` (file,identity).
 - :func:`write_tiny_vqmodel`: a random ``VQModel`` saved with ``save_pretrained``.
 - :func:`write_tiny_clip_vision` / :func:`write_linear_head`: a random CLIP vision tower with projection
@@ -51,7 +52,7 @@ def write_fake_cifar100(root: Path, *, classes: list[int], n_per_class: int, ext
     return root
 
 
-def write_fake_inception(path: Path, *, seed: int = 0) -> Path:
+def write_fake_inception(path: Path, *, feature_dim: int = 16, seed: int = 0) -> Path:
     """A TorchScript 'Inception' with clean-fid's call signature (input float RGB in [0, 255], any size)."""
     import torch
 
@@ -59,8 +60,8 @@ def write_fake_inception(path: Path, *, seed: int = 0) -> Path:
         def __init__(self) -> None:
             super().__init__()
             g = torch.Generator().manual_seed(seed)
-            self.features = torch.nn.Parameter(torch.randn(48, 2048, generator=g) * 0.3)
-            self.logits = torch.nn.Parameter(torch.randn(2048, 1008, generator=g) * 0.05)
+            self.features = torch.nn.Parameter(torch.randn(48, feature_dim, generator=g) * 0.3)
+            self.logits = torch.nn.Parameter(torch.randn(feature_dim, 1008, generator=g) * 0.5)
 
         def forward(self, img: torch.Tensor, return_features: bool = False, use_fp16: bool = False,
                     no_output_bias: bool = False) -> torch.Tensor:
@@ -154,7 +155,7 @@ def write_tiny_tokenizer(folder: Path) -> Path:
 def write_tiny_sd(folder: Path, *, seed: int = 0) -> Path:
     """A tiny SD 1.x folder: UNet2DConditionModel (8x8x4 latents), AutoencoderKL (16x16 images), CLIP text."""
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -169,8 +170,8 @@ def write_tiny_sd(folder: Path, *, seed: int = 0) -> Path:
     AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
                   up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16), latent_channels=4,
                   norm_num_groups=4, sample_size=16, layers_per_block=1).save_pretrained(folder / "vae")
-    DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                  set_alpha_to_one=False, steps_offset=1).save_pretrained(folder / "scheduler")
+    PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,
+                  skip_prk_steps=True, steps_offset=1).save_pretrained(folder / "scheduler")  # as SD 1.x ships
     return folder
 
 

@@ -327,8 +327,12 @@ def prune_lora(unet: torch.nn.Module, *, source: str, target: str, kept_fraction
 
 def add_pruned_adapter(unet: torch.nn.Module, adapter: str, spec: dict[str, Any]) -> None:
     """Inject adapter ``adapter`` with the per-layer ranks of ``spec`` (from :func:`prune_lora`)."""
-    unet.add_adapter(lora_config(spec["rank"], spec["alpha"], spec["target_modules"], rank_pattern=spec["rank_pattern"],
-                                 alpha_pattern=spec["alpha_pattern"]), adapter_name=adapter)
+    import warnings
+
+    with warnings.catch_warnings():  # peft warns whenever a second adapter is added; that is intended here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        unet.add_adapter(lora_config(spec["rank"], spec["alpha"], spec["target_modules"], rank_pattern=spec["rank_pattern"],
+                                     alpha_pattern=spec["alpha_pattern"]), adapter_name=adapter)
 
 
 def save_lora(state: dict[str, torch.Tensor], folder: Path, spec: dict[str, Any]) -> None:

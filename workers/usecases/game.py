@@ -455,8 +455,12 @@ def _ensure_pruned_adapter(unet: torch.nn.Module, spec: dict[str, Any]) -> None:
 
 
 def _drop_adapter(unet: torch.nn.Module, name: str) -> None:
+    import warnings
+
     if name in getattr(unet, "peft_config", {}):
-        unet.delete_adapters(name)
+        with warnings.catch_warnings():  # peft warns that the deleted adapter was active; it is re-added next
+            warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+            unet.delete_adapters(name)
 
 
 @torch.no_grad()
