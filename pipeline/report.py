@@ -398,6 +398,13 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
             main_method = methods[0] if methods[0] in lds_doc else next(iter(lds_doc))
             lds_png = f"lds_{_safe(prop)}.png"
             _plot_lds(prop, lds_doc, main_method, out / lds_png)
+            settings = (evaluation or {}).get("settings", {})
+            parts.append(
+                f"<p>LDS on {settings.get('n_subsets')} held-out subsets (alpha {settings.get('alpha')}), "
+                f"{len(settings.get('seeds') or [])} training seed(s), held-out fine-tune mode "
+                f"<b>{html.escape(str(settings.get('mode')))}</b> (retrain is the ground truth; as_run is a "
+                "self-consistency check). CI: bootstrap over subsets and seeds.</p>"
+            )
             parts.append(f'<img src="{lds_png}" alt="LDS scatter for {html.escape(prop)}">')
             parts.append(
                 _html_table(
@@ -443,7 +450,9 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
             + _html_table(
                 ["namespace", "role", "device", "ok", "failed", "finetune h", "sample h", "properties h", "wall h"],
                 [[c["namespace"], c["role"], c["device"], c["ok"], c["failed"], c["finetune_h"], c["sample_h"],
-                  c["eval_h"], c["wall_h"]] for c in cost],
+                  c["eval_h"], c["wall_h"]] for c in cost]
+                + [["total", "", "", sum(c["ok"] for c in cost), sum(c["failed"] for c in cost),
+                    *(sum(c[k] for c in cost) for k in ("finetune_h", "sample_h", "eval_h", "wall_h"))]],
                 left=3,
             )
             + '<img src="cost.png" alt="cost by stage">'
