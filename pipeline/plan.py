@@ -19,6 +19,7 @@ Keys and seeds:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
@@ -239,13 +240,21 @@ def add_section_rows(
 
 @dataclass(frozen=True)
 class Job:
-    """One evaluation to run: a coalition and a replicate index, with its derived seed."""
+    """One evaluation to run: a coalition and a replicate index.
+
+    ``seed`` (the job seed, :func:`derive_seed` of ``config_seed``, key and replicate) is computed on
+    first use: a resume over 10,000 planned jobs derives seeds only for the few left to run.
+    """
 
     coalition_key: str
     mask: str
     size: int
     replicate: int
-    seed: int
+    config_seed: int
+
+    @functools.cached_property
+    def seed(self) -> int:
+        return derive_seed(self.config_seed, self.coalition_key, self.replicate)
 
     def to_dict(self) -> dict[str, Any]:
         return {"coalition_key": self.coalition_key, "mask": self.mask, "size": self.size,
@@ -261,6 +270,5 @@ def jobs_for(rows: Iterable[dict[str, Any]], *, seed: int, sections: Sequence[st
         for replicate in range(int(row["replicates"])):
             job_id = (row["coalition_key"], replicate)
             if job_id not in wanted:
-                wanted[job_id] = Job(row["coalition_key"], row["mask"], int(row["size"]), replicate,
-                                     derive_seed(seed, row["coalition_key"], replicate))
+                wanted[job_id] = Job(row["coalition_key"], row["mask"], int(row["size"]), replicate, int(seed))
     return list(wanted.values())

@@ -59,7 +59,7 @@ def test_resume_after_kill_9_and_a_second_driver_is_refused(tmp_path, contribsha
     raw = {
         "name": "resume", "store": "store", "seed": 3,
         "game": {"kind": "python", "target": "games_pipeline:slow_airport", "n_players": 6,
-                 "options": {"sleep": 0.15, "log": str(log)}},
+                 "options": {"sleep": 0.4, "log": str(log)}},
         "design": {"kind": "leverage", "budget": 40},
         "estimators": ["kernelshap"],
         "ray": {"num_cpus": 1, "max_in_flight": 4},
