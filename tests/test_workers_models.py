@@ -25,7 +25,9 @@ def test_build_is_seeded_and_round_trip_is_exact(tmp_path):
     assert (tmp_path / "m" / "diffusion_pytorch_model.safetensors").is_file()
     assert not list((tmp_path / "m").glob("*.bin")) and not list((tmp_path / "m").glob("*.pt"))
     loaded = load_model(CONFIG.model, tmp_path / "m")
-    assert torch.equal(_outputs(model), _outputs(loaded))
+    # from_pretrained returns eval mode; compare in the same mode (train vs eval kernels differ at 1e-7)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
+    assert torch.equal(_outputs(model.eval()), _outputs(loaded.eval()))
 
 
 def test_pruning_keeps_unet_runnable_smaller_and_round_trips(tmp_path):
@@ -43,7 +45,7 @@ def test_pruning_keeps_unet_runnable_smaller_and_round_trips(tmp_path):
     save_pruned(model, tmp_path / "p", model_config=CONFIG.model, prune=CONFIG.prune, base_folder=None)
     loaded = load_model(CONFIG.model, tmp_path / "p")
     assert count_parameters(loaded) == count_parameters(model)
-    assert torch.equal(_outputs(model), _outputs(loaded))
+    assert torch.equal(_outputs(model.eval()), _outputs(loaded.eval()))
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
