@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# GPU smoke test of the paper's three settings (CIFAR-20, CelebA-HQ, ArtBench) with tiny data.
+#
+# For each setting it writes synthetic data in the real on-disk format, builds the game from
+# configs/<setting>.yaml with the paths and step counts overridden, runs prepare and a few coalitions, and
+# reports seconds per coalition (fine-tune / sample+decode / properties), the per-unit rates needed to
+# extrapolate to the paper's budgets (seconds per fine-tune step, per image x DDIM step) and peak memory.
+#
+# Profiles (random-init weights either way; nothing is downloaded):
+#   paper  the paper's architectures: CIFAR UNet 128/256/256/256 (35.7M), the LDM CelebA-HQ latent UNet
+#          224/448/672/896 + a VQModel of the CompVis layout at 256 px, SD-1.5-sized UNet/VAE/CLIP-L text
+#          encoder with a rank-64 LoRA at 256 px, CLIP ViT-L/14-sized aesthetic tower. Default on CUDA.
+#   tiny   the test-suite sizes (seconds on a CPU). Default on CPU.
+#
+# Usage:  bench/gpu_smoke.sh [--device auto|cpu|cuda] [--profile auto|tiny|paper]
+#                            [--settings cifar20,celebahq,artbench] [--coalitions 3]
+#                            [--out bench/results/gpu_smoke.json] [--dry-run]
+# Target: < 8 minutes on one GPU with the paper profile. Output: a table on stdout and the JSON file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-.venv/bin/python}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+exec "$PYTHON" - "$@" <<'PY'
+import argparse
+import copy
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path.cwd()
+sys.path.insert(0, str(ROOT / "tests"))
+import usecase_fixtures as fx  # noqa: E402
+
+import workers.usecases  # noqa: E402,F401
+from pipeline.config import parse_config  # noqa: E402
+from workers.usecases import build_usecase_game  # noqa: E402
+
+parser = argparse.ArgumentParser(description="GPU smoke test of the three use cases")
+parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+parser.add_argument("--profile", default="auto", choices=["auto", "tiny", "paper"])
+parser.add_argument("--settings", default="cifar20,celebahq,artbench")
+parser.add_argument("--coalitions", type=int, default=3, help="coalitions evaluated per setting (plus the full one)")
+parser.add_argument("--out", default="bench/results/gpu_smoke.json")
+parser.add_argument("--dry-run", action="store_true", help="write fixtures, parse configs, build games; skip prepare/coalitions")
+args = parser.parse_args()
+device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+profile = args.profile if args.profile != "auto" else ("paper" if device == "cuda" else "tiny")
+settings = [s for s in args.settings.split(",") if s]
+unknown = sorted(set(settings) - {"cifar20", "celebahq", "artbench"})
+if unknown:
+    sys.exit(f"--settings {unknown} are unknown; valid: cifar20, celebahq, artbench")
+
+
+def deep_update(base, override):
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def run_settings(tmp: Path) -> dict:
+    run = {"device": device, "precision": "bf16" if device == "cuda" else "fp32"}
+    paper = profile == "paper"
+
+    # --- per-setting fixtures + config overrides -----------------------------------------------------
+    def cifar20():
+        classes = [40, 55, 60, 80]
+        root = fx.write_fake_cifar100(tmp / "cifar-100-python", classes=classes, n_per_class=64 if paper else 6)
+        inception = fx.write_fake_inception(tmp / "inception-2015-12-05.pt")
+        game = {**run, "data": {"root": str(root), "classes": classes}, "feature_extractor": {"weights": str(inception), "batch_size": 250}}
+        if paper:  # the paper's UNet as in the YAML; short stages
+            game.update(train={"steps": 20}, recover={"steps": 10},
+                        finetune={"steps": 50, "batch_size": 128}, sampling={"steps": 20, "n_images": 500, "batch_size": 500})
+        else:
+            game.update(train={"steps": 6, "batch_size": 8}, recover={"steps": 3, "batch_size": 8},
+                        finetune={"steps": 2, "batch_size": 4}, sampling={"steps": 2, "n_images": 8, "batch_size": 8},
+                        model={"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 4,
+                               "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]})
+        return game
+
+    def celebahq():
+        size = 256 if paper else 16
+        root = fx.write_fake_celebahq(tmp / "celeba", n_identities=4, n_per_identity=16 if paper else 4, size=size, n_small=0)
+        vq_dir = tmp / "ldm" / "vqvae"
+        if paper:  # the CompVis ldm-celebahq-256 VQModel layout (256 px -> 3x64x64), random weights
+            from diffusers import VQModel
+
+            VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                    block_out_channels=(128, 256, 512), layers_per_block=2, latent_channels=3, num_vq_embeddings=8192,
+                    sample_size=256).save_pretrained(vq_dir)
+            clip = tmp / "clip"
+            from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+            CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                                           num_attention_heads=12, image_size=224, patch_size=16,
+                                                           projection_dim=512)).save_pretrained(clip)
+        else:
+            fx.write_tiny_vqmodel(vq_dir)
+            clip = fx.write_tiny_clip_vision(tmp / "clip")
+        game = {**run, "data": {"root": str(root), "labels_csv": str(root / "labels.csv"), "n_identities": 4, "image_size": size},
+                "model": {"vqvae": str(vq_dir), "encode_batch_size": 16},
+                "feature_extractor": {"kind": "clip", "weights": str(clip), "n_clusters": 4, "reference_size": 64}}
+        if paper:  # the paper's latent UNet as in the YAML
+            game.update(train={"steps": 10}, recover={"steps": 5}, finetune={"steps": 50, "batch_size": 32},
+                        sampling={"steps": 20, "n_images": 128, "batch_size": 128})
+        else:
+            game["model"].update(sample_size=8, block_out_channels=[16, 32], layers_per_block=1, norm_num_groups=4,
+                                 down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"])
+            game.update(train={"steps": 6, "batch_size": 8}, recover={"steps": 3, "batch_size": 8},
+                        finetune={"steps": 2, "batch_size": 4}, sampling={"steps": 2, "n_images": 8, "batch_size": 8})
+        return game
+
+    def artbench():
+        size = 256 if paper else 16
+        root = fx.write_fake_artbench(tmp / "art", artists=["claude-monet", "paul-cezanne", "paul-gauguin", "vincent-van-gogh"],
+                                      n_per_artist=16 if paper else 3, size=size)
+        sd, clip = tmp / "sd15", tmp / "clip-l"
+        head = fx.write_linear_head(tmp / "head.pth", dim=768 if paper else 12)
+        if paper:  # SD-1.5-sized components (UNet 860M, VAE 84M, CLIP-L text encoder) and CLIP ViT-L/14, random
+            from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+            from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+            tok = fx.write_tiny_tokenizer(sd / "tokenizer")
+            CLIPTokenizer.from_pretrained(str(tok), model_max_length=77).save_pretrained(tok)
+            vocab = len(json.loads((tok / "vocab.json").read_text()))
+            CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                         num_attention_heads=12, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                                         pad_token_id=1)).save_pretrained(sd / "text_encoder")
+            UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8).save_pretrained(sd / "unet")
+            AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                          block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                          sample_size=512).save_pretrained(sd / "vae")
+            PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,
+                          skip_prk_steps=True, steps_offset=1).save_pretrained(sd / "scheduler")
+            CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                                           num_attention_heads=16, image_size=224, patch_size=14,
+                                                           projection_dim=768)).save_pretrained(clip)
+        else:
+            fx.write_tiny_sd(sd)
+            fx.write_tiny_clip_vision(clip, projection_dim=12)
+        game = {**run, "data": {"root": str(root), "image_size": size},
+                "model": {"pipeline": str(sd), "encode_batch_size": 16},
+                "feature_extractor": {"clip": str(clip), "head": str(head), "batch_size": 64}}
+        if paper:  # rank 64 LoRA as in the YAML
+            game.update(train={"steps": 10}, recover={"steps": 5}, finetune={"steps": 50, "batch_size": 16},
+                        sampling={"steps": 20, "n_images": 64, "batch_size": 64})
+        else:
+            game["model"]["rank"] = 4
+            game.update(train={"steps": 6, "batch_size": 8}, recover={"steps": 3, "batch_size": 8},
+                        finetune={"steps": 2, "batch_size": 4}, sampling={"steps": 2, "n_images": 8, "batch_size": 8})
+        return game
+
+    builders = {"cifar20": cifar20, "celebahq": celebahq, "artbench": artbench}
+    results = {}
+    for name in settings:
+        # 1. fixtures + config
+        start = time.perf_counter()
+        raw = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+        raw = deep_update(raw, {"store": str(tmp / name / "store"), "game": builders[name]()})
+        cfg = parse_config(raw, source=f"{name}-smoke")
+        fixtures_s = time.perf_counter() - start
+        if device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        # 2. prepare
+        game = build_usecase_game(cfg.game, artifacts_dir=tmp / name / "store" / "artifacts", seed=0)
+        if args.dry_run:
+            results[name] = {"fixtures_s": round(fixtures_s, 2), "n_contributors": len(game.contributors()), "dry_run": True}
+            print(f"{name}: fixtures + config + game OK ({fixtures_s:.1f} s)", flush=True)
+            continue
+        start = time.perf_counter()
+        game.prepare()
+        prepare_s = time.perf_counter() - start
+        n = len(game.contributors())
+        rng = np.random.default_rng(0)
+        masks = [np.isin(np.arange(n), rng.choice(n, size=max(1, n // 2), replace=False)) for _ in range(args.coalitions)]
+        masks.append(np.ones(n, bool))
+        # 3. coalitions (the first one also loads the prepared artifacts: reported separately)
+        rows = []
+        for i, mask in enumerate(masks):
+            start = time.perf_counter()
+            result = game.evaluate(mask, replicate=0, seed=100 + i)
+            rows.append({"wall_s": time.perf_counter() - start, **result.timings, "values": result.values})
+        steady = rows[1:] if len(rows) > 1 else rows
+        g = cfg.game
+        mean = {k: float(np.mean([r[k] for r in steady])) for k in ("wall_s", "finetune_s", "sample_s", "eval_s")}
+        results[name] = {
+            "n_contributors": n,
+            "model_kind": g.model.kind,
+            "finetune_steps": g.finetune.steps,
+            "finetune_batch": g.finetune.batch_size,
+            "n_images": g.sampling.n_images,
+            "ddim_steps": g.sampling.steps,
+            "fixtures_s": round(fixtures_s, 2),
+            "prepare_s": round(prepare_s, 2),
+            "first_coalition_s": round(rows[0]["wall_s"], 2),
+            "coalition_s": round(mean["wall_s"], 3),
+            "finetune_s": round(mean["finetune_s"], 3),
+            "sample_s": round(mean["sample_s"], 3),
+            "eval_s": round(mean["eval_s"], 3),
+            "s_per_finetune_step": mean["finetune_s"] / max(1, g.finetune.steps),
+            "s_per_image_step": mean["sample_s"] / (g.sampling.n_images * g.sampling.steps),
+            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+            "values_full": rows[-1]["values"],
+        }
+        del game
+    return results
+
+
+total_start = time.perf_counter()
+with tempfile.TemporaryDirectory(prefix="gpu_smoke-") as tmp:
+    results = run_settings(Path(tmp))
+doc = {
+    "device": device,
+    "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+    "profile": profile,
+    "torch": torch.__version__,
+    "host": platform.node(),
+    "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    "total_s": round(time.perf_counter() - total_start, 1),
+    "settings": results,
+}
+print(f"\ngpu_smoke: device={device} ({doc['gpu'] or 'no GPU'}), profile={profile}, total {doc['total_s']} s")
+if args.dry_run:
+    sys.exit(0)
+print(f"{'setting':10} {'prepare s':>9} {'coal. s':>8} {'ft s':>7} {'sample s':>8} {'eval s':>7} {'s/ft step':>10} {'s/img-step':>11} {'peak GiB':>8}")
+for name, r in results.items():
+    peak = "-" if r["peak_gpu_gib"] is None else f"{r['peak_gpu_gib']:.2f}"
+    print(f"{name:10} {r['prepare_s']:9.1f} {r['coalition_s']:8.2f} {r['finetune_s']:7.2f} {r['sample_s']:8.2f} {r['eval_s']:7.2f} "
+          f"{r['s_per_finetune_step']:10.4f} {r['s_per_image_step']:11.2e} {peak:>8}")
+out = ROOT / args.out
+out.parent.mkdir(parents=True, exist_ok=True)
+out.write_text(json.dumps(doc, indent=1, default=float))
+print(f"wrote {out}")
+PY
