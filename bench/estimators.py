@@ -16,8 +16,8 @@ evaluated on top, for every method alike, so shapiq gets budget + 2), on three g
   coalition; reference: exact for n = 10, a leverage/kernelshap estimate with 40,000 coalitions for n = 20
   and n = 50 (its own error is reported as ``reference_error`` from two independent halves).
 
-Methods: ours — ``kernelshap`` on the ``leverage`` design (the default), on the ``paired`` design,
-``leverage_shap``; the paper's estimator — ``kernelshap_paper`` on the ``shapley_kernel`` design (drawn with
+Methods: ours — ``kernelshap`` (size-centred) on the ``leverage`` design (the default), on the ``paired``
+design, ``kernelshap`` without size centring (``plain``, the ablation), ``leverage_shap``; the paper's estimator — ``kernelshap_paper`` on the ``shapley_kernel`` design (drawn with
 replacement until ``budget`` distinct coalitions, each weighted by its draw count); shapiq — ``KernelSHAP``
 (with and without its pairing trick) and ``PermutationSamplingSV``. Metric: mean relative L2 error
 ‖φ̂ − φ‖ / ‖φ‖ over seeds. Output: a table on stdout and ``bench/results/estimators.json``.
@@ -44,7 +44,7 @@ from games_core import unanimity_sum  # noqa: E402
 from pipeline.estimators import estimate  # noqa: E402
 from pipeline.sampling import sample_coalitions  # noqa: E402
 
-OURS = ("kernelshap@leverage", "kernelshap@paired", "leverage_shap@leverage")
+OURS = ("kernelshap@leverage", "kernelshap@paired", "kernelshap(plain)@leverage", "leverage_shap@leverage")
 PAPER = "paper(kernelshap_paper@shapley_kernel)"
 SHAPIQ = ("shapiq KernelSHAP", "shapiq KernelSHAP+pairing", "shapiq PermutationSV")
 DEFAULT = OURS[0]
@@ -168,9 +168,12 @@ def _endpoints(game: CachedGame) -> tuple[float, float]:
 
 def run_ours(label: str, game: CachedGame, budget: int, seed: int) -> np.ndarray:
     method, design = label.split("@")
+    options = {}
+    if method == "kernelshap(plain)":  # kernelshap without its size centring (the ablation)
+        method, options = "kernelshap", {"center": "none"}
     masks = sample_coalitions(game.n, budget, design, seed=seed)
     v_empty, v_full = _endpoints(game)
-    return estimate(masks, game(masks), v_empty, v_full, method=method, seed=seed).value
+    return estimate(masks, game(masks), v_empty, v_full, method=method, seed=seed, **options).value
 
 
 def run_paper(game: CachedGame, budget: int, seed: int) -> np.ndarray:
@@ -283,6 +286,7 @@ def main() -> None:
     short = {
         "kernelshap@leverage": "ours:ks@lev",
         "kernelshap@paired": "ks@paired",
+        "kernelshap(plain)@leverage": "plain@lev",
         "leverage_shap@leverage": "levshap",
         PAPER: "paper",
         "shapiq KernelSHAP": "sq:KS",

@@ -31,6 +31,13 @@ is eliminated with an orthonormal basis Q of 1⊥: φ = t/n·1 + Qβ). They diff
   were fully enumerated (the border trick) and unbiased within a layer for every exchangeable design
   (``paired``, ``leverage``, ``shapley_kernel``, ``uniform``...), so it needs nothing but the masks.
   Paired-aware: a coalition and its complement form one sampling unit in the CIs.
+  **Size centering** (option ``center="size"``, the default): the regression gets a free intercept per
+  coalition size, i.e. y' and Z Q are centred by their w-weighted mean within each size layer before the
+  solve. On a fully enumerated layer z̄_k = (k/n)·1, so z̄_k·φ = k t/n is fixed by the constraint and the
+  layer means drop out of the objective: the exact solution (the Shapley value) is unchanged. On a sampled
+  layer they no longer leak into φ: a utility that moves strongly with |S| (accuracy or FID growing with
+  the amount of data) stops adding variance. It costs one degree of freedom per observed size; when fewer
+  than n-1 remain the plain solve is used (``extras["center"]`` says which).
 - ``leverage_shap``: Musco & Witter's Horvitz-Thompson weights w_S = μ(S) / π_k, with π_k the inclusion
   probability of a size-k coalition under the ``leverage`` order-sampling stream (π_k = 1 - exp(-τ/C(n,k)),
   τ solved so Σ π matches the number of observed coalitions).
@@ -82,11 +89,14 @@ METHODS: tuple[str, ...] = (
 CI_KINDS: tuple[str, ...] = ("auto", "analytic", "bootstrap")
 """Valid values of the ``ci`` option."""
 
+CENTER_KINDS: tuple[str, ...] = ("auto", "size", "none")
+"""Valid values of the ``center`` option of ``kernelshap`` (default ``"auto"``)."""
+
 REGRESSION_METHODS: tuple[str, ...] = ("kernelshap", "leverage_shap", "kernelshap_paper")
 EFFICIENT_METHODS: tuple[str, ...] = ("kernelshap", "leverage_shap", "kernelshap_paper", "exact_shapley")
 
 _METHOD_OPTIONS: dict[str, frozenset[str]] = {
-    "kernelshap": frozenset({"ci", "n_boot", "deterministic"}),
+    "kernelshap": frozenset({"ci", "n_boot", "deterministic", "center"}),
     "leverage_shap": frozenset({"ci", "n_boot", "deterministic"}),
     "kernelshap_paper": frozenset({"ci", "n_boot", "draw_counts", "deterministic"}),
     "exact_shapley": frozenset({"ci"}),
@@ -245,7 +255,9 @@ def estimate(
         **options: ``ci`` ("auto" | "analytic" | "bootstrap", default "auto"), ``n_boot`` (int, default
             500), ``draw_counts`` (``kernelshap_paper``: float (m,) multiplicity of each row in the raw
             draw), ``include_endpoints`` (``banzhaf_msr``: also use v(∅), v(N) as samples; default False),
-            ``alphas`` (``datamodel``: ridge penalties to search; default logspace(-4, 4, 17)).
+            ``alphas`` (``datamodel``: ridge penalties to search; default logspace(-4, 4, 17)),
+            ``center`` (``kernelshap``: "size" (default) absorbs a free per-size intercept, "none" does
+            not; see the module docstring).
 
     Returns:
         :class:`Estimate` with arrays of shape (n,).
@@ -284,7 +296,12 @@ def estimate(
     if method in REGRESSION_METHODS:
         if ci == "auto":
             ci = "analytic"
-        value, var, extras = _regression(data, method, ci, n_boot, seed, bool(options.get("deterministic", False)))
+        center = options.get("center", "auto" if method == "kernelshap" else "none")
+        if center not in CENTER_KINDS:
+            raise ValueError(f"center must be one of {', '.join(CENTER_KINDS)}; got {center!r}.")
+        value, var, extras = _regression(
+            data, method, ci, n_boot, seed, bool(options.get("deterministic", False)), center
+        )
     elif method == "exact_shapley":
         value, var, extras = _exact_shapley(data)
         ci = "noise"
@@ -499,8 +516,53 @@ def _solve_constrained(x: np.ndarray, yprime: np.ndarray, w: np.ndarray) -> tupl
     return h @ (x.T @ (w * yprime)), h
 
 
+def _center_by_size(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Subtract from every row of x (u, d) and y (u,) the w-weighted mean of its size layer."""
+    sw = np.bincount(sizes, weights=w)
+    safe = np.where(sw > 0, sw, 1.0)
+    x_mean = np.stack([np.bincount(sizes, weights=w * x[:, j], minlength=len(sw)) for j in range(x.shape[1])], axis=1)
+    y_mean = np.bincount(sizes, weights=w * y, minlength=len(sw))
+    return x - (x_mean / safe[:, None])[sizes], y - (y_mean / safe)[sizes]
+
+
+@dataclass
+class _Fit:
+    """One weighted constrained solve: φ = t/n + ``offset``, ``offset = lin @ y'``, ``g`` its influence rows."""
+
+    offset: np.ndarray  # (n,), orthogonal to 1 for a single fit
+    lin: np.ndarray  # (n, u): φ - t/n is linear in y' through this operator
+    g: np.ndarray  # (u, n): influence of each row on φ (HC3-adjusted residual times its column of lin)
+    rank: int
+
+
+def _fit(x_fit: np.ndarray, y_fit: np.ndarray, w: np.ndarray, q: np.ndarray, unit: np.ndarray) -> _Fit:
+    beta, h = _solve_constrained(x_fit, y_fit, w)
+    # x_fitᵀW y_fit = x_fitᵀW y' when x_fit is size-centred, so lin applies to the uncentred y' as well
+    lin = q @ h @ (x_fit * w[:, None]).T
+    resid = y_fit - x_fit @ beta
+    # HC3-style small-sample correction: residual of each unit divided by (1 - its leverage)
+    hat = w * np.einsum("ij,jk,ik->i", x_fit, h, x_fit)
+    unit_hat = np.bincount(unit, weights=hat)[unit]
+    adjusted = resid / np.maximum(1.0 - unit_hat, 0.05)
+    rank = int(np.linalg.matrix_rank(x_fit * np.sqrt(w)[:, None]))
+    return _Fit(offset=q @ beta, lin=lin, g=(lin * adjusted).T, rank=rank)
+
+
+def _blend_weights(plain: _Fit, centred: _Fit, stratum: np.ndarray, unit: np.ndarray,
+                   fraction: np.ndarray) -> np.ndarray:
+    """λ (n,) in [0, 1] minimising Var(φ_p + λ(φ_c - φ_p)) per player (φ_c - φ_p is a control variate)."""
+    diff = centred.g - plain.g
+    var_diff = _stratified_cov(diff, diff, stratum, unit, fraction)
+    cov = _stratified_cov(plain.g, diff, stratum, unit, fraction)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = np.where(var_diff > 0, -cov / var_diff, 1.0)
+    return np.clip(np.nan_to_num(lam, nan=1.0), 0.0, 1.0)
+
+
 def _regression(
-    data: _Data, method: str, ci: str, n_boot: int, seed: int, deterministic: bool
+    data: _Data, method: str, ci: str, n_boot: int, seed: int, deterministic: bool, center: str = "none"
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     n, u = data.n, data.n_unique
     if u < n - 1:
@@ -508,101 +570,137 @@ def _regression(
             f"method {method!r} needs at least n-1={n - 1} distinct proper coalitions with finite values; "
             f"got {u}. Evaluate more coalitions (raise the budget)."
         )
-    # 1. weights, basis, reduced problem  y' = y - t/n·|S| = (Z Q) β
+    # 1. weights, basis, reduced problem  y' = y - t/n·|S| = (Z Q) β; strata and sampling units
     w = _regression_weights(data, method)
     q = _basis(n)
     zf = data.z.astype(np.float64)
     x = zf @ q
     sizes = zf.sum(axis=1)
-    y = data.y - data.v_empty
+    size_index = sizes.astype(np.int64)
     total = data.total
-    yprime = y - total / n * sizes
-    beta, h = _solve_constrained(x, yprime, w)
-    value = total / n + q @ beta
-    rank = int(np.linalg.matrix_rank(x * np.sqrt(w)[:, None]))
-
-    # 2. sampling variance
-    stratified = method != "kernelshap_paper"
-    if stratified:
+    yprime = data.y - data.v_empty - total / n * sizes
+    if method != "kernelshap_paper":
         stratum, unit, fraction = _strata(data.z)
     else:
         stratum, unit, fraction = np.zeros(u, dtype=np.int64), np.arange(u), np.zeros(1)
-    resid = yprime - x @ beta
     if not deterministic and data.noise_var is None:
         # utility noise unknown: a fully enumerated layer still carries noise, so no FPC (conservative)
         fraction = np.zeros_like(fraction)
+
+    # 2. the plain fit, the size-centred fit (a free intercept per size; needs n-1 dof left), the blend
+    plain = _fit(x, yprime, w, q, unit)
+    centred = None
+    if center in ("size", "auto"):
+        xc, yc = _center_by_size(x, yprime, w, size_index)
+        candidate = _fit(xc, yc, w, q, unit)
+        centred = candidate if candidate.rank == n - 1 else None
+    lam = None
+    if centred is None:
+        chosen, used = plain, "none"
+    elif center == "size":
+        chosen, used = centred, "size"
+    else:
+        # per-player blend, re-projected onto Σφ = t (P removes the mean over players)
+        lam = _blend_weights(plain, centred, stratum, unit, fraction)
+
+        def project(a: np.ndarray, axis: int) -> np.ndarray:
+            return a - a.mean(axis=axis, keepdims=True)
+
+        chosen = _Fit(
+            offset=project(plain.offset + lam * (centred.offset - plain.offset), 0),
+            lin=project(plain.lin + lam[:, None] * (centred.lin - plain.lin), 0),
+            g=project(plain.g + lam[None, :] * (centred.g - plain.g), 1),
+            rank=max(plain.rank, centred.rank),
+        )
+        used = "auto"
+    value = total / n + chosen.offset
+
+    # 3. sampling variance
     if ci == "analytic":
-        # HC3-style small-sample correction: residual of each unit divided by (1 - its leverage)
-        hat = w * np.einsum("ij,jk,ik->i", x, h, x)
-        unit_hat = np.bincount(unit, weights=hat)[unit]
-        adjusted = resid / np.maximum(1.0 - unit_hat, 0.05)
-        g = (x * (w * adjusted)[:, None]) @ h.T @ q.T  # (u, n) influence of each row on φ
-        var = _stratified_variance(g, stratum, unit, fraction)
+        var = _stratified_cov(chosen.g, chosen.g, stratum, unit, fraction)
     elif ci == "bootstrap":
-        var = _bootstrap_regression(x, yprime, w, q, stratum, unit, fraction, n_boot, seed)
+
+        def refit(wb: np.ndarray) -> np.ndarray:
+            b_plain = q @ _solve_constrained(x, yprime, wb)[0]
+            if used == "none":
+                return b_plain
+            b_centred = q @ _solve_constrained(*_center_by_size(x, yprime, wb, size_index), wb)[0]
+            if used == "size":
+                return b_centred
+            blend = b_plain + lam * (b_centred - b_plain)
+            return blend - blend.mean()
+
+        var = _bootstrap_regression(refit, w, n, stratum, unit, fraction, n_boot, seed)
     else:
         raise ValueError(f"ci must be one of {', '.join(CI_KINDS)}; got {ci!r}.")
 
-    # 3. utility noise the sampling variance cannot see: enumerated share of strata + the endpoints
+    # 4. utility noise the sampling variance cannot see: enumerated share of strata + the endpoints
     if data.noise_var is not None:
-        lin = q @ h @ (x * w[:, None]).T  # (n, u): φ is linear in y' through this operator
         share = fraction[stratum]
-        var = var + (lin**2) @ (data.noise_var_rows() * share)
-        # ∂φ/∂v_full and ∂φ/∂v_empty (φ is affine in both)
-        d_total = 1.0 / n - q @ (h @ (x.T @ (w * sizes / n)))
-        d_empty = -d_total - lin @ np.ones(u)
+        var = var + (chosen.lin**2) @ (data.noise_var_rows() * share)
+        # ∂φ/∂v_full and ∂φ/∂v_empty (φ is affine in both; t enters φ as t/n and through y')
+        d_total = 1.0 / n - chosen.lin @ (sizes / n)
+        d_empty = -d_total - chosen.lin @ np.ones(u)
         var = var + d_total**2 * data.noise_var / data.reps_full + d_empty**2 * data.noise_var / data.reps_empty
-    layer_counts = np.bincount(data.z.sum(axis=1), minlength=n + 1).tolist()
-    return value, var, {"rank": rank, "layer_counts": layer_counts, "n_units": len(np.unique(unit))}
+    layer_counts = np.bincount(size_index, minlength=n + 1).tolist()
+    extras: dict[str, Any] = {"rank": chosen.rank, "layer_counts": layer_counts, "n_units": len(np.unique(unit)),
+                              "center": used}
+    if lam is not None:
+        extras["center_weight"] = lam.tolist()
+    return value, var, extras
 
 
-def _stratified_variance(g: np.ndarray, stratum: np.ndarray, unit: np.ndarray, fraction: np.ndarray) -> np.ndarray:
-    """Σ_h (1 - f_h) · c_h/(c_h - 1) · Σ_units (g_u - ḡ_h)²  with g_u summed over a unit's rows."""
+def _stratified_cov(
+    g1: np.ndarray, g2: np.ndarray, stratum: np.ndarray, unit: np.ndarray, fraction: np.ndarray
+) -> np.ndarray:
+    """Per column, Σ_h (1 - f_h) · c_h/(c_h - 1) · Σ_units (g1_u - ḡ1_h)(g2_u - ḡ2_h), g summed per unit."""
     n_units = int(unit.max()) + 1
-    gu = np.zeros((n_units, g.shape[1]))
-    np.add.at(gu, unit, g)
+    sums = []
+    for g in (g1, g2):
+        gu = np.zeros((n_units, g.shape[1]))
+        np.add.at(gu, unit, g)
+        sums.append(gu)
     unit_stratum = np.zeros(n_units, dtype=np.int64)
     unit_stratum[unit] = stratum
     present = np.zeros(n_units, dtype=bool)
     present[unit] = True
-    var = np.zeros(g.shape[1])
+    cov = np.zeros(g1.shape[1])
     for h in np.unique(stratum):
-        members = gu[present & (unit_stratum == h)]
-        c = len(members)
+        members = present & (unit_stratum == h)
+        c = int(members.sum())
         fpc = 1.0 - fraction[h]
         if c < 2 or fpc <= 0:
             continue
-        centered = members - members.mean(axis=0)
-        var += fpc * c / (c - 1) * (centered**2).sum(axis=0)
-    return var
+        a, b = (gu[members] - gu[members].mean(axis=0) for gu in sums)
+        cov += fpc * c / (c - 1) * (a * b).sum(axis=0)
+    return cov
 
 
 def _bootstrap_regression(
-    x: np.ndarray,
-    yprime: np.ndarray,
+    refit: Any,
     w: np.ndarray,
-    q: np.ndarray,
+    n: int,
     stratum: np.ndarray,
     unit: np.ndarray,
     fraction: np.ndarray,
     n_boot: int,
     seed: int,
 ) -> np.ndarray:
-    """Variance of φ over ``n_boot`` refits with units resampled within strata (enumerated strata fixed)."""
+    """Variance of φ over ``n_boot`` refits (``refit(row weights) -> φ offset``) with units resampled within
+    strata (enumerated strata fixed)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xB007]))
     groups: list[np.ndarray] = []
     for h in np.unique(stratum):
         if fraction[h] >= 1.0:
             continue
         groups.append(np.unique(unit[stratum == h]))
-    draws = np.empty((n_boot, q.shape[0]))
+    draws = np.empty((n_boot, n))
     for b in range(n_boot):
         mult = np.ones(int(unit.max()) + 1)
         for units in groups:
             picks = rng.integers(0, len(units), size=len(units))
             mult[units] = np.bincount(picks, minlength=len(units))
-        beta, _ = _solve_constrained(x, yprime, w * mult[unit])
-        draws[b] = q @ beta
+        draws[b] = refit(w * mult[unit])
     return draws.var(axis=0, ddof=1)
 
 

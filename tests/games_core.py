@@ -101,6 +101,18 @@ def unanimity_sum(n: int, n_terms: int, max_order: int, seed: int = 0) -> KnownG
     return KnownGame(f"unanimity(n={n},T={n_terms},order<={max_order})", n, fn, shapley)
 
 
+def size_effect(game: KnownGame, curve: Callable[[np.ndarray], np.ndarray]) -> KnownGame:
+    """v(S) = curve(|S|) + game(S): a utility that moves strongly with the amount of data (a learning
+    curve), like accuracy or FID. The curve is a symmetric game, so φ_i = (curve(n) - curve(0)) / n + φ_i(game)."""
+    n = game.n
+    share = (float(curve(np.array([n]))[0]) - float(curve(np.array([0]))[0])) / n
+
+    def fn(z: np.ndarray) -> np.ndarray:
+        return curve(z.sum(axis=1)) + game.fn(z)
+
+    return KnownGame(f"size_effect({game.name})", n, fn, game.shapley + share)
+
+
 def noisy(game: KnownGame, sd: float, seed: int = 0) -> KnownGame:
     """The same game plus independent N(0, sd²) noise per evaluation (stateful generator, seeded)."""
     rng = np.random.default_rng(seed)

@@ -11,10 +11,12 @@ from games_core import (
     KnownGame,
     additive,
     banzhaf_brute_force,
+    brute_force_shapley,
     glove,
     noisy,
     pairwise,
     permutation_shapley,
+    size_effect,
     unanimity_sum,
     weighted_voting,
 )
@@ -164,6 +166,68 @@ def test_default_beats_paper_estimator_at_equal_budget() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Size centering (kernelshap's default)
+# ---------------------------------------------------------------------------------------------------------
+def _learning_curve(k: np.ndarray) -> np.ndarray:
+    return 20.0 * np.sqrt(np.asarray(k, dtype=np.float64))
+
+
+def test_size_centering_leaves_the_exact_solution_unchanged() -> None:
+    """On all 2^n coalitions the per-size intercepts drop out: auto = centred = plain = exact Shapley."""
+    game = size_effect(unanimity_sum(8, 20, 3, seed=4), _learning_curve)
+    for center in ("auto", "size", "none"):
+        est = _run(game, "exact", "kernelshap", 0, center=center)
+        assert est.extras["center"] == center
+        np.testing.assert_allclose(est.value, game.shapley, atol=1e-9)
+
+
+@pytest.mark.parametrize("design", ["leverage", "paired"])
+def test_size_centering_removes_the_variance_of_a_learning_curve(design: str) -> None:
+    """A utility dominated by a curve in |S|: centring (and the default blend) at least halves the error."""
+    game = size_effect(unanimity_sum(14, 30, 3, seed=6), _learning_curve)
+    errors: dict[str, list[float]] = {"auto": [], "size": [], "none": []}
+    for seed in range(6):
+        for center, found in errors.items():
+            est = _run(game, design, "kernelshap", 140, seed=seed, center=center)
+            assert abs(est.value.sum() - game.shapley.sum()) < 1e-9  # efficiency, blend included
+            found.append(_rel_err(est.value, game.shapley))
+    assert np.mean(errors["size"]) < 0.5 * np.mean(errors["none"]), errors
+    assert np.mean(errors["auto"]) < 0.5 * np.mean(errors["none"]), errors
+
+
+def test_default_blend_follows_the_better_fit_per_player() -> None:
+    """Player 0's effect grows with |S| only when player 1 is absent: on such a game the per-player
+    blend weights differ and the blend is no worse than the better of the two fits on average."""
+    base = unanimity_sum(12, 30, 3, seed=8)
+
+    def fn(z: np.ndarray) -> np.ndarray:
+        k = z.sum(axis=1).astype(np.float64)
+        return base.fn(z) + 3.0 * z[:, 0] * (~z[:, 1]) * k
+
+    game = KnownGame("mixed", 12, fn, brute_force_shapley(fn, 12))
+    errors: dict[str, list[float]] = {"auto": [], "size": [], "none": []}
+    weights = []
+    for seed in range(8):
+        for center, found in errors.items():
+            est = _run(game, "leverage", "kernelshap", 120, seed=seed, center=center)
+            found.append(_rel_err(est.value, game.shapley))
+            if center == "auto":
+                weights.append(est.extras["center_weight"])
+    assert np.all((np.asarray(weights) >= 0) & (np.asarray(weights) <= 1))
+    assert np.ptp(np.mean(weights, axis=0)) > 0.1  # not one global switch
+    best = min(np.mean(errors["size"]), np.mean(errors["none"]))
+    assert np.mean(errors["auto"]) <= 1.1 * best, {k: np.mean(v) for k, v in errors.items()}
+
+
+def test_size_centering_falls_back_when_too_few_coalitions_per_size() -> None:
+    """n-1 distinct coalitions spread over many sizes leave no dof for the intercepts: plain solve."""
+    game = additive(np.arange(1.0, 9.0))
+    est = _run(game, "leverage", "kernelshap", 8)
+    assert est.extras["center"] == "none"
+    assert abs(est.value.sum() - game.shapley.sum()) < 1e-9
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Other methods
 # ---------------------------------------------------------------------------------------------------------
 def test_banzhaf_msr_exact_and_sampled() -> None:
@@ -256,6 +320,10 @@ def test_errors_are_one_line_with_choices() -> None:
         estimate(masks, game(masks), 0.0, 21.0, alpha=0.1)
     with pytest.raises(ValueError, match="level must lie in"):
         estimate(masks, game(masks), 0.0, 21.0, level=95)
+    with pytest.raises(ValueError, match="center must be one of auto, size, none; got 'layer'"):
+        estimate(masks, game(masks), 0.0, 21.0, center="layer")
+    with pytest.raises(ValueError, match="unknown option"):  # the paper's baseline has no centring
+        estimate(masks, game(masks), 0.0, 21.0, method="kernelshap_paper", center="size")
     assert len(METHODS) == len(set(METHODS)) == 7
 
 
@@ -307,6 +375,7 @@ def test_ci_coverage_noisy_games(ci: str) -> None:
             (unanimity_sum(10, 30, 3, seed=3), 60, 1),
             (unanimity_sum(14, 40, 3, seed=4), 140, 1),
             (additive(np.linspace(-1.0, 2.0, 10)), 100, 2),
+            (size_effect(unanimity_sum(12, 30, 3, seed=5), _learning_curve), 120, 1),
         ):
             game = noisy(base, sd=0.3, seed=1000 + seed)
             masks = np.repeat(sample_coalitions(base.n, budget, "leverage", seed=seed), reps, axis=0)
