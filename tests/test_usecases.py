@@ -225,6 +225,27 @@ def test_cluster_diversity_is_the_entropy_of_centroid_assignments():
         -(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3)))
 
 
+@pytest.mark.parametrize("kind", ["clip", "blip"])
+def test_image_embedder_loads_local_clip_and_blip_folders(tmp_path, kind):
+    """Both embedding kinds of CelebA-HQ's diversity load from a local folder and give unit rows that
+    depend on the image (deterministic for the same input)."""
+    import torch
+
+    from workers.usecases.properties import ImageEmbedder
+
+    write = fx.write_tiny_clip_vision if kind == "clip" else fx.write_tiny_blip
+    folder = write(tmp_path / kind, projection_dim=12, image_size=32)
+    embed = ImageEmbedder(kind, folder, batch_size=3)
+    images = torch.rand(5, 3, 48, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = embed(images)
+    assert out.shape == (5, 12) and out.dtype == np.float64
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(out, embed(images))
+    assert np.abs(out[0] - out[1]).max() > 1e-4
+    with pytest.raises(ValueError, match="allowed: clip, blip"):
+        ImageEmbedder("dino", folder)
+
+
 def test_aesthetic_head_scores_by_hand(tmp_path):
     import torch
 

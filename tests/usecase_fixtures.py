@@ -126,6 +126,24 @@ def write_tiny_clip_vision(folder: Path, *, projection_dim: int = 12, image_size
     return folder
 
 
+def write_tiny_blip(folder: Path, *, projection_dim: int = 12, image_size: int = 32, seed: int = 0) -> Path:
+    """A random BlipModel (1-layer vision and text towers), saved with save_pretrained. BLIP's default
+    vision initializer_range (1e-10) makes a random tower constant, so the fixture uses 0.02."""
+    import torch
+    from transformers import BlipConfig, BlipModel
+
+    torch.manual_seed(seed)
+    config = BlipConfig(
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": image_size, "patch_size": 8, "initializer_range": 0.02},
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "vocab_size": 64, "encoder_hidden_size": 16},
+        projection_dim=projection_dim,
+    )
+    BlipModel(config).save_pretrained(folder)
+    return folder
+
+
 def write_linear_head(path: Path, *, dim: int = 12, seed: int = 0) -> Path:
     """A LAION-style linear aesthetic head (state dict: weight (1, dim), bias (1,)) saved with torch.save."""
     import torch
