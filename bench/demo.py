@@ -138,7 +138,21 @@ def main() -> None:
     parser.add_argument("--retrain-coalitions", type=int, default=1, help="of those, how many are also retrained")
     parser.add_argument("--keep", action="store_true", help="reuse an existing store (resume) instead of starting fresh")
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--reduce-only", action="store_true",
+                        help="recompute steps 2-3 on the finished store with the current reducer and update --out "
+                             "(keeps the measured wall time and cost; for an estimator change)")
     args = parser.parse_args()
+    if args.reduce_only:
+        report = json.loads(args.out.read_text())
+        report["timings"] = timing_summary(args.store)
+        report["noise"] = noise_verdicts(args.store)
+        report["reduced_again_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        args.out.write_text(json.dumps(report, indent=1, default=str))
+        for prop, v in report["noise"].items():
+            print(f"{prop:16s} noise {v['noise_value']:.4g} CI [{v['noise_ci'][0]:.4g}, {v['noise_ci'][1]:.4g}] "
+                  f"harm rank {v['noise_harm_rank']} singled out {v['singled_out']}")
+        print(f"updated {args.out}")
+        return
 
     report: dict[str, object] = {"config": str(args.config), "store": str(args.store), "cpu_count": os.cpu_count(),
                                  "load_average_before": os.getloadavg()}
