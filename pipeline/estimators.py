@@ -31,13 +31,17 @@ is eliminated with an orthonormal basis Q of 1⊥: φ = t/n·1 + Qβ). They diff
   were fully enumerated (the border trick) and unbiased within a layer for every exchangeable design
   (``paired``, ``leverage``, ``shapley_kernel``, ``uniform``...), so it needs nothing but the masks.
   Paired-aware: a coalition and its complement form one sampling unit in the CIs.
-  **Size centering** (option ``center="size"``, the default): the regression gets a free intercept per
-  coalition size, i.e. y' and Z Q are centred by their w-weighted mean within each size layer before the
-  solve. On a fully enumerated layer z̄_k = (k/n)·1, so z̄_k·φ = k t/n is fixed by the constraint and the
-  layer means drop out of the objective: the exact solution (the Shapley value) is unchanged. On a sampled
-  layer they no longer leak into φ: a utility that moves strongly with |S| (accuracy or FID growing with
-  the amount of data) stops adding variance. It costs one degree of freedom per observed size; when fewer
-  than n-1 remain the plain solve is used (``extras["center"]`` says which).
+  **Size centring** (option ``center``): with ``"size"`` the regression gets a free intercept per coalition
+  size, i.e. y' and Z Q are centred by their w-weighted mean within each size layer before the solve. On
+  a fully enumerated layer z̄_k = (k/n)·1, so z̄_k·φ = k t/n is fixed by the constraint and the layer means
+  drop out of the objective: the exact solution (the Shapley value) is unchanged. On a sampled layer they
+  no longer leak into φ: a utility that moves strongly with |S| (accuracy or FID growing with the amount
+  of data) stops adding variance. It costs one degree of freedom per observed size; when fewer than n-1
+  remain the plain solve is used. Centring can also cost variance for a player whose effect itself varies
+  with |S|, so ``"auto"`` (the default) blends per player: φ_i = φ_p,i + λ_i (φ_c,i - φ_p,i), where the
+  difference of the two fits has mean ~0 and serves as a control variate, λ_i ∈ [0, 1] minimises the
+  estimated (stratified) variance, and the blend is re-projected onto Σφ = t. ``"none"``: the plain fit.
+  ``extras["center"]`` says which fit was used, ``extras["center_weight"]`` holds λ.
 - ``leverage_shap``: Musco & Witter's Horvitz-Thompson weights w_S = μ(S) / π_k, with π_k the inclusion
   probability of a size-k coalition under the ``leverage`` order-sampling stream (π_k = 1 - exp(-τ/C(n,k)),
   τ solved so Σ π matches the number of observed coalitions).
@@ -256,8 +260,8 @@ def estimate(
             500), ``draw_counts`` (``kernelshap_paper``: float (m,) multiplicity of each row in the raw
             draw), ``include_endpoints`` (``banzhaf_msr``: also use v(∅), v(N) as samples; default False),
             ``alphas`` (``datamodel``: ridge penalties to search; default logspace(-4, 4, 17)),
-            ``center`` (``kernelshap``: "size" (default) absorbs a free per-size intercept, "none" does
-            not; see the module docstring).
+            ``center`` (``kernelshap``: "auto" (default) blends the size-centred and the plain fit per
+            player, "size" uses the size-centred fit, "none" the plain one; see the module docstring).
 
     Returns:
         :class:`Estimate` with arrays of shape (n,).
