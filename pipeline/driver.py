@@ -235,6 +235,7 @@ def connect(address: str | None, ray_cfg: RayConfig) -> bool:
         ray.init(
             num_cpus=ray_cfg.local_num_cpus,
             include_dashboard=False,
+            # asked for loopback; Ray 2.60 swaps it for the host address (docs/pipeline.md, Scheduling)
             _node_ip_address="127.0.0.1",
             _temp_dir=str(Path(ray_cfg.temp_dir).expanduser().resolve()) if ray_cfg.temp_dir else None,
             logging_level=logging.WARNING,

@@ -1,7 +1,7 @@
 """Shared fixtures: one local Ray for the whole test session (started on first use), store helpers.
 
-Ray starts once (~4 s) bound to 127.0.0.1 with token auth off (loopback only) and 2 CPUs + 2 logical
-GPUs; in-process drivers reuse it, and CLI subprocesses join it through ``--address``.
+Ray starts once (~4 s) with token auth off and 2 CPUs + 2 logical GPUs (it is asked for node address
+127.0.0.1, which Ray 2.60 replaces by the host's address: see docs/pipeline.md, "Scheduling"); in-process drivers reuse it, and CLI subprocesses join it through ``--address``.
 """
 
 from __future__ import annotations
