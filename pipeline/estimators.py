@@ -565,6 +565,14 @@ def _blend_weights(plain: _Fit, centred: _Fit, stratum: np.ndarray, unit: np.nda
     return np.clip(np.nan_to_num(lam, nan=1.0), 0.0, 1.0)
 
 
+def _blend(plain: np.ndarray, centred: np.ndarray, lam: np.ndarray, player_axis: int = 0) -> np.ndarray:
+    """plain + λ (centred - plain) along the player axis, re-projected onto Σ_players = 0 (efficiency)."""
+    shape = [1] * plain.ndim
+    shape[player_axis] = -1
+    out = plain + lam.reshape(shape) * (centred - plain)
+    return out - out.mean(axis=player_axis, keepdims=True)
+
+
 def _regression(
     data: _Data, method: str, ci: str, n_boot: int, seed: int, deterministic: bool, center: str = "none"
 ) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -606,14 +614,10 @@ def _regression(
     else:
         # per-player blend, re-projected onto Σφ = t (P removes the mean over players)
         lam = _blend_weights(plain, centred, stratum, unit, fraction)
-
-        def project(a: np.ndarray, axis: int) -> np.ndarray:
-            return a - a.mean(axis=axis, keepdims=True)
-
         chosen = _Fit(
-            offset=project(plain.offset + lam * (centred.offset - plain.offset), 0),
-            lin=project(plain.lin + lam[:, None] * (centred.lin - plain.lin), 0),
-            g=project(plain.g + lam[None, :] * (centred.g - plain.g), 1),
+            offset=_blend(plain.offset, centred.offset, lam),
+            lin=_blend(plain.lin, centred.lin, lam),
+            g=_blend(plain.g, centred.g, lam, player_axis=1),
             rank=max(plain.rank, centred.rank),
         )
         used = "auto"
@@ -629,10 +633,7 @@ def _regression(
             if used == "none":
                 return b_plain
             b_centred = q @ _solve_constrained(*_center_by_size(x, yprime, wb, size_index), wb)[0]
-            if used == "size":
-                return b_centred
-            blend = b_plain + lam * (b_centred - b_plain)
-            return blend - blend.mean()
+            return b_centred if used == "size" else _blend(b_plain, b_centred, lam)
 
         var = _bootstrap_regression(refit, w, n, stratum, unit, fraction, n_boot, seed)
     else:
@@ -660,10 +661,12 @@ def _stratified_cov(
     """Per column, Σ_h (1 - f_h) · c_h/(c_h - 1) · Σ_units (g1_u - ḡ1_h)(g2_u - ḡ2_h), g summed per unit."""
     n_units = int(unit.max()) + 1
     sums = []
-    for g in (g1, g2):
+    for g in (g1,) if g2 is g1 else (g1, g2):
         gu = np.zeros((n_units, g.shape[1]))
         np.add.at(gu, unit, g)
         sums.append(gu)
+    if g2 is g1:
+        sums.append(sums[0])
     unit_stratum = np.zeros(n_units, dtype=np.int64)
     unit_stratum[unit] = stratum
     present = np.zeros(n_units, dtype=bool)
