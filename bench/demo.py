@@ -87,6 +87,15 @@ def noise_verdicts(store: Path) -> dict[str, dict[str, object]]:
     return verdicts
 
 
+def print_noise_table(noise: dict[str, dict[str, object]]) -> None:
+    """The noise contributor's value, CI, harm rank and verdict per property (from :func:`noise_verdicts`)."""
+    print(f"\n{'property':16s} {'noise value':>12s} {'CI':>26s} {'harm rank':>9s} {'singled out':>11s}")
+    for prop, v in noise.items():
+        if "noise_value" in v:
+            ci = f"[{v['noise_ci'][0]:.4g}, {v['noise_ci'][1]:.4g}]"
+            print(f"{prop:16s} {v['noise_value']:12.4g} {ci:>26s} {v['noise_harm_rank']:9d} {v['singled_out']!s:>11s}")
+
+
 def cost_per_mode(config_path: Path, store: Path, *, n_coalitions: int, n_retrain: int, seed: int) -> dict[str, object]:
     """Step 4: seconds per coalition of each fine-tune mode on the same coalitions (one thread).
 
@@ -148,9 +157,7 @@ def main() -> None:
         report["noise"] = noise_verdicts(args.store)
         report["reduced_again_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         args.out.write_text(json.dumps(report, indent=1, default=str))
-        for prop, v in report["noise"].items():
-            print(f"{prop:16s} noise {v['noise_value']:.4g} CI [{v['noise_ci'][0]:.4g}, {v['noise_ci'][1]:.4g}] "
-                  f"harm rank {v['noise_harm_rank']} singled out {v['singled_out']}")
+        print_noise_table(report["noise"])
         print(f"updated {args.out}")
         return
 
@@ -170,11 +177,7 @@ def main() -> None:
     print(f"\ndemo wall time (prepare + {t['n_evaluations']} evaluations + reduce): {report['demo_wall_s']:.0f} s")
     print("per coalition (median s): " + ", ".join(
         f"{k} {t[k]['median']:.2f}" for k in ("finetune_s", "sample_s", "eval_s", "wall_s") if t.get(k)))
-    print(f"\n{'property':16s} {'noise value':>12s} {'CI':>26s} {'harm rank':>9s} {'singled out':>11s}")
-    for prop, v in report["noise"].items():
-        if "noise_value" in v:
-            ci = f"[{v['noise_ci'][0]:.4g}, {v['noise_ci'][1]:.4g}]"
-            print(f"{prop:16s} {v['noise_value']:12.4g} {ci:>26s} {v['noise_harm_rank']:9d} {v['singled_out']!s:>11s}")
+    print_noise_table(report["noise"])
     if "cost" in report:
         c = report["cost"]
         print(f"\n{'mode':14s} {'steps':>6s} {'wall s/coalition':>17s} {'finetune s':>11s} {'sample s':>9s}")
