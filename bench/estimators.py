@@ -16,9 +16,10 @@ evaluated on top, for every method alike, so shapiq gets budget + 2), on three g
   coalition; reference: exact for n = 10, a leverage/kernelshap estimate with 40,000 coalitions for n = 20
   and n = 50 (its own error is reported as ``reference_error`` from two independent halves).
 
-Methods: ours — ``kernelshap`` (size-centred) on the ``leverage`` design (the default), on the ``paired``
-design, ``kernelshap`` without size centring (``plain``, the ablation), ``leverage_shap``; the paper's estimator — ``kernelshap_paper`` on the ``shapley_kernel`` design (drawn with
-replacement until ``budget`` distinct coalitions, each weighted by its draw count); shapiq — ``KernelSHAP``
+Methods: ours — ``kernelshap`` (default ``center="auto"``: the per-player blend with the size-centred fit)
+on the ``leverage`` design (the default), on the ``paired`` design, ``kernelshap`` with ``center="none"``
+(``plain``, the ablation), ``leverage_shap``; the paper's estimator — ``kernelshap_paper`` on the
+``shapley_kernel`` design (drawn with replacement until ``budget`` distinct coalitions, each weighted by its draw count); shapiq — ``KernelSHAP``
 (with and without its pairing trick) and ``PermutationSamplingSV``. Metric: mean relative L2 error
 ‖φ̂ − φ‖ / ‖φ‖ over seeds. Output: a table on stdout and ``bench/results/estimators.json``.
 """
