@@ -53,6 +53,93 @@ def build_config(args: argparse.Namespace):
     return type(cfg.game).model_validate(raw), cfg.seed
 
 
+# --- the job cache ------------------------------------------------------------------------------------------
+RETRAIN_FIELDS = ("data", "model", "sampling", "properties", "feature_extractor", "reference", "precision")
+
+
+def job_key(config, mode: str, seed: int) -> str:
+    """Hash of everything an evaluation in ``mode`` depends on (so cached jobs are reused exactly when valid).
+
+    ``retrain`` starts from a random init: it depends on the data, model, sampling, properties (extractor,
+    reference) and its own optimiser settings, not on θ*, pruning, recovery or the fine-tune K / lr.
+    ``sparsified_ft`` / ``ft`` depend on the whole game config.
+    """
+    import hashlib
+
+    raw = config.model_dump(mode="json")
+    if mode == "retrain":
+        ft = raw["finetune"]
+        keyed = {name: raw[name] for name in RETRAIN_FIELDS}
+        keyed["retrain"] = {"steps": config.retrain_steps(), "lr": config.retrain_lr(),
+                            **{k: ft[k] for k in ("batch_size", "weight_decay", "warmup_steps", "ema_decay")}}
+    else:
+        keyed = {k: v for k, v in raw.items() if k != "device"}
+        keyed["finetune"] = {k: v for k, v in raw["finetune"].items() if k not in ("retrain_steps", "retrain_lr")}
+    keyed.update(mode=mode, seed=seed)
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class JobCache:
+    """Append-only JSONL of finished evaluations: one line ``{key, mode, mask, job_seed, values, seconds}``.
+
+    A rerun (more seeds, another variant, after a crash) evaluates only what the cache lacks.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[tuple[str, str, int], dict] = {}
+        if path.is_file():
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                try:
+                    record = json.loads(line)
+                    self.records[(record["key"], record["mask"], int(record["job_seed"]))] = record
+                except (ValueError, KeyError) as error:
+                    print(f"{path}:{number}: unreadable cache line skipped ({error})", file=sys.stderr)
+
+    def get(self, key: str, mask: tuple[bool, ...], job_seed: int) -> dict | None:
+        return self.records.get((key, bits(mask), job_seed))
+
+    def add(self, key: str, mode: str, mask: tuple[bool, ...], job_seed: int, values: dict, seconds: float,
+            source: str = "run") -> None:
+        record = {"key": key, "mode": mode, "mask": bits(mask), "job_seed": job_seed, "values": values,
+                  "seconds": seconds, "source": source}
+        self.records[(key, record["mask"], job_seed)] = record
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def bits(mask: tuple[bool, ...]) -> str:
+    return "".join("1" if b else "0" for b in mask)
+
+
+def import_retrain(cache: JobCache, report_path: Path, config, seed: int) -> int:
+    """Import the retrain values of an earlier ``fidelity.json`` (written before the cache existed).
+
+    Only when that run had one retrain seed (job seed 200) and its retrain settings give the same
+    :func:`job_key` as ``config``; returns how many evaluations were imported.
+    """
+    report = json.loads(report_path.read_text())
+    settings = report["settings"]
+    if settings["retrain_seeds"] != 1:
+        raise SystemExit(f"{report_path}: only a one-seed run can be imported (it has {settings['retrain_seeds']})")
+    raw = config.model_dump(mode="json")
+    raw["data"]["classes"] = settings["classes"]
+    raw["finetune"] = {**settings["finetune"], "retrain_steps": settings["retrain_steps"]}
+    raw["sampling"] = settings["sampling"]
+    theirs = job_key(type(config).model_validate(raw), "retrain", seed)
+    if theirs != job_key(config, "retrain", seed):
+        raise SystemExit(f"{report_path}: its retrain settings differ from this run's; nothing imported")
+    count = 0
+    for mask_bits, values in report["values"]["retrain"].items():
+        mask = tuple(c == "1" for c in mask_bits)
+        if cache.get(theirs, mask, 200) is None:
+            cache.add(theirs, "retrain", mask, 200, values[0], float(report["seconds_per_job"]["retrain"]),
+                      source=f"imported from {report_path.name}")
+            count += 1
+    return count
+
+
 def _worker_evaluate(config_json: str, artifacts: str, seed: int, mode: str, mask: tuple[bool, ...], job_seed: int):
     """One evaluation in a worker process (games cached per process and mode)."""
     import torch
@@ -69,6 +156,42 @@ def _worker_evaluate(config_json: str, artifacts: str, seed: int, mode: str, mas
     start = time.perf_counter()
     result = _GAMES[key].evaluate(np.array(mask, bool), replicate=0, seed=job_seed)
     return mode, mask, job_seed, result.values, time.perf_counter() - start
+
+
+def run_jobs(jobs: list[tuple[object, str, tuple[bool, ...], int]], *, artifacts: Path, seed: int, workers: int,
+             cache: JobCache, description: str) -> None:
+    """Evaluate every ``(config, mode, mask, job_seed)`` the cache lacks on ``workers`` processes."""
+    from tqdm.auto import tqdm
+
+    todo = [job for job in jobs if cache.get(job_key(job[0], job[1], seed), job[2], job[3]) is None]
+    todo.sort(key=lambda job: job[1] != "retrain")  # the long ones first
+    print(f"{description}: {len(jobs) - len(todo)} of {len(jobs)} evaluations cached, {len(todo)} to run",
+          file=sys.stderr)
+    if not todo:
+        return
+    keys = {}
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending = {}
+        for config, mode, mask, job_seed in todo:
+            config_json = config.model_dump_json()
+            keys[(config_json, mode)] = job_key(config, mode, seed)
+            done = pool.submit(_worker_evaluate, config_json, str(artifacts), seed, mode, mask, job_seed)
+            pending[done] = (config_json, mode)
+        for done in tqdm(futures.as_completed(pending), total=len(pending), desc=description):
+            mode, mask, job_seed, values, wall = done.result()
+            cache.add(keys[pending[done]], mode, mask, job_seed, values, wall)
+
+
+def collect(cache: JobCache, config, mode: str, masks: list[tuple[bool, ...]], job_seeds: list[int],
+            seed: int) -> dict[tuple[bool, ...], list[dict]]:
+    """Cached records per mask (one per job seed found)."""
+    key = job_key(config, mode, seed)
+    out = {}
+    for mask in masks:
+        found = [cache.get(key, mask, s) for s in job_seeds]
+        out[mask] = [r for r in found if r is not None]
+    return out
 
 
 def choose_retrain_masks(spec: str, all_masks: list[tuple[bool, ...]], n: int, seed: int) -> list[tuple[bool, ...]]:
@@ -105,11 +228,70 @@ def shapley(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float
     return np.asarray(estimate(masks, values, v_empty, v_full, method=method).value)
 
 
+def harm_rank(phi: np.ndarray, prop: str, player: int) -> int:
+    """1 = ``player`` is the most harmful contributor for ``prop`` (largest φ when lower is better)."""
+    order = np.argsort(-phi if prop in LOWER_IS_BETTER else phi, kind="stable")
+    return int(np.where(order == player)[0][0]) + 1
+
+
+def shapley_vector(records: dict[tuple[bool, ...], list[dict]], masks: list[tuple[bool, ...]], prop: str,
+                   v_empty: float, *, exact: bool, which: int | None = None) -> np.ndarray:
+    """Shapley vector from the seed mean (``which`` = None) or from one seed's values (index ``which``)."""
+    n = len(masks[0])
+    full = tuple([True] * n)
+
+    def value(mask: tuple[bool, ...]) -> float:
+        vals = [r["values"][prop] for r in records[mask]]
+        return float(np.mean(vals) if which is None else vals[which])
+
+    inner = [m for m in masks if m != full]
+    return shapley(np.array(inner, bool), np.array([value(m) for m in inner]), v_empty, value(full), exact=exact)
+
+
+def mean_pairwise(pairs: list[float]) -> float | None:
+    return float(np.mean(pairs)) if pairs else None
+
+
+def compare(ft: dict, rt: dict, masks: list[tuple[bool, ...]], empty: dict[str, float], properties: list[str],
+            noise: int, *, exact: bool) -> dict[str, dict]:
+    """Per property: per-coalition and Shapley Spearman (seed means), noise sign/rank, seed-to-seed ceilings."""
+    report = {}
+    for prop in properties:
+        ft_vals = np.array([np.mean([r["values"][prop] for r in ft[m]]) for m in masks])
+        rt_vals = np.array([np.mean([r["values"][prop] for r in rt[m]]) for m in masks])
+        phi_ft = shapley_vector(ft, masks, prop, empty[prop], exact=exact)
+        phi_rt = shapley_vector(rt, masks, prop, empty[prop], exact=exact)
+        # seed-to-seed agreement of retraining itself: the ceiling any approximation can reach
+        k_rt = min(len(rt[m]) for m in masks)
+        rt_pairs, rt_phi_pairs = [], []
+        for a, b in itertools.combinations(range(k_rt), 2):
+            rt_pairs.append(spearman(np.array([rt[m][a]["values"][prop] for m in masks]),
+                                     np.array([rt[m][b]["values"][prop] for m in masks])))
+            rt_phi_pairs.append(spearman(shapley_vector(rt, masks, prop, empty[prop], exact=exact, which=a),
+                                         shapley_vector(rt, masks, prop, empty[prop], exact=exact, which=b)))
+        report[prop] = {
+            "per_coalition_spearman": spearman(ft_vals, rt_vals),
+            "shapley_spearman": spearman(phi_ft, phi_rt),
+            "shapley_method": "exact_shapley" if exact else "kernelshap on the common coalitions",
+            "phi_sparsified_ft": phi_ft.tolist(), "phi_retrain": phi_rt.tolist(),
+            "noise_sign_ft": float(np.sign(phi_ft[noise])), "noise_sign_retrain": float(np.sign(phi_rt[noise])),
+            "noise_harm_rank_ft": harm_rank(phi_ft, prop, noise),
+            "noise_harm_rank_retrain": harm_rank(phi_rt, prop, noise),
+            "retrain_seed_to_seed_coalition_spearman": mean_pairwise(rt_pairs),
+            "retrain_seed_to_seed_shapley_spearman": mean_pairwise(rt_phi_pairs),
+        }
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "demo.yaml")
     parser.add_argument("--classes", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--artifacts", type=Path, default=REPO_ROOT / "runs" / "bench_fidelity" / "artifacts")
+    parser.add_argument("--cache", type=Path, default=REPO_ROOT / "runs" / "bench_fidelity" / "jobs.jsonl",
+                        help="finished evaluations (JSONL); a rerun evaluates only what it lacks")
+    parser.add_argument("--import-retrain", type=Path, default=None,
+                        help="an earlier fidelity.json whose retrain values to import (same retrain settings)")
     parser.add_argument("--train-steps", type=int, default=None, help="θ* steps (default: the config's)")
     parser.add_argument("--ft-seeds", type=int, default=3)
     parser.add_argument("--retrain-seeds", type=int, default=3)
@@ -119,7 +301,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "fidelity.json")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from tqdm.auto import tqdm
 
     # 1. Config and prepare (θ*, pruned, recovered, extractor, reference) once, in this process.
     config, seed = build_config(args)
@@ -133,60 +314,31 @@ def main() -> None:
     n = len(contributors)
     noise = next(i for i, cid in enumerate(contributors) if "noise" in cid)
     properties = list(config.properties)
+    cache = JobCache(args.cache)
+    if args.import_retrain is not None:
+        print(f"imported {import_retrain(cache, args.import_retrain, config, seed)} retrain evaluations "
+              f"from {args.import_retrain}", file=sys.stderr)
 
-    # 2. Jobs: every coalition x FT seeds, the chosen coalitions x retrain seeds.
+    # 2. Jobs: every coalition x FT seeds, the chosen coalitions x retrain seeds (cached ones are skipped).
     all_masks = [tuple(bool(b) for b in bits) for bits in itertools.product([False, True], repeat=n)]
+    nonempty = [m for m in all_masks if any(m)]
     retrain_masks = choose_retrain_masks(args.retrain_coalitions, all_masks, n, seed=11)
-    jobs = [("sparsified_ft", m, 100 + s) for s in range(args.ft_seeds) for m in all_masks if any(m)]
-    jobs += [("retrain", m, 200 + s) for s in range(args.retrain_seeds) for m in retrain_masks]
-    jobs.sort(key=lambda job: job[0] != "retrain")  # the long ones first
+    ft_seeds = [100 + s for s in range(args.ft_seeds)]
+    rt_seeds = [200 + s for s in range(args.retrain_seeds)]
+    jobs = [(config, "retrain", m, s) for s in rt_seeds for m in retrain_masks]
+    jobs += [(config, "sparsified_ft", m, s) for s in ft_seeds for m in nonempty]
+    run_jobs(jobs, artifacts=args.artifacts, seed=seed, workers=args.workers, cache=cache, description="fidelity jobs")
     empty = game.evaluate(np.zeros(n, bool), replicate=0, seed=0).values
 
-    # 3. Run them on --workers processes (each loads the artifacts once per mode).
-    results: dict[str, dict[tuple[bool, ...], list[dict[str, float]]]] = {"sparsified_ft": {}, "retrain": {}}
-    seconds: dict[str, list[float]] = {"sparsified_ft": [], "retrain": []}
-    config_json = config.model_dump_json()
-    context = multiprocessing.get_context("spawn")
-    with futures.ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-        pending = [pool.submit(_worker_evaluate, config_json, str(args.artifacts), seed, *job) for job in jobs]
-        for done in tqdm(futures.as_completed(pending), total=len(pending), desc="fidelity jobs"):
-            mode, mask, _, values, wall = done.result()
-            results[mode].setdefault(mask, []).append(values)
-            seconds[mode].append(wall)
+    # 3. Compare per property (seed means; exact Shapley when retrain covers every coalition).
+    ft = collect(cache, config, "sparsified_ft", nonempty, ft_seeds, seed)
+    rt = collect(cache, config, "retrain", retrain_masks, rt_seeds, seed)
+    common = [m for m in retrain_masks if ft[m] and rt[m]]
+    exact = len(common) == 2**n - 1
+    report_props = compare(ft, rt, common, empty, properties, noise, exact=exact)
 
-    # 4. Compare per property.
-    def mean_values(mode: str, masks: list[tuple[bool, ...]], prop: str) -> np.ndarray:
-        return np.array([np.mean([v[prop] for v in results[mode][m]]) for m in masks])
-
-    common = [m for m in retrain_masks if m in results["sparsified_ft"]]
-    exact_possible = len(common) == 2**n - 1
-    full = tuple([True] * n)
-    report_props = {}
-    for prop in properties:
-        ft_vals, rt_vals = mean_values("sparsified_ft", common, prop), mean_values("retrain", common, prop)
-        inner = [i for i, m in enumerate(common) if m != full]
-        masks_arr = np.array([common[i] for i in inner], dtype=bool)
-        phi_ft = shapley(masks_arr, ft_vals[inner], empty[prop], float(np.mean([v[prop] for v in results["sparsified_ft"][full]])), exact=exact_possible)
-        phi_rt = shapley(masks_arr, rt_vals[inner], empty[prop], float(np.mean([v[prop] for v in results["retrain"][full]])), exact=exact_possible)
-        all_inner = [m for m in all_masks if any(m) and m != full]
-        phi_ft_exact = shapley(np.array(all_inner, bool), mean_values("sparsified_ft", all_inner, prop), empty[prop],
-                               float(np.mean([v[prop] for v in results["sparsified_ft"][full]])), exact=True)
-
-        def harm_rank(phi: np.ndarray, prop: str = prop) -> int:
-            order = np.argsort(-phi if prop in LOWER_IS_BETTER else phi, kind="stable")
-            return int(np.where(order == noise)[0][0]) + 1
-
-        report_props[prop] = {
-            "per_coalition_spearman": spearman(ft_vals, rt_vals),
-            "shapley_spearman": spearman(phi_ft, phi_rt),
-            "shapley_method": "exact_shapley" if exact_possible else "kernelshap on the common coalitions",
-            "phi_sparsified_ft": phi_ft.tolist(), "phi_retrain": phi_rt.tolist(),
-            "phi_sparsified_ft_exact_all64": phi_ft_exact.tolist(),
-            "noise_sign_ft": float(np.sign(phi_ft[noise])), "noise_sign_retrain": float(np.sign(phi_rt[noise])),
-            "noise_harm_rank_ft": harm_rank(phi_ft), "noise_harm_rank_retrain": harm_rank(phi_rt),
-            "noise_harm_rank_ft_exact_all64": harm_rank(phi_ft_exact),
-        }
-
+    seconds = {mode: [r["seconds"] for by_mask in records.values() for r in by_mask if r["source"] == "run"]
+               for mode, records in (("sparsified_ft", ft), ("retrain", rt))}
     reduced = not (args.retrain_coalitions == "all" and args.ft_seeds >= 3 and args.retrain_seeds >= 3
                    and args.retrain_steps >= config.train.steps)
     report = {
@@ -197,26 +349,32 @@ def main() -> None:
                      "train_steps": config.train.steps, "finetune": config.finetune.model_dump(mode="json"),
                      "sampling": config.sampling.model_dump(mode="json")},
         "prepare_s": prepare_s, "prepare": prepare_summary,
-        "seconds_per_job": {mode: float(np.mean(s)) if s else None for mode, s in seconds.items()},
-        "n_jobs": {mode: len(s) for mode, s in seconds.items()},
+        "seconds_per_job": {mode: float(np.median(s)) if s else None for mode, s in seconds.items()},
+        "seconds_per_job_statistic": "median over the evaluations this cache ran itself (not imported ones)",
+        "n_evaluations": {"sparsified_ft": sum(len(v) for v in ft.values()),
+                          "retrain": sum(len(v) for v in rt.values())},
+        "empty_coalition": empty,
         "properties": report_props,
-        "values": {mode: {"".join("1" if b else "0" for b in m): vals for m, vals in by_mask.items()}
-                   for mode, by_mask in results.items()},
+        "values": {mode: {bits(m): [r["values"] for r in by_mask] for m, by_mask in records.items()}
+                   for mode, records in (("sparsified_ft", ft), ("retrain", rt))},
         "load_average": os.getloadavg(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=str))
 
-    # 5. Table.
+    # 4. Table.
     label = "REDUCED" if reduced else "full"
-    print(f"\nfidelity ({label}): n = {n}, sparsified_ft on all {2**n} coalitions x {args.ft_seeds} seed(s), "
-          f"retrain {args.retrain_steps} steps on {len(retrain_masks)} coalitions x {args.retrain_seeds} seed(s)")
-    print(f"seconds per job: sparsified_ft {report['seconds_per_job']['sparsified_ft']:.1f}, "
-          f"retrain {report['seconds_per_job']['retrain']:.1f}")
-    print(f"{'property':16s} {'coalition rho':>13s} {'Shapley rho':>11s} {'noise rank ft/rt (exact ft)':>28s}")
+    print(f"\nfidelity ({label}): n = {n}, sparsified_ft on all {2**n - 1} non-empty coalitions x {args.ft_seeds} "
+          f"seed(s), retrain {args.retrain_steps} steps on {len(retrain_masks)} coalitions x {args.retrain_seeds} seed(s)")
+    per_job = report["seconds_per_job"]
+    print("seconds per job (median): " + ", ".join(f"{m} {v:.1f}" for m, v in per_job.items() if v is not None))
+    print(f"{'property':16s} {'coalition rho':>13s} {'Shapley rho':>11s} {'noise rank ft/rt':>16s} "
+          f"{'retrain seed-seed rho (coal/Shapley)':>37s}")
     for prop, r in report_props.items():
-        ranks = f"{r['noise_harm_rank_ft']}/{r['noise_harm_rank_retrain']} ({r['noise_harm_rank_ft_exact_all64']})"
-        print(f"{prop:16s} {r['per_coalition_spearman']:13.2f} {r['shapley_spearman']:11.2f} {ranks:>28s}")
+        ceiling = (f"{r['retrain_seed_to_seed_coalition_spearman']:.2f} / {r['retrain_seed_to_seed_shapley_spearman']:.2f}"
+                   if r["retrain_seed_to_seed_coalition_spearman"] is not None else "-")
+        print(f"{prop:16s} {r['per_coalition_spearman']:13.2f} {r['shapley_spearman']:11.2f} "
+              f"{r['noise_harm_rank_ft']:>7d}/{r['noise_harm_rank_retrain']:<8d} {ceiling:>37s}")
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -13,7 +13,9 @@ Run, step by step (:func:`run`):
  4. per round: extend ``plan.parquet`` (written before any dispatch), then todo = plan x replicates -
     ok evaluations; submit in longest-processing-time order (largest/most expensive coalitions first)
     with a bounded in-flight window (2 x the cluster's slots, re-read from ``ray.cluster_resources()``
-    as nodes come and go), handle results in completion order with ``ray.wait(num_returns=1)``.
+    as nodes come and go), handle results as they finish: block in ``ray.wait`` for the first, then take
+    every other finished one in the same pass. The config travels inline with each task (a few KB: a
+    ``ray.put`` reference would add an object-store fetch and borrower bookkeeping per task).
  5. reduce; stop when the configured CI target is met or the budget is spent.
 
 Failures: a worker process that dies is retried by Ray (``ray.max_retries``). An exception whose class
@@ -319,7 +321,6 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
         num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, max_retries=cfg.ray.max_retries,
         retry_exceptions=False, name="contribshap.evaluate",
     )
-    config_text_ref = ray.put(config_text)
     pending = list(reversed(jobs))  # pop() from the end = the most expensive first
     in_flight: dict[Any, Job] = {}
     result = DispatchResult()
@@ -334,10 +335,13 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
                 window, window_at = _window(cfg.ray), time.monotonic()
             while pending and len(in_flight) < window:
                 job = pending.pop()
-                ref = remote.remote(config_text_ref, str(store.root), namespace, job.to_dict(), search_paths)
+                ref = remote.remote(config_text, str(store.root), namespace, job.to_dict(), search_paths)
                 in_flight[ref] = job
-            # 2. handle whatever finished, in completion order
+            # 2. handle whatever finished: block for the first, then take every other one ready now
+            #    (one pass per batch, not one O(window) wait per evaluation)
             done_refs, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_TIMEOUT_S)
+            if done_refs and len(in_flight) > 1:
+                done_refs, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
             for ref in done_refs:
                 job = in_flight.pop(ref)
                 try:

@@ -305,7 +305,7 @@ def reference(ray_head):
     Returns both processes' (returncode, stderr) and the store, which the winner completes: it is also the
     uninterrupted reference run for the stop/resubmit test.
     """
-    work = _workdir(ray_head["tmp"], "reference", n_players=4, sleep_s=0.6)
+    work = _workdir(ray_head["tmp"], "reference", n_players=4, sleep_s=1.2)
     store = work / "stores" / "reference"
     drivers = [_cli("run", "config.yaml", "--address", ray_head["gcs"], "--no-progress", cwd=work) for _ in range(2)]
     results = [(p.communicate(timeout=120)[1], p.returncode) for p in drivers]
@@ -336,7 +336,8 @@ def lifecycle(ray_head, reference):
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(ray_head["dashboard"])
-    work = _workdir(ray_head["tmp"], "resubmit", n_players=4, sleep_s=0.6)
+    # 1.2 s a coalition: the second submit must find -a1 still running, even on a loaded machine
+    work = _workdir(ray_head["tmp"], "resubmit", n_players=4, sleep_s=1.2)
     store = work / "stores" / "resubmit"
     record: dict = {"store": store, "work": work}
     # 1. submit, submit again while running, stop after a few evaluations
