@@ -13,6 +13,19 @@ per_member_s = 0.06 for n = 20 (6.0-7.2 s, mean ~6.6 s, the per-coalition job me
 facts: 50 fine-tune steps 3.3 s + 500 DDIM-20 samples 2.8 s + FID 0.2 s; the size term stands for data
 loading). The jitter (0.15) stands for machine noise. ``--base-s`` etc. override.
 
+Time scale: the ideal makespan is compressed to about ``--target-real-s`` real seconds, but never so far
+that this machine's Ray processes become the bottleneck. Every logical GPU is a real worker process here,
+and all of them share this machine's few cores: at 128 logical GPUs on 2 cores, the idle workers alone use
+about one core (measured: 0.95), and each evaluation costs tens of CPU milliseconds of Ray overhead. So
+after the warm-up a calibration measures the idle CPU of the Ray processes (``idle_cores``) and the
+completion rate this machine sustains (``max_rate_per_s``: a run of 2 x G evaluations of 0.1 s each, far
+more than the cores can turn over at large G, with every worker taking turns), and the time scale is
+raised until the measured run demands at most ``--cpu-headroom`` (0.15) of that rate:
+``G / (mean_cost * scale) <= headroom * max_rate_per_s``. The measured run then reports the machine's
+CPU busy share (``cpu_busy_share``): well below 1, the cores were not the limit. A
+real cluster has its own cores per node (8 GPUs and dozens of cores), so this overhead is not the
+driver's. ``--time-scale`` forces a scale (``1.0``: simulated seconds are real seconds).
+
 Preemption: a thread kills (SIGKILL) the worker process of a random running evaluation at Poisson times,
 ``--preemptions`` per GPU-hour of simulated time (a reclaimed spot GPU). Ray retries the task on a new
 worker (``ray.max_retries``); the time the killed attempt had run is *lost work*.
@@ -99,6 +112,81 @@ def _prestart_workers(gpus: int, tmp_path: Path, time_scale: float, args: argpar
     return time.perf_counter() - clock
 
 
+def _cpu_seconds(processes: list) -> float:
+    """Summed user + system CPU seconds of ``processes`` (psutil), skipping those that ended."""
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except Exception:  # psutil.NoSuchProcess / AccessDenied: it ended
+            continue
+    return total
+
+
+def _ray_processes() -> list:
+    """This driver process and every process under it (ray.init's GCS, raylet, and the workers)."""
+    import psutil
+
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
+def _calibrate(gpus: int, tmp_path: Path, args: argparse.Namespace, idle_s: float = 5.0,
+               sleep_s: float = 0.1) -> dict[str, float]:
+    """This machine's Ray overhead with G warm workers: idle CPU (cores) and the sustained completion rate.
+
+    Idle: CPU of every Ray process over ``idle_s`` seconds with nothing to do. Rate: a driver run of 2 x G
+    evaluations that sleep ``sleep_s`` each on a scratch store (evaluations / wall; at small G the sleep
+    bounds it, at large G the cores do); also its CPU per evaluation (everything the Ray processes used).
+    """
+    from pipeline.driver import run
+
+    processes = _ray_processes()
+    before, clock = _cpu_seconds(processes), time.perf_counter()
+    time.sleep(idle_s)
+    idle_cores = (_cpu_seconds(processes) - before) / (time.perf_counter() - clock)
+    zero = argparse.Namespace(**{**vars(args), "base_s": sleep_s, "per_member_s": 0.0, "jitter": 0.0})
+    evaluations = max(N_PLAYERS + 2, 2 * gpus)
+    cfg = _config(tmp_path / "calibration-store", coalitions=evaluations, time_scale=1.0, args=zero)
+    processes = _ray_processes()
+    before, clock = _cpu_seconds(processes), time.perf_counter()
+    run(cfg, progress=False, reduce=False)
+    wall = time.perf_counter() - clock
+    used = _cpu_seconds(processes) - before
+    return {"idle_cores": round(idle_cores, 3), "cpu_s_per_eval": round(used / evaluations, 4),
+            "calibration_evals": evaluations, "calibration_wall_s": round(wall, 2),
+            "max_rate_per_s": round(evaluations / wall, 1)}
+
+
+def _concurrency(rows: list[dict], gpus: int, time_scale: float) -> dict[str, float]:
+    """Where the GPU time went, from the rows' [started_at, finished_at] (real seconds, in the worker).
+
+    ``mean_running``: evaluations running at once on average over the span; ``ramp_sim_s``: from the first
+    start until G run at once; ``median_gap_ms``: real time between one evaluation's end and the next start
+    on the same worker process (the dispatch round trip); ``tail_sim_s``: from the last start to the end.
+    """
+    starts = sorted(r["started_at"] for r in rows)
+    ends = sorted(r["finished_at"] for r in rows)
+    span = ends[-1] - starts[0]
+    events = sorted([(t, 1) for t in starts] + [(t, -1) for t in ends])
+    running, full_at = 0, None
+    for at, step in events:
+        running += step
+        if full_at is None and running >= gpus:
+            full_at = at
+    by_worker: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        by_worker.setdefault(row["worker"], []).append((row["started_at"], row["finished_at"]))
+    gaps = [b[0] - a[1] for spans in by_worker.values() for a, b in zip(sorted(spans), sorted(spans)[1:], strict=False)]
+    return {
+        "mean_running": round(sum(r["finished_at"] - r["started_at"] for r in rows) / span, 1),
+        "ramp_sim_s": round((full_at - starts[0]) / time_scale, 2) if full_at is not None else None,
+        "median_gap_ms": round(1000 * float(np.median(gaps)), 1) if gaps else None,
+        "tail_sim_s": round((ends[-1] - starts[-1]) / time_scale, 2),
+    }
+
+
 class Preempter(threading.Thread):
     """Kill a random running evaluation's worker at Poisson times (rate per real second)."""
 
@@ -130,6 +218,7 @@ class Preempter(threading.Thread):
 
 def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespace) -> dict[str, object]:
     """One simulated run; returns its measured row."""
+    import psutil
     import ray
 
     from pipeline.driver import run
@@ -138,8 +227,10 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
 
     mean_cost = args.base_s + args.per_member_s * N_PLAYERS / 2
     # time scale: real seconds per simulated second, so that the ideal makespan takes ~target real seconds
+    # (raised after the calibration when this machine's cores could not keep up, see the module docstring)
     ideal_makespan = args.coalitions * mean_cost / gpus
-    time_scale = min(1.0, args.target_real_s / ideal_makespan)
+    target_scale = min(1.0, args.target_real_s / ideal_makespan)
+    cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory(prefix="contribshap-sim-") as tmp:
         tmp_path = Path(tmp)
         markers = tmp_path / "markers"
@@ -147,22 +238,29 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
         os.environ[MARKERS_ENV] = str(markers)
         os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT)])
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        cfg = _config(tmp_path / "store", coalitions=args.coalitions, time_scale=time_scale, args=args)
         # 1. a local Ray with G logical GPUs, workers pre-started
         ray.init(num_cpus=gpus, num_gpus=gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  _temp_dir=str(tmp_path / "ray"), object_store_memory=200 * 1024**2,
                  logging_level=logging.WARNING, log_to_driver=False)
         try:
-            prestart_s = _prestart_workers(gpus, tmp_path, time_scale, args)
+            prestart_s = _prestart_workers(gpus, tmp_path, target_scale, args)
+            calibration = _calibrate(gpus, tmp_path, args)
+            needed_scale = gpus / (mean_cost * args.cpu_headroom * calibration["max_rate_per_s"])
+            time_scale = args.time_scale if args.time_scale is not None else max(target_scale, needed_scale)
+            calibration.update(cores=cores, target_time_scale=round(target_scale, 4),
+                               needed_time_scale=round(needed_scale, 4),
+                               demanded_rate_per_s=round(gpus / (mean_cost * time_scale), 2))
+            cfg = _config(tmp_path / "store", coalitions=args.coalitions, time_scale=time_scale, args=args)
             for marker in markers.iterdir():  # count starts of the measured run only
                 marker.unlink()
             # 2. the real driver, with the preempter running
             rate_real = preemptions_per_gpu_hour * gpus / 3600.0 / time_scale
             preempter = Preempter(markers, rate_real, seed=gpus)
             preempter.start()
-            clock = time.perf_counter()
+            cpu_before, clock = psutil.cpu_times(), time.perf_counter()
             summary = run(cfg, progress=False, reduce=False)
             makespan_real = time.perf_counter() - clock
+            cpu_after = psutil.cpu_times()
             preempter.stop.set()
             preempter.join()
         finally:
@@ -192,14 +290,21 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
         ok_rows = [r for r in scan.rows if r["status"] == "ok"]
         span_real = max(r["finished_at"] for r in ok_rows) - min(r["started_at"] for r in ok_rows)
         setup_real = max(0.0, makespan_real - span_real)
+        concurrency = _concurrency(ok_rows, gpus, time_scale)
         makespan_sim = span_real / time_scale + setup_real
         lost_sim = sum(k["ran_s"] for k in preempter.kills) / time_scale
+        spent = {name: getattr(cpu_after, name) - getattr(cpu_before, name) for name in cpu_after._fields}
+        idle_total = spent.get("idle", 0.0) + spent.get("iowait", 0.0)
+        cpu_busy_share = 1.0 - idle_total / max(sum(spent.values()), 1e-9)
         return {
             "gpus": gpus,
             "preemptions_per_gpu_hour": preemptions_per_gpu_hour,
             "evaluations": len(wanted),
             "time_scale": time_scale,
             "prestart_real_s": round(prestart_s, 2),
+            "calibration": calibration,
+            "cpu_busy_share": round(cpu_busy_share, 3),
+            **concurrency,
             "makespan_real_s": round(makespan_real, 2),
             "setup_real_s": round(setup_real, 2),
             "makespan_sim_s": round(makespan_sim, 1),
@@ -238,6 +343,10 @@ def main() -> None:
     parser.add_argument("--coalitions", type=int, default=1000, help="evaluations per run (design budget)")
     parser.add_argument("--target-real-s", type=float, default=40.0,
                         help="real seconds the ideal makespan should take (sets the time scale)")
+    parser.add_argument("--time-scale", type=float, default=None,
+                        help="force real seconds per simulated second (default: from --target-real-s and the calibration)")
+    parser.add_argument("--cpu-headroom", type=float, default=0.15,
+                        help="share of the calibrated completion rate that the measured run may demand")
     parser.add_argument("--base-s", type=float, default=None, help="default: demo.json mean wall_s, else 6.0")
     parser.add_argument("--per-member-s", type=float, default=None, help="default: 0 with demo.json, else 0.06")
     parser.add_argument("--jitter", type=float, default=JITTER)
@@ -256,7 +365,8 @@ def main() -> None:
 
     rows = []
     header = (f"{'GPUs':>5} {'preempt/GPU-h':>13} {'evals':>5} {'scale':>6} {'makespan s':>10} {'ideal s':>8} "
-              f"{'util':>6} {'kills':>5} {'lost s':>7} {'lost %':>6} {'retried':>7} {'integrity':>9}")
+              f"{'util':>6} {'kills':>5} {'lost s':>7} {'lost %':>6} {'retried':>7} {'integrity':>9} "
+              f"{'idle cores':>10} {'CPU ms/eval':>11} {'CPU busy':>8}")
     print(header, flush=True)
     for gpus in args.gpus:
         for rate in args.preemptions:
@@ -266,7 +376,8 @@ def main() -> None:
                   f"{row['time_scale']:>6.3f} {row['makespan_sim_s']:>10.1f} {row['ideal_makespan_sim_s']:>8.1f} "
                   f"{row['utilization']:>6.1%} {row['kills']:>5} {row['lost_work_sim_s']:>7.1f} "
                   f"{row['lost_work_share']:>6.1%} {row['started_more_than_once']:>7} "
-                  f"{'ok' if row['integrity_ok'] else 'BROKEN':>9}", flush=True)
+                  f"{'ok' if row['integrity_ok'] else 'BROKEN':>9} {row['calibration']['idle_cores']:>10.2f} "
+                  f"{1000 * row['calibration']['cpu_s_per_eval']:>11.1f} {row['cpu_busy_share']:>8.0%}", flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             payload = {
                 "bench": "simulate_cluster",
