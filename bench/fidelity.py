@@ -15,10 +15,13 @@ The full study (issue 4) is ``--retrain-coalitions all --ft-seeds 3 --retrain-se
 ``--retrain-steps`` = ``train.steps``; on 2 shared CPU cores that takes hours, so smaller runs are labelled
 ``"reduced": true`` in the JSON together with what was reduced.
 
-Usage::
+Finished evaluations go to a job cache (``--cache``, JSONL keyed by a hash of what each evaluation depends
+on), so a rerun with more seeds runs only the new ones.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/fidelity.py --retrain-coalitions corners+random:6 \
-        --retrain-steps 300 --ft-seeds 1 --retrain-seeds 1 --workers 2
+Usage (the run in docs/workers.md; ``--retrain-seeds 3`` later adds the third seed from the cache)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/fidelity.py --train-steps 800 --retrain-steps 800 \
+        --ft-seeds 3 --retrain-seeds 2 --workers 2
 """
 
 from __future__ import annotations
