@@ -56,6 +56,21 @@ def build_config(args: argparse.Namespace):
     return type(cfg.game).model_validate(raw), cfg.seed
 
 
+#: job seeds: fine-tune seed k is FT_SEED0 + k, retrain seed k is RETRAIN_SEED0 + k (shared with bench/tuning.py)
+FT_SEED0, RETRAIN_SEED0 = 100, 200
+
+
+def add_game_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`build_config` and the job cache read (shared with ``bench/tuning.py``)."""
+    parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "demo.yaml")
+    parser.add_argument("--classes", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--artifacts", type=Path, default=REPO_ROOT / "runs" / "bench_fidelity" / "artifacts")
+    parser.add_argument("--cache", type=Path, default=REPO_ROOT / "runs" / "bench_fidelity" / "jobs.jsonl",
+                        help="finished evaluations (JSONL); a rerun evaluates only what it lacks")
+    parser.add_argument("--train-steps", type=int, default=None, help="θ* steps (default: the config's)")
+    parser.add_argument("--retrain-steps", type=int, default=1200)
+
+
 # --- the job cache ------------------------------------------------------------------------------------------
 RETRAIN_FIELDS = ("data", "model", "sampling", "properties", "feature_extractor", "reference", "precision")
 
@@ -119,7 +134,7 @@ def bits(mask: tuple[bool, ...]) -> str:
 def import_retrain(cache: JobCache, report_path: Path, config, seed: int) -> int:
     """Import the retrain values of an earlier ``fidelity.json`` (written before the cache existed).
 
-    Only when that run had one retrain seed (job seed 200) and its retrain settings give the same
+    Only when that run had one retrain seed (job seed ``RETRAIN_SEED0``) and its retrain settings give the same
     :func:`job_key` as ``config``; returns how many evaluations were imported.
     """
     report = json.loads(report_path.read_text())
@@ -136,8 +151,8 @@ def import_retrain(cache: JobCache, report_path: Path, config, seed: int) -> int
     count = 0
     for mask_bits, values in report["values"]["retrain"].items():
         mask = tuple(c == "1" for c in mask_bits)
-        if cache.get(theirs, mask, 200) is None:
-            cache.add(theirs, "retrain", mask, 200, values[0], float(report["seconds_per_job"]["retrain"]),
+        if cache.get(theirs, mask, RETRAIN_SEED0) is None:
+            cache.add(theirs, "retrain", mask, RETRAIN_SEED0, values[0], float(report["seconds_per_job"]["retrain"]),
                       source=f"imported from {report_path.name}")
             count += 1
     return count
@@ -166,24 +181,21 @@ def run_jobs(jobs: list[tuple[object, str, tuple[bool, ...], int]], *, artifacts
     """Evaluate every ``(config, mode, mask, job_seed)`` the cache lacks on ``workers`` processes."""
     from tqdm.auto import tqdm
 
-    todo = [job for job in jobs if cache.get(job_key(job[0], job[1], seed), job[2], job[3]) is None]
-    todo.sort(key=lambda job: job[1] != "retrain")  # the long ones first
+    keyed = [(job_key(config, mode, seed), config, mode, mask, job_seed) for config, mode, mask, job_seed in jobs]
+    todo = [job for job in keyed if cache.get(job[0], job[3], job[4]) is None]
+    todo.sort(key=lambda job: job[2] != "retrain")  # the long ones first
     print(f"{description}: {len(jobs) - len(todo)} of {len(jobs)} evaluations cached, {len(todo)} to run",
           file=sys.stderr)
     if not todo:
         return
-    keys = {}
     context = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        pending = {}
-        for config, mode, mask, job_seed in todo:
-            config_json = config.model_dump_json()
-            keys[(config_json, mode)] = job_key(config, mode, seed)
-            done = pool.submit(_worker_evaluate, config_json, str(artifacts), seed, mode, mask, job_seed)
-            pending[done] = (config_json, mode)
+        pending = {pool.submit(_worker_evaluate, config.model_dump_json(), str(artifacts), seed, mode, mask,
+                               job_seed): key
+                   for key, config, mode, mask, job_seed in todo}
         for done in tqdm(futures.as_completed(pending), total=len(pending), desc=description):
             mode, mask, job_seed, values, wall = done.result()
-            cache.add(keys[pending[done]], mode, mask, job_seed, values, wall)
+            cache.add(pending[done], mode, mask, job_seed, values, wall)
 
 
 def collect(cache: JobCache, config, mode: str, masks: list[tuple[bool, ...]], job_seeds: list[int],
@@ -266,12 +278,11 @@ def compare(ft: dict, rt: dict, masks: list[tuple[bool, ...]], empty: dict[str, 
         phi_rt = shapley_vector(rt, masks, prop, empty[prop], exact=exact)
         # seed-to-seed agreement of retraining itself: the ceiling any approximation can reach
         k_rt = min(len(rt[m]) for m in masks)
-        rt_pairs, rt_phi_pairs = [], []
-        for a, b in itertools.combinations(range(k_rt), 2):
-            rt_pairs.append(spearman(np.array([rt[m][a]["values"][prop] for m in masks]),
-                                     np.array([rt[m][b]["values"][prop] for m in masks])))
-            rt_phi_pairs.append(spearman(shapley_vector(rt, masks, prop, empty[prop], exact=exact, which=a),
-                                         shapley_vector(rt, masks, prop, empty[prop], exact=exact, which=b)))
+        per_seed = [np.array([rt[m][a]["values"][prop] for m in masks]) for a in range(k_rt)]
+        per_seed_phi = [shapley_vector(rt, masks, prop, empty[prop], exact=exact, which=a) for a in range(k_rt)]
+        pairs = list(itertools.combinations(range(k_rt), 2))
+        rt_pairs = [spearman(per_seed[a], per_seed[b]) for a, b in pairs]
+        rt_phi_pairs = [spearman(per_seed_phi[a], per_seed_phi[b]) for a, b in pairs]
         report[prop] = {
             "per_coalition_spearman": spearman(ft_vals, rt_vals),
             "shapley_spearman": spearman(phi_ft, phi_rt),
@@ -288,17 +299,11 @@ def compare(ft: dict, rt: dict, masks: list[tuple[bool, ...]], empty: dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "demo.yaml")
-    parser.add_argument("--classes", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--artifacts", type=Path, default=REPO_ROOT / "runs" / "bench_fidelity" / "artifacts")
-    parser.add_argument("--cache", type=Path, default=REPO_ROOT / "runs" / "bench_fidelity" / "jobs.jsonl",
-                        help="finished evaluations (JSONL); a rerun evaluates only what it lacks")
+    add_game_arguments(parser)
     parser.add_argument("--import-retrain", type=Path, default=None,
                         help="an earlier fidelity.json whose retrain values to import (same retrain settings)")
-    parser.add_argument("--train-steps", type=int, default=None, help="θ* steps (default: the config's)")
     parser.add_argument("--ft-seeds", type=int, default=3)
     parser.add_argument("--retrain-seeds", type=int, default=3)
-    parser.add_argument("--retrain-steps", type=int, default=1200)
     parser.add_argument("--retrain-coalitions", default="all")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "fidelity.json")
@@ -326,8 +331,8 @@ def main() -> None:
     all_masks = [tuple(bool(b) for b in bits) for bits in itertools.product([False, True], repeat=n)]
     nonempty = [m for m in all_masks if any(m)]
     retrain_masks = choose_retrain_masks(args.retrain_coalitions, all_masks, n, seed=11)
-    ft_seeds = [100 + s for s in range(args.ft_seeds)]
-    rt_seeds = [200 + s for s in range(args.retrain_seeds)]
+    ft_seeds = [FT_SEED0 + s for s in range(args.ft_seeds)]
+    rt_seeds = [RETRAIN_SEED0 + s for s in range(args.retrain_seeds)]
     jobs = [(config, "retrain", m, s) for s in rt_seeds for m in retrain_masks]
     jobs += [(config, "sparsified_ft", m, s) for s in ft_seeds for m in nonempty]
     run_jobs(jobs, artifacts=args.artifacts, seed=seed, workers=args.workers, cache=cache, description="fidelity jobs")

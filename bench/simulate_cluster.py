@@ -51,6 +51,7 @@ Writes a table to stdout and ``bench/results/simulate_cluster.json``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -178,7 +179,10 @@ def _concurrency(rows: list[dict], gpus: int, time_scale: float) -> dict[str, fl
     by_worker: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
         by_worker.setdefault(row["worker"], []).append((row["started_at"], row["finished_at"]))
-    gaps = [b[0] - a[1] for spans in by_worker.values() for a, b in zip(sorted(spans), sorted(spans)[1:], strict=False)]
+    gaps = []
+    for spans in by_worker.values():
+        spans.sort()
+        gaps += [nxt[0] - prev[1] for prev, nxt in itertools.pairwise(spans)]
     return {
         "mean_running": round(sum(r["finished_at"] - r["started_at"] for r in rows) / span, 1),
         "ramp_sim_s": round((full_at - starts[0]) / time_scale, 2) if full_at is not None else None,

@@ -57,12 +57,7 @@ def variant_config(config, section: str, overrides: dict[str, object]):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "demo.yaml")
-    parser.add_argument("--classes", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--artifacts", type=Path, default=REPO_ROOT / "runs" / "bench_fidelity" / "artifacts")
-    parser.add_argument("--cache", type=Path, default=REPO_ROOT / "runs" / "bench_fidelity" / "jobs.jsonl")
-    parser.add_argument("--train-steps", type=int, default=None)
-    parser.add_argument("--retrain-steps", type=int, default=1200)
+    fidelity.add_game_arguments(parser)
     parser.add_argument("--retrain-seeds", type=int, default=3, help="retrain seeds to average (from the cache)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"names among {list(VARIANTS)}")
     parser.add_argument("--workers", type=int, default=2)
@@ -83,7 +78,7 @@ def main() -> None:
     n = len(contributors)
     noise = next(i for i, cid in enumerate(contributors) if "noise" in cid)
     masks = [m for m in itertools.product([False, True], repeat=n) if any(m)]
-    rt_seeds = [200 + s for s in range(args.retrain_seeds)]
+    rt_seeds = [fidelity.RETRAIN_SEED0 + s for s in range(args.retrain_seeds)]
     rt = fidelity.collect(cache, base, "retrain", masks, rt_seeds, seed)
     missing = [fidelity.bits(m) for m in masks if not rt[m]]
     if missing:
@@ -100,10 +95,10 @@ def main() -> None:
         clock = time.perf_counter()
         summary = DiffusionGame(config, artifacts_dir=args.artifacts, seed=seed).prepare()
         prepare_s = time.perf_counter() - clock
-        jobs = [(config, "sparsified_ft", m, 100) for m in masks]
+        jobs = [(config, "sparsified_ft", m, fidelity.FT_SEED0) for m in masks]
         fidelity.run_jobs(jobs, artifacts=args.artifacts, seed=seed, workers=args.workers, cache=cache,
                           description=name)
-        ft = fidelity.collect(cache, config, "sparsified_ft", masks, [100], seed)
+        ft = fidelity.collect(cache, config, "sparsified_ft", masks, [fidelity.FT_SEED0], seed)
         per_prop = fidelity.compare(ft, rt, masks, empty, properties, noise, exact=True)
         seconds = [r["seconds"] for by_mask in ft.values() for r in by_mask]
         rows.append({
@@ -126,7 +121,7 @@ def main() -> None:
         "bench": "tuning", "contributors": contributors, "train_steps": base.train.steps,
         "retrain_steps": base.retrain_steps(), "retrain_seeds_averaged": min(len(v) for v in rt.values()),
         "retrain_seconds_per_coalition": float(np.median(retrain_s)) if retrain_s else None,
-        "ft_seed": 100, "rows": rows, "load_average": os.getloadavg(),
+        "ft_seed": fidelity.FT_SEED0, "rows": rows, "load_average": os.getloadavg(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=str))

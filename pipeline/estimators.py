@@ -660,13 +660,14 @@ def _stratified_cov(
 ) -> np.ndarray:
     """Per column, Σ_h (1 - f_h) · c_h/(c_h - 1) · Σ_units (g1_u - ḡ1_h)(g2_u - ḡ2_h), g summed per unit."""
     n_units = int(unit.max()) + 1
-    sums = []
-    for g in (g1,) if g2 is g1 else (g1, g2):
+
+    def per_unit(g: np.ndarray) -> np.ndarray:
         gu = np.zeros((n_units, g.shape[1]))
         np.add.at(gu, unit, g)
-        sums.append(gu)
-    if g2 is g1:
-        sums.append(sums[0])
+        return gu
+
+    gu1 = per_unit(g1)
+    sums = (gu1, gu1 if g2 is g1 else per_unit(g2))
     unit_stratum = np.zeros(n_units, dtype=np.int64)
     unit_stratum[unit] = stratum
     present = np.zeros(n_units, dtype=bool)
