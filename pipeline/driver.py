@@ -317,7 +317,10 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
         return DispatchResult()
     import ray
 
-    remote = ray.remote(_evaluate_task).options(
+    # max_calls=0: a worker process runs any number of evaluations, keeping its game (the prepared model on
+    # its GPU) between coalitions. Ray's default for a function declared with num_gpus is max_calls=1 (the
+    # worker exits after every call, ray#29624), which would reload torch and the model per coalition.
+    remote = ray.remote(max_calls=0)(_evaluate_task).options(
         num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, max_retries=cfg.ray.max_retries,
         retry_exceptions=False, name="contribshap.evaluate",
     )
@@ -407,7 +410,7 @@ def _ensure_prepared(cfg: Config, store: Store, namespace: str, config_text: str
     ray_context.ensure()
     import ray
 
-    remote = ray.remote(_prepare_task).options(
+    remote = ray.remote(max_calls=0)(_prepare_task).options(  # the worker stays, game cached (see dispatch)
         num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, max_retries=cfg.ray.max_retries,
         name="contribshap.prepare",
     )

@@ -165,3 +165,19 @@ def test_evaluate_coalitions_uses_its_own_namespace_and_section(tmp_path):
     # without overrides the run's own rows are reused (nothing evaluated twice)
     same = evaluate_coalitions(cfg, summary.store, masks, section="holdout", progress=False)
     assert [r["value"] for r in same] == [3.0, 9.0]
+
+
+def test_gpu_evaluations_reuse_their_worker_process(tmp_path):
+    """A worker keeps its game across coalitions also when evaluations ask for a GPU.
+
+    Ray exits the worker after every call of a function declared with ``num_gpus`` unless ``max_calls`` says
+    otherwise; then every coalition would run on a new process (and reload its model).
+    """
+    from collections import Counter
+
+    cfg = _cfg(tmp_path, "airport", n=4, ray={"num_cpus": 0, "num_gpus": 1, "max_retries": 2})
+    summary = run(cfg, progress=False)
+    rows = Store(cfg.store).scan(summary.namespace).rows
+    assert summary.evaluated == len(rows) == 16
+    per_worker = Counter(row["worker"] for row in rows)
+    assert max(per_worker.values()) > 1, per_worker
