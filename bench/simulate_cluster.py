@@ -15,26 +15,37 @@ loading). The jitter (0.15) stands for machine noise. ``--base-s`` etc. override
 
 Time scale: the ideal makespan is compressed to about ``--target-real-s`` real seconds, but never so far
 that this machine's Ray processes become the bottleneck. Every logical GPU is a real worker process here,
-and all of them share this machine's few cores: at 128 logical GPUs on 2 cores, the idle workers alone use
-about one core (measured: 0.95), and each evaluation costs tens of CPU milliseconds of Ray overhead. So
-after the warm-up a calibration measures the idle CPU of the Ray processes (``idle_cores``) and the
-completion rate this machine sustains (``max_rate_per_s``: a run of 2 x G evaluations of 0.1 s each, far
-more than the cores can turn over at large G, with every worker taking turns), and the time scale is
-raised until the measured run demands at most ``--cpu-headroom`` (0.15) of that rate:
-``G / (mean_cost * scale) <= headroom * max_rate_per_s``. The measured run then reports the machine's
-CPU busy share (``cpu_busy_share``): well below 1, the cores were not the limit. A
-real cluster has its own cores per node (8 GPUs and dozens of cores), so this overhead is not the
-driver's. ``--time-scale`` forces a scale (``1.0``: simulated seconds are real seconds).
+and all of them share this machine's few cores: at 128 logical GPUs on 2 cores the idle workers alone use
+about one core (measured: 0.94), and each evaluation costs ~8 ms of CPU in the driver, raylet, GCS and
+worker. So after the warm-up a calibration measures the idle CPU of the Ray processes (``idle_cores``)
+and the completion rate this machine sustains (``max_rate_per_s``: a run of 2 x G evaluations of 0.1 s
+each), and the time scale is raised until the measured run demands at most ``--cpu-headroom`` (0.15) of
+that rate: ``G / (mean_cost * scale) <= headroom * max_rate_per_s``. The measured run then reports the
+machine's CPU busy share (``cpu_busy_share``): well below 1, the cores were not the limit. A real cluster
+has its own cores per node (8 GPUs and dozens of cores), so this overhead is not the driver's.
+``--time-scale`` forces a scale (``1.0``: simulated seconds are real seconds).
 
-Preemption: a thread kills (SIGKILL) the worker process of a random running evaluation at Poisson times,
-``--preemptions`` per GPU-hour of simulated time (a reclaimed spot GPU). Ray retries the task on a new
-worker (``ray.max_retries``); the time the killed attempt had run is *lost work*.
+Warm workers: before the clock, driver runs on scratch stores start one worker process per logical GPU
+(a running cluster has started its workers). The raylet starts workers only a few at a time (at most as
+many at once as the node has cores: 2 here), so this repeats until G distinct workers have evaluated
+(``warm_workers``), and each row reports the workers that first started inside the measured run
+(``workers_started_during_run``: 0 without preemption; the replacements of killed workers with it). An
+earlier version warmed with one short run: part of the 128 workers then started inside the measured run,
+which showed up as a 6 s ramp to full concurrency and an 89% utilization, and inside the calibration,
+which then measured worker start-up instead of dispatch (84 instead of 8 ms of CPU per evaluation).
+
+Preemption: a thread preempts one of the G GPUs, chosen uniformly, at Poisson times, ``--preemptions`` per
+GPU-hour of simulated time (a reclaimed spot GPU). When that GPU is running an evaluation, its worker
+process is killed (SIGKILL); an idle GPU loses nothing (``preemptions_of_idle_gpus``). Ray retries the task
+on a new worker (``ray.max_retries``); the time the killed attempt had run is *lost work*. (An earlier
+version picked among the running evaluations only, so the last few of a run were preempted at G times the
+per-GPU rate, and each such kill added a whole evaluation to the makespan.)
 
 Measured per (GPUs, preemption rate):
 - makespan (simulated s): the dispatch span (first evaluation start to last evaluation end, real seconds
   divided by the time scale) plus the driver's fixed setup (store, prepare task, plan) in real seconds,
-  unscaled, since it takes seconds on any cluster. Workers are warmed before the clock by a short run on a
-  scratch store (a running cluster has started its workers); restarts after kills are inside the clock;
+  unscaled, since it takes seconds on any cluster. Workers are warm before the clock (above); restarts
+  after kills are inside the clock;
 - utilization: useful GPU time (sum of the simulated cost of every evaluation that landed) / (G x makespan);
 - lost work: simulated GPU seconds of killed attempts (and their share of the useful time);
 - integrity: every planned evaluation has exactly one file, status ok, and the known value (none lost,
@@ -42,7 +53,7 @@ Measured per (GPUs, preemption rate):
 
 Usage::
 
-    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python bench/simulate_cluster.py             # 8/32/128 GPUs x 0, 1
+    OMP_NUM_THREADS=1 .venv/bin/python bench/simulate_cluster.py      # 8/32/128 GPUs x 0, 1, 10 per GPU-h
     .venv/bin/python bench/simulate_cluster.py --gpus 8 --coalitions 200 --preemptions 0 20   # quick look
 
 Writes a table to stdout and ``bench/results/simulate_cluster.json``.
@@ -51,6 +62,7 @@ Writes a table to stdout and ``bench/results/simulate_cluster.json``.
 from __future__ import annotations
 
 import argparse
+import heapq
 import itertools
 import json
 import logging
@@ -101,16 +113,34 @@ def _config(store: Path, *, coalitions: int, time_scale: float, args: argparse.N
     )
 
 
-def _prestart_workers(gpus: int, tmp_path: Path, time_scale: float, args: argparse.Namespace) -> float:
-    """Warm one worker per logical GPU as on a running cluster: a short driver run on a scratch store
-    (worker processes started, modules imported, game built). Returns the seconds it took."""
+def _marker_pids(markers: Path) -> set[int]:
+    """Worker pids that started an evaluation, from the sleep game's marker files."""
+    return {int(p.name.split("-", 1)[0]) for p in markers.iterdir()}
+
+
+def _prestart_workers(gpus: int, tmp_path: Path, markers: Path, args: argparse.Namespace,
+                      sleep_s: float = 2.0, max_rounds: int = 60) -> tuple[float, set[int]]:
+    """Warm one worker per logical GPU, as on a running cluster; returns (seconds, the warm pids).
+
+    Driver runs on scratch stores (worker processes started, modules imported, game built), G evaluations
+    of ``sleep_s`` each, repeated until G distinct worker processes have evaluated. One run is not enough:
+    the raylet starts workers only a few at a time (at most as many at once as this machine has cores), so
+    a single short run ends with part of the workers started, and the rest would start inside the measured
+    run, which is what an early version of this bench measured as a slow ramp.
+    """
     from pipeline.driver import run
 
     clock = time.perf_counter()
-    warm = _config(tmp_path / "warmup-store", coalitions=max(N_PLAYERS + 2, 2 * gpus), time_scale=time_scale,
-                   args=args)
-    run(warm, progress=False, reduce=False)
-    return time.perf_counter() - clock
+    warm = argparse.Namespace(**{**vars(args), "base_s": sleep_s, "per_member_s": 0.0, "jitter": 0.0})
+    pids: set[int] = set()
+    for round_index in range(max_rounds):
+        cfg = _config(tmp_path / f"warmup-store-{round_index}", coalitions=max(N_PLAYERS + 2, gpus),
+                      time_scale=1.0, args=warm)
+        run(cfg, progress=False, reduce=False)
+        pids = _marker_pids(markers)
+        if len(pids) >= gpus:
+            break
+    return time.perf_counter() - clock, pids
 
 
 def _cpu_seconds(processes: list) -> float:
@@ -191,32 +221,48 @@ def _concurrency(rows: list[dict], gpus: int, time_scale: float) -> dict[str, fl
     }
 
 
-class Preempter(threading.Thread):
-    """Kill a random running evaluation's worker at Poisson times (rate per real second)."""
+def _list_schedule(costs: list[float], gpus: int) -> float:
+    """Makespan of greedy list scheduling: each job, in the given order, on the GPU that frees first, with
+    no dispatch overhead at all (the best any dispatcher can do when it sends jobs in that order)."""
+    free_at = [0.0] * gpus
+    for cost in costs:
+        heapq.heapreplace(free_at, free_at[0] + cost)
+    return max(free_at)
 
-    def __init__(self, markers: Path, rate_per_real_s: float, seed: int) -> None:
+
+class Preempter(threading.Thread):
+    """Preempt one of the G GPUs, chosen uniformly, at Poisson times (rate per real second, all GPUs).
+
+    A GPU that is running an evaluation loses it (its worker process is killed); an idle one loses nothing.
+    Choosing among running evaluations only would hit the last few of a run at G times their rate.
+    """
+
+    def __init__(self, markers: Path, gpus: int, rate_per_real_s: float, seed: str) -> None:
         super().__init__(daemon=True)
-        self.markers, self.rate, self.rng = markers, rate_per_real_s, random.Random(seed)
+        self.markers, self.gpus, self.rate, self.rng = markers, gpus, rate_per_real_s, random.Random(seed)
         self.stop = threading.Event()
         self.kills: list[dict[str, float]] = []
-        self.skipped = 0
+        self.killed: set[str] = set()  # markers of killed attempts (they keep their .run name)
+        self.idle_hits = 0
 
     def run(self) -> None:
         if self.rate <= 0:
             return
         while not self.stop.wait(self.rng.expovariate(self.rate)):
-            running = sorted(self.markers.glob("*.run"))
-            if not running:
-                self.skipped += 1
+            running = [m for m in sorted(self.markers.glob("*.run")) if m.name not in self.killed]
+            slot = self.rng.randrange(self.gpus)
+            if slot >= len(running):
+                self.idle_hits += 1
                 continue
-            victim = self.rng.choice(running)
+            victim = running[slot]
             pid, bits, start_ns = victim.stem.split("-")
             now = time.time()
             try:
                 os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                self.skipped += 1
+            except ProcessLookupError:  # it finished in between
+                self.idle_hits += 1
                 continue
+            self.killed.add(victim.name)
             self.kills.append({"pid": int(pid), "mask": bits, "at": now, "ran_s": now - int(start_ns) / 1e9})
 
 
@@ -225,7 +271,7 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
     import psutil
     import ray
 
-    from pipeline.driver import run
+    from pipeline.driver import lpt_order, run
     from pipeline.plan import jobs_for, read_plan
     from pipeline.store import Store
 
@@ -247,7 +293,7 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
                  _temp_dir=str(tmp_path / "ray"), object_store_memory=200 * 1024**2,
                  logging_level=logging.WARNING, log_to_driver=False)
         try:
-            prestart_s = _prestart_workers(gpus, tmp_path, target_scale, args)
+            prestart_s, warm_pids = _prestart_workers(gpus, tmp_path, markers, args)
             calibration = _calibrate(gpus, tmp_path, args)
             needed_scale = gpus / (mean_cost * args.cpu_headroom * calibration["max_rate_per_s"])
             time_scale = args.time_scale if args.time_scale is not None else max(target_scale, needed_scale)
@@ -259,7 +305,7 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
                 marker.unlink()
             # 2. the real driver, with the preempter running
             rate_real = preemptions_per_gpu_hour * gpus / 3600.0 / time_scale
-            preempter = Preempter(markers, rate_real, seed=gpus)
+            preempter = Preempter(markers, gpus, rate_real, seed=f"{args.seed}-{gpus}-{preemptions_per_gpu_hour}")
             preempter.start()
             cpu_before, clock = psutil.cpu_times(), time.perf_counter()
             summary = run(cfg, progress=False, reduce=False)
@@ -286,15 +332,30 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
         wrong = [r for r in scan.rows if r["status"] == "ok"
                  and not math.isclose(r["value"], known_value(np.array([c == "1" for c in r["mask"]])))]
         starts = Counter(p.stem.split("-")[1] for p in markers.iterdir())
+        run_pids = _marker_pids(markers)
         # 4. utilization in simulated time. The dispatch span (first evaluation start to last finish) is
         #    cluster time and scales; the driver's fixed setup (store, prepare task, plan; ~seconds on any
         #    cluster) does not, so it is added unscaled.
         useful_sim = sum(simulated_cost(np.array([c == "1" for c in masks[k]]), base_s=args.base_s,
                                         per_member_s=args.per_member_s, jitter=args.jitter) for k in wanted)
         ok_rows = [r for r in scan.rows if r["status"] == "ok"]
+        # scheduling bounds, no overhead: the driver's order (LPT by size on a fresh store; it cannot know a
+        # coalition's jitter) and a clairvoyant LPT that knows every cost
+        def cost_of(job) -> float:
+            return simulated_cost(np.array([c == "1" for c in job.mask]), base_s=args.base_s,
+                                  per_member_s=args.per_member_s, jitter=args.jitter)
+        ordered = [cost_of(job) for job in lpt_order(jobs, [])]
+        list_bound_sim = _list_schedule(ordered, gpus)
+        lpt_bound_sim = _list_schedule(sorted(ordered, reverse=True), gpus)
         span_real = max(r["finished_at"] for r in ok_rows) - min(r["started_at"] for r in ok_rows)
         setup_real = max(0.0, makespan_real - span_real)
         concurrency = _concurrency(ok_rows, gpus, time_scale)
+        if args.trace is not None:  # every evaluation's span and every kill, for a closer look
+            args.trace.mkdir(parents=True, exist_ok=True)
+            trace = {"gpus": gpus, "time_scale": time_scale, "kills": preempter.kills,
+                     "rows": [{k: r[k] for k in ("mask", "worker", "started_at", "finished_at", "attempt")}
+                              for r in ok_rows]}
+            (args.trace / f"trace-{gpus}-{preemptions_per_gpu_hour:g}.json").write_text(json.dumps(trace))
         makespan_sim = span_real / time_scale + setup_real
         lost_sim = sum(k["ran_s"] for k in preempter.kills) / time_scale
         spent = {name: getattr(cpu_after, name) - getattr(cpu_before, name) for name in cpu_after._fields}
@@ -306,6 +367,8 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
             "evaluations": len(wanted),
             "time_scale": time_scale,
             "prestart_real_s": round(prestart_s, 2),
+            "warm_workers": len(warm_pids),
+            "workers_started_during_run": len(run_pids - warm_pids),
             "calibration": calibration,
             "cpu_busy_share": round(cpu_busy_share, 3),
             **concurrency,
@@ -314,8 +377,11 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
             "makespan_sim_s": round(makespan_sim, 1),
             "ideal_makespan_sim_s": round(useful_sim / gpus, 1),
             "utilization": round(useful_sim / (gpus * makespan_sim), 4),
+            "list_schedule_bound_sim_s": round(list_bound_sim, 1),
+            "list_schedule_bound_utilization": round(useful_sim / (gpus * list_bound_sim), 4),
+            "clairvoyant_lpt_bound_utilization": round(useful_sim / (gpus * lpt_bound_sim), 4),
             "kills": len(preempter.kills),
-            "kill_events_without_running_job": preempter.skipped,
+            "preemptions_of_idle_gpus": preempter.idle_hits,
             "gpu_hours_sim": round(gpus * makespan_sim / 3600, 3),
             "lost_work_sim_s": round(lost_sim, 1),
             "lost_work_share": round(lost_sim / useful_sim, 4),
@@ -342,8 +408,12 @@ def _demo_wall_s(path: Path) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, nargs="+", default=[8, 32, 128], help="logical GPU counts")
-    parser.add_argument("--preemptions", type=float, nargs="+", default=[0.0, 1.0],
-                        help="preemptions per GPU-hour of simulated time")
+    parser.add_argument("--preemptions", type=float, nargs="+", default=[0.0, 1.0, 10.0],
+                        help="preemptions per GPU-hour of simulated time (10: a stress rate, so that every row "
+                             "count has kills)")
+    parser.add_argument("--trace", type=Path, default=None,
+                        help="folder for one JSON per row: every evaluation's start/finish/worker and every kill")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the preemption times (with GPUs and rate)")
     parser.add_argument("--coalitions", type=int, default=1000, help="evaluations per run (design budget)")
     parser.add_argument("--target-real-s", type=float, default=40.0,
                         help="real seconds the ideal makespan should take (sets the time scale)")
