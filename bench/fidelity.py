@@ -15,13 +15,14 @@ The full study (issue 4) is ``--retrain-coalitions all --ft-seeds 3 --retrain-se
 ``--retrain-steps`` = ``train.steps``; on 2 shared CPU cores that takes hours, so smaller runs are labelled
 ``"reduced": true`` in the JSON together with what was reduced.
 
-Finished evaluations go to a job cache (``--cache``, JSONL keyed by a hash of what each evaluation depends
-on), so a rerun with more seeds runs only the new ones.
+Finished evaluations go to a job cache (``--cache``, default ``bench/results/fidelity_jobs.jsonl``,
+committed; JSONL keyed by a hash of what each evaluation depends on), so a rerun with more seeds runs only
+the new ones; ``--import-report`` fills it from an earlier ``fidelity.json``.
 
-Usage (the run in docs/workers.md; ``--retrain-seeds 3`` later adds the third seed from the cache)::
+Usage (the run in docs/workers.md, the full protocol; ~1 h on 2 cores from an empty cache)::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/fidelity.py --train-steps 800 --retrain-steps 800 \
-        --ft-seeds 3 --retrain-seeds 2 --workers 2
+        --ft-seeds 3 --retrain-seeds 3 --workers 2
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def add_game_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "demo.yaml")
     parser.add_argument("--classes", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--artifacts", type=Path, default=REPO_ROOT / "runs" / "bench_fidelity" / "artifacts")
-    parser.add_argument("--cache", type=Path, default=REPO_ROOT / "runs" / "bench_fidelity" / "jobs.jsonl",
+    parser.add_argument("--cache", type=Path, default=REPO_ROOT / "bench" / "results" / "fidelity_jobs.jsonl",
                         help="finished evaluations (JSONL); a rerun evaluates only what it lacks")
     parser.add_argument("--train-steps", type=int, default=None, help="θ* steps (default: the config's)")
     parser.add_argument("--retrain-steps", type=int, default=1200)
@@ -131,31 +132,47 @@ def bits(mask: tuple[bool, ...]) -> str:
     return "".join("1" if b else "0" for b in mask)
 
 
-def import_retrain(cache: JobCache, report_path: Path, config, seed: int) -> int:
-    """Import the retrain values of an earlier ``fidelity.json`` (written before the cache existed).
+def import_report(cache: JobCache, report_path: Path, config, seed: int, prepare_summary: dict) -> dict[str, int]:
+    """Import every evaluation of an earlier ``fidelity.json`` into the cache (both modes, every seed).
 
-    Only when that run had one retrain seed (job seed ``RETRAIN_SEED0``) and its retrain settings give the same
-    :func:`job_key` as ``config``; returns how many evaluations were imported.
+    The report's settings (classes, θ* steps, fine-tune, sampling) must give the same :func:`job_key` as
+    ``config`` in each mode. Fine-tune values also depend on the prepared θ* and recovered model: they are
+    imported only when this run's prepare reproduced the report's final training losses exactly (same
+    seeds, same thread count), so a machine that trains θ* differently re-evaluates them instead. Seed k of
+    the report's list for a mode is job seed ``FT_SEED0 + k`` / ``RETRAIN_SEED0 + k``. Returns the count
+    imported per mode.
     """
     report = json.loads(report_path.read_text())
     settings = report["settings"]
-    if settings["retrain_seeds"] != 1:
-        raise SystemExit(f"{report_path}: only a one-seed run can be imported (it has {settings['retrain_seeds']})")
     raw = config.model_dump(mode="json")
     raw["data"]["classes"] = settings["classes"]
+    raw["train"]["steps"] = settings["train_steps"]
     raw["finetune"] = {**settings["finetune"], "retrain_steps": settings["retrain_steps"]}
     raw["sampling"] = settings["sampling"]
-    theirs = job_key(type(config).model_validate(raw), "retrain", seed)
-    if theirs != job_key(config, "retrain", seed):
-        raise SystemExit(f"{report_path}: its retrain settings differ from this run's; nothing imported")
-    count = 0
-    for mask_bits, values in report["values"]["retrain"].items():
-        mask = tuple(c == "1" for c in mask_bits)
-        if cache.get(theirs, mask, RETRAIN_SEED0) is None:
-            cache.add(theirs, "retrain", mask, RETRAIN_SEED0, values[0], float(report["seconds_per_job"]["retrain"]),
-                      source=f"imported from {report_path.name}")
-            count += 1
-    return count
+    theirs_config = type(config).model_validate(raw)
+    same_artifacts = all(
+        report["prepare"][stage]["final_loss"] == prepare_summary[stage]["final_loss"]
+        for stage in ("theta_star", "recovered"))
+    counts: dict[str, int] = {}
+    for mode, seed0 in (("retrain", RETRAIN_SEED0), ("sparsified_ft", FT_SEED0)):
+        key = job_key(theirs_config, mode, seed)
+        if key != job_key(config, mode, seed):
+            print(f"{report_path}: its {mode} settings differ from this run's; its {mode} values are not imported",
+                  file=sys.stderr)
+            continue
+        if mode != "retrain" and not same_artifacts:
+            print(f"{report_path}: this prepare did not reproduce its θ* / recovery losses; its {mode} values "
+                  "are re-evaluated, not imported", file=sys.stderr)
+            continue
+        counts[mode] = 0
+        for mask_bits, per_seed in report["values"][mode].items():
+            mask = tuple(c == "1" for c in mask_bits)
+            for k, values in enumerate(per_seed):
+                if cache.get(key, mask, seed0 + k) is None:
+                    cache.add(key, mode, mask, seed0 + k, values, float(report["seconds_per_job"][mode]),
+                              source=f"imported from {report_path.name}")
+                    counts[mode] += 1
+    return counts
 
 
 def _worker_evaluate(config_json: str, artifacts: str, seed: int, mode: str, mask: tuple[bool, ...], job_seed: int):
@@ -300,8 +317,8 @@ def compare(ft: dict, rt: dict, masks: list[tuple[bool, ...]], empty: dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_game_arguments(parser)
-    parser.add_argument("--import-retrain", type=Path, default=None,
-                        help="an earlier fidelity.json whose retrain values to import (same retrain settings)")
+    parser.add_argument("--import-report", type=Path, default=None,
+                        help="an earlier fidelity.json whose evaluations to import into the cache (same settings)")
     parser.add_argument("--ft-seeds", type=int, default=3)
     parser.add_argument("--retrain-seeds", type=int, default=3)
     parser.add_argument("--retrain-coalitions", default="all")
@@ -323,9 +340,9 @@ def main() -> None:
     noise = next(i for i, cid in enumerate(contributors) if "noise" in cid)
     properties = list(config.properties)
     cache = JobCache(args.cache)
-    if args.import_retrain is not None:
-        print(f"imported {import_retrain(cache, args.import_retrain, config, seed)} retrain evaluations "
-              f"from {args.import_retrain}", file=sys.stderr)
+    if args.import_report is not None:
+        counts = import_report(cache, args.import_report, config, seed, prepare_summary)
+        print(f"imported from {args.import_report}: {counts}", file=sys.stderr)
 
     # 2. Jobs: every coalition x FT seeds, the chosen coalitions x retrain seeds (cached ones are skipped).
     all_masks = [tuple(bool(b) for b in bits) for bits in itertools.product([False, True], repeat=n)]
