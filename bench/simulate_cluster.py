@@ -336,15 +336,15 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
         # 4. utilization in simulated time. The dispatch span (first evaluation start to last finish) is
         #    cluster time and scales; the driver's fixed setup (store, prepare task, plan; ~seconds on any
         #    cluster) does not, so it is added unscaled.
-        useful_sim = sum(simulated_cost(np.array([c == "1" for c in masks[k]]), base_s=args.base_s,
-                                        per_member_s=args.per_member_s, jitter=args.jitter) for k in wanted)
+        def cost_of(mask_bits: str) -> float:
+            return simulated_cost(np.array([c == "1" for c in mask_bits]), base_s=args.base_s,
+                                  per_member_s=args.per_member_s, jitter=args.jitter)
+
+        useful_sim = sum(cost_of(masks[k]) for k in wanted)
         ok_rows = [r for r in scan.rows if r["status"] == "ok"]
         # scheduling bounds, no overhead: the driver's order (LPT by size on a fresh store; it cannot know a
         # coalition's jitter) and a clairvoyant LPT that knows every cost
-        def cost_of(job) -> float:
-            return simulated_cost(np.array([c == "1" for c in job.mask]), base_s=args.base_s,
-                                  per_member_s=args.per_member_s, jitter=args.jitter)
-        ordered = [cost_of(job) for job in lpt_order(jobs, [])]
+        ordered = [cost_of(job.mask) for job in lpt_order(jobs, [])]
         list_bound_sim = _list_schedule(ordered, gpus)
         lpt_bound_sim = _list_schedule(sorted(ordered, reverse=True), gpus)
         span_real = max(r["finished_at"] for r in ok_rows) - min(r["started_at"] for r in ok_rows)
