@@ -84,7 +84,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from games_cluster import MARKERS_ENV, known_value, simulated_cost  # noqa: E402
+from games_cluster import MARKERS_ENV, known_value, read_marker, simulated_cost  # noqa: E402
 
 from pipeline.config import parse_config  # noqa: E402
 
@@ -113,9 +113,9 @@ def _config(store: Path, *, coalitions: int, time_scale: float, args: argparse.N
     )
 
 
-def _marker_pids(markers: Path) -> set[int]:
-    """Worker pids that started an evaluation, from the sleep game's marker files."""
-    return {int(p.name.split("-", 1)[0]) for p in markers.iterdir()}
+def _constant_cost(args: argparse.Namespace, seconds: float) -> argparse.Namespace:
+    """``args`` with a cost model of ``seconds`` per evaluation, whatever the coalition (no jitter)."""
+    return argparse.Namespace(**{**vars(args), "base_s": seconds, "per_member_s": 0.0, "jitter": 0.0})
 
 
 def _prestart_workers(gpus: int, tmp_path: Path, markers: Path, args: argparse.Namespace,
@@ -131,13 +131,13 @@ def _prestart_workers(gpus: int, tmp_path: Path, markers: Path, args: argparse.N
     from pipeline.driver import run
 
     clock = time.perf_counter()
-    warm = argparse.Namespace(**{**vars(args), "base_s": sleep_s, "per_member_s": 0.0, "jitter": 0.0})
+    warm = _constant_cost(args, sleep_s)
     pids: set[int] = set()
     for round_index in range(max_rounds):
         cfg = _config(tmp_path / f"warmup-store-{round_index}", coalitions=max(N_PLAYERS + 2, gpus),
                       time_scale=1.0, args=warm)
         run(cfg, progress=False, reduce=False)
-        pids = _marker_pids(markers)
+        pids = {read_marker(p).pid for p in markers.iterdir()}
         if len(pids) >= gpus:
             break
     return time.perf_counter() - clock, pids
@@ -177,7 +177,7 @@ def _calibrate(gpus: int, tmp_path: Path, args: argparse.Namespace, idle_s: floa
     before, clock = _cpu_seconds(processes), time.perf_counter()
     time.sleep(idle_s)
     idle_cores = (_cpu_seconds(processes) - before) / (time.perf_counter() - clock)
-    zero = argparse.Namespace(**{**vars(args), "base_s": sleep_s, "per_member_s": 0.0, "jitter": 0.0})
+    zero = _constant_cost(args, sleep_s)
     evaluations = max(N_PLAYERS + 2, 2 * gpus)
     cfg = _config(tmp_path / "calibration-store", coalitions=evaluations, time_scale=1.0, args=zero)
     processes = _ray_processes()
@@ -255,15 +255,16 @@ class Preempter(threading.Thread):
                 self.idle_hits += 1
                 continue
             victim = running[slot]
-            pid, bits, start_ns = victim.stem.split("-")
+            marker = read_marker(victim)
             now = time.time()
             try:
-                os.kill(int(pid), signal.SIGKILL)
+                os.kill(marker.pid, signal.SIGKILL)
             except ProcessLookupError:  # it finished in between
                 self.idle_hits += 1
                 continue
             self.killed.add(victim.name)
-            self.kills.append({"pid": int(pid), "mask": bits, "at": now, "ran_s": now - int(start_ns) / 1e9})
+            self.kills.append({"pid": marker.pid, "mask": marker.bits, "at": now,
+                               "ran_s": now - marker.started_ns / 1e9})
 
 
 def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespace) -> dict[str, object]:
@@ -331,8 +332,9 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
         not_ok = [r for r in scan.rows if r["status"] != "ok"]
         wrong = [r for r in scan.rows if r["status"] == "ok"
                  and not math.isclose(r["value"], known_value(np.array([c == "1" for c in r["mask"]])))]
-        starts = Counter(p.stem.split("-")[1] for p in markers.iterdir())
-        run_pids = _marker_pids(markers)
+        run_markers = [read_marker(p) for p in markers.iterdir()]
+        starts = Counter(m.bits for m in run_markers)
+        run_pids = {m.pid for m in run_markers}
         # 4. utilization in simulated time. The dispatch span (first evaluation start to last finish) is
         #    cluster time and scales; the driver's fixed setup (store, prepare task, plan; ~seconds on any
         #    cluster) does not, so it is added unscaled.

@@ -17,6 +17,7 @@ import os
 import time
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +43,21 @@ def _mark(mask: np.ndarray) -> Path | None:
     path = Path(folder, f"{os.getpid()}-{bits}-{time.time_ns()}.run")
     path.touch()
     return path
+
+
+class Marker(NamedTuple):
+    """One call's marker file, parsed: the worker's pid, the mask bits, the start time (ns), still running."""
+
+    pid: int
+    bits: str
+    started_ns: int
+    running: bool
+
+
+def read_marker(path: Path) -> Marker:
+    """Parse a marker file name written by :func:`_mark` (``.run`` while the call runs, ``.done`` after)."""
+    pid, bits, started_ns = path.stem.split("-")
+    return Marker(int(pid), bits, int(started_ns), path.suffix == ".run")
 
 
 def _unmark(path: Path | None) -> None:

@@ -42,7 +42,7 @@ from pipeline.submit import base_submission_id, build_entrypoint, resolve_python
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "tests"))
-from games_cluster import MARKERS_ENV, known_value  # noqa: E402
+from games_cluster import MARKERS_ENV, known_value, read_marker  # noqa: E402
 
 
 # --- static checks: Dockerfile ------------------------------------------------------------------------------
@@ -362,10 +362,10 @@ def lifecycle(ray_head, reference):
     victim = None
     while victim is None and second.poll() is None and time.monotonic() < deadline + 60:
         running = [p for p in ray_head["markers"].glob("*.run")
-                   if len(p.stem.split("-")[1]) == 4 and int(p.stem.split("-")[2]) > since]
+                   if len(read_marker(p).bits) == 4 and read_marker(p).started_ns > since]
         if running:
             victim = running[0]
-            os.kill(int(victim.stem.split("-")[0]), signal.SIGKILL)
+            os.kill(read_marker(victim).pid, signal.SIGKILL)
         time.sleep(0.02)
     record["victim"], record["since"] = victim, since
     record["second"] = (*second.communicate(timeout=120), second.returncode)
@@ -409,11 +409,12 @@ def test_stop_and_resubmit_resumes_and_matches_uninterrupted_run(lifecycle, refe
 def test_worker_killed_mid_coalition_is_retried_and_lands_once(lifecycle, ray_head):
     victim = lifecycle["victim"]
     assert victim is not None, "no coalition of the resubmitted attempt was seen running"
-    pid, bits, _ = victim.stem.split("-")
-    starts = [p for p in ray_head["markers"].iterdir()
-              if p.stem.split("-")[1] == bits and int(p.stem.split("-")[2]) > lifecycle["since"]]
+    killed = read_marker(victim)
+    pid, bits = killed.pid, killed.bits
+    starts = [m for m in map(read_marker, ray_head["markers"].iterdir())
+              if m.bits == bits and m.started_ns > lifecycle["since"]]
     assert victim.exists(), "the killed attempt finished anyway"
-    assert any(p.suffix == ".done" and p.stem.split("-")[0] != pid for p in starts), "not retried elsewhere"
+    assert any(not m.running and m.pid != pid for m in starts), "not retried elsewhere"
     rows = _assert_complete(lifecycle["store"], 4)  # every coalition once, ok, with its known value
     (row,) = [r for r in rows.values() if r["mask"] == bits]
     assert not row["worker"].endswith(f":{pid}")
