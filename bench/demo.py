@@ -9,7 +9,7 @@ Usage::
 Steps:
  1. ``contribshap run CONFIG --store STORE`` (the real CLI: Ray, prepare, plan, dispatch, reduce), timed.
  2. Per-coalition timings from the store (fine-tune / sample / properties / wall).
- 3. Estimates (``pipeline.reduce.reduce_store``): for every property, is the planted noise contributor the
+ 3. Estimates (``contribshap.pipeline.reduce.reduce_store``): for every property, is the planted noise contributor the
     most harmful one (largest value for fid/log_fid/kid, smallest for inception_score/quality/diversity),
     and does its CI exclude zero?
  4. Cost per coalition of ``sparsified_ft``, ``ft`` and ``retrain`` measured in this process, one thread,
@@ -48,7 +48,7 @@ def run_demo(config: Path, store: Path, *, fresh: bool) -> float:
 
 def timing_summary(store: Path) -> dict[str, object]:
     """Step 2: median / mean seconds per stage over the ok evaluations of non-empty coalitions."""
-    from pipeline.store import Store
+    from contribshap.pipeline.store import Store
 
     manifest = Store(store).read_manifest()
     rows = [r for r in Store(store).scan(manifest["config_hash"]).rows if r["status"] == "ok" and int(r["size"]) > 0]
@@ -63,8 +63,8 @@ def timing_summary(store: Path) -> dict[str, object]:
 
 def noise_verdicts(store: Path) -> dict[str, dict[str, object]]:
     """Step 3: per property, the noise contributor's value, CI, rank and whether it is singled out."""
-    from pipeline.reduce import reduce_store
-    from pipeline.store import Store
+    from contribshap.pipeline.reduce import reduce_store
+    from contribshap.pipeline.store import Store
 
     contributors = Store(store).read_manifest()["contributors"]
     noise = [i for i, c in enumerate(contributors) if "noise" in c["name"].lower() or "noise" in c["id"].lower()]
@@ -103,9 +103,8 @@ def cost_per_mode(config_path: Path, store: Path, *, n_coalitions: int, n_retrai
     the step count is fixed).
     """
     import torch
-
-    from pipeline.config import load_config
-    from workers.game import DiffusionGame
+    from contribshap.pipeline.config import load_config
+    from contribshap.workers.game import DiffusionGame
 
     torch.set_num_threads(1)
     cfg = load_config(config_path)

@@ -34,16 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline.config import parse_config  # noqa: E402
-from pipeline.plan import PlanRequest, derive_seed, extend_plan, jobs_for, read_plan, write_plan  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from contribshap.pipeline.config import parse_config  # noqa: E402
+from contribshap.pipeline.plan import PlanRequest, derive_seed, extend_plan, jobs_for, read_plan, write_plan  # noqa: E402
+from contribshap.pipeline.store import Store  # noqa: E402
 
 
 def overhead(workers: int, sleep: float, n_evals: int, tmp: Path) -> dict:
-    """Run the sleep game through ``pipeline.driver.run`` on a fresh local Ray with ``workers`` CPUs."""
+    """Run the sleep game through ``contribshap.pipeline.driver.run`` on a fresh local Ray with ``workers`` CPUs."""
     import ray
-
-    from pipeline.driver import run
+    from contribshap.pipeline.driver import run
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])

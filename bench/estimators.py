@@ -40,10 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from contribshap.pipeline.estimators import estimate  # noqa: E402
+from contribshap.pipeline.sampling import sample_coalitions  # noqa: E402
 from games_core import unanimity_sum  # noqa: E402
-
-from pipeline.estimators import estimate  # noqa: E402
-from pipeline.sampling import sample_coalitions  # noqa: E402
 
 OURS = ("kernelshap@leverage", "kernelshap@paired", "kernelshap(plain)@leverage", "leverage_shap@leverage")
 PAPER = "paper(kernelshap_paper@shapley_kernel)"

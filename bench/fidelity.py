@@ -46,7 +46,7 @@ _GAMES: dict[str, object] = {}
 
 def build_config(args: argparse.Namespace):
     """The 6-contributor game config (the demo's game with ``data.classes`` = --classes)."""
-    from pipeline.config import load_config
+    from contribshap.pipeline.config import load_config
 
     cfg = load_config(args.config)
     raw = cfg.game.model_dump(mode="json")
@@ -178,9 +178,8 @@ def import_report(cache: JobCache, report_path: Path, config, seed: int, prepare
 def _worker_evaluate(config_json: str, artifacts: str, seed: int, mode: str, mask: tuple[bool, ...], job_seed: int):
     """One evaluation in a worker process (games cached per process and mode)."""
     import torch
-
-    from pipeline.diffusion_config import DiffusionGameConfig
-    from workers.game import DiffusionGame
+    from contribshap.pipeline.diffusion_config import DiffusionGameConfig
+    from contribshap.workers.game import DiffusionGame
 
     torch.set_num_threads(1)
     key = f"{mode}:{config_json}"
@@ -254,7 +253,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def shapley(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float, *, exact: bool) -> np.ndarray:
-    from pipeline.estimators import estimate
+    from contribshap.pipeline.estimators import estimate
 
     method = "exact_shapley" if exact else "kernelshap"
     return np.asarray(estimate(masks, values, v_empty, v_full, method=method).value)
@@ -329,7 +328,7 @@ def main() -> None:
 
     # 1. Config and prepare (θ*, pruned, recovered, extractor, reference) once, in this process.
     config, seed = build_config(args)
-    from workers.game import DiffusionGame
+    from contribshap.workers.game import DiffusionGame
 
     start = time.perf_counter()
     game = DiffusionGame(config, artifacts_dir=args.artifacts, seed=seed)

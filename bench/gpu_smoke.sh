@@ -39,9 +39,9 @@ ROOT = Path.cwd()
 sys.path.insert(0, str(ROOT / "tests"))
 import usecase_fixtures as fx  # noqa: E402
 
-import workers.usecases  # noqa: E402,F401
-from pipeline.config import parse_config  # noqa: E402
-from workers.usecases import build_usecase_game  # noqa: E402
+import contribshap.workers.usecases  # noqa: E402,F401
+from contribshap.pipeline.config import parse_config  # noqa: E402
+from contribshap.workers.usecases import build_usecase_game  # noqa: E402
 
 parser = argparse.ArgumentParser(description="GPU smoke test of the three use cases")
 parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

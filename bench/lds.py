@@ -57,9 +57,9 @@ def lds_table(doc: dict, label: str) -> list[dict]:
 
 def lds_vs_coalitions(store: Path, doc: dict, methods: tuple[str, ...], n_points: int = 8) -> list[dict]:
     """Re-estimate on prefixes of the plan (design order) and score each prefix on the held-out values."""
-    from pipeline.estimators import estimate
-    from pipeline.evaluate import lds_score, main_rows, mask_from_string, read_all_evals
-    from pipeline.store import Store
+    from contribshap.pipeline.estimators import estimate
+    from contribshap.pipeline.evaluate import lds_score, main_rows, mask_from_string, read_all_evals
+    from contribshap.pipeline.store import Store
 
     manifest = Store(store).read_manifest()
     rows_by_ns, _ = read_all_evals(store)
@@ -98,8 +98,8 @@ def synthetic_lds_vs_budget(n: int = 20, budgets_x: tuple[int, ...] = (2, 5, 10,
     """
     import importlib.util
 
-    from pipeline.evaluate import lds_score
-    from pipeline.sampling import sample_coalitions
+    from contribshap.pipeline.evaluate import lds_score
+    from contribshap.pipeline.sampling import sample_coalitions
 
     spec = importlib.util.spec_from_file_location("bench_estimators", REPO / "bench" / "estimators.py")
     module = importlib.util.module_from_spec(spec)
@@ -150,8 +150,8 @@ def main() -> None:
         print(f"\nwrote {args.out}")
         return
 
-    from pipeline.config import load_config, resolve_store
-    from pipeline.evaluate import _jsonable, run_evaluate
+    from contribshap.pipeline.config import load_config, resolve_store
+    from contribshap.pipeline.evaluate import _jsonable, run_evaluate
 
     # 1. The demo store (run it if it has no estimates yet).
     store = args.store or resolve_store(load_config(args.config))

@@ -67,7 +67,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--variants: {unknown} unknown; valid: {list(VARIANTS)}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from workers.game import DiffusionGame
+    from contribshap.workers.game import DiffusionGame
 
     # 1. The base game and its retrain values (must be in the cache already).
     base, seed = fidelity.build_config(args)

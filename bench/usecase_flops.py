@@ -37,16 +37,15 @@ def params(model: torch.nn.Module) -> int:
 
 
 def prune(model: torch.nn.Module, ratio: float) -> torch.nn.Module:
-    from pipeline.diffusion_config import PruneConfig
-    from workers.pruning import prune_model
+    from contribshap.pipeline.diffusion_config import PruneConfig
+    from contribshap.workers.pruning import prune_model
 
     return prune_model(model, PruneConfig(ratio=ratio))
 
 
 def cifar_unet():
+    from contribshap.workers.usecases.cifar import PAPER_UNET
     from diffusers import UNet2DModel
-
-    from workers.usecases.cifar import PAPER_UNET
 
     kw = {k: v for k, v in PAPER_UNET.items() if k != "kind"}
     kw["block_out_channels"] = tuple(kw["block_out_channels"])

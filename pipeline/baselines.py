@@ -2,15 +2,15 @@
 
 Every baseline turns the (mask, value) rows of a store into one score per contributor, in the property's
 units, so it is scored by exactly the same LDS and counterfactuals as the Shapley estimates
-(:mod:`pipeline.evaluate`).
+(:mod:`contribshap.pipeline.evaluate`).
 
 - ``loo``: phi_i = v(N) - v(N minus i). Needs the n leave-one-out coalitions.
 - ``add_one_in``: phi_i = v({i}) - v(empty). Needs the n singletons.
-- ``banzhaf_msr``: ``pipeline.estimators.estimate(..., method="banzhaf_msr")`` on the estimate rows
+- ``banzhaf_msr``: ``contribshap.pipeline.estimators.estimate(..., method="banzhaf_msr")`` on the estimate rows
   (Wang & Jia 2023; unbiased on a uniform design, only approximate on a Shapley-kernel design).
 - ``datamodel``: ``estimate(..., method="datamodel")`` (ridge regression of v(S) on the mask).
 
-Model-based baselines (pixel / feature similarity, TRAK) need torch and live in ``workers.baselines``.
+Model-based baselines (pixel / feature similarity, TRAK) need torch and live in ``contribshap.workers.baselines``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Attribution:
         ci_low, ci_high: float arrays (n,) or None when the method has no interval.
         signed: True when ``value`` is in the property's units (Shapley, LOO, ...: a larger score means
             the contributor raises the property). False for similarity scores, which say "influential" but
-            not in which direction; :mod:`pipeline.evaluate` orients those on the estimate rows.
+            not in which direction; :mod:`contribshap.pipeline.evaluate` orients those on the estimate rows.
         kind: ``"estimator"``, ``"store_baseline"`` or ``"model_baseline"``.
         note: free text shown in the report (e.g. missing coalitions).
     """
@@ -141,7 +141,7 @@ def store_baselines(
     for method in ("banzhaf_msr", "datamodel"):
         if method not in methods:
             continue
-        from pipeline.estimators import estimate  # numpy-only module
+        from contribshap.pipeline.estimators import estimate  # numpy-only module
 
         try:
             est = estimate(masks[rows], values[rows], v_empty, v_full, method=method, level=level, seed=seed)

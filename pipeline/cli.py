@@ -15,8 +15,7 @@ import warnings
 from pathlib import Path
 
 import typer
-
-from pipeline.config import ContribshapError
+from contribshap.pipeline.config import ContribshapError
 
 app = typer.Typer(
     name="contribshap",
@@ -50,9 +49,9 @@ def _lazy(module: str, attribute: str, owner: str):
 
 
 def _run_and_show(config: Path, *, store: Path | None, address: str | None, force_new: bool, progress: bool) -> None:
-    from pipeline.config import load_config
-    from pipeline.driver import run as run_driver
-    from pipeline.reduce import reduce_store
+    from contribshap.pipeline.config import load_config
+    from contribshap.pipeline.driver import run as run_driver
+    from contribshap.pipeline.reduce import reduce_store
 
     cfg = load_config(config)
     summary = run_driver(cfg, store_path=store, address=address, force_new=force_new, progress=progress)
@@ -66,7 +65,7 @@ def _run_and_show(config: Path, *, store: Path | None, address: str | None, forc
 @app.command()
 def check(config: Path = typer.Argument(..., help="YAML config to validate.")) -> None:
     """Validate CONFIG and every local path it names; list all problems at once; do no work."""
-    from pipeline.config import config_hash, load_config, plan_hash, resolve_store
+    from contribshap.pipeline.config import config_hash, load_config, plan_hash, resolve_store
 
     cfg = load_config(config)
     n = cfg.n_players()
@@ -96,11 +95,11 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON on stdout."),
 ) -> None:
     """Planned / done / failed / remaining evaluations and ETA of STORE (no Ray needed)."""
-    from pipeline.driver import store_status
+    from contribshap.pipeline.driver import store_status
 
     info = store_status(store)
     try:  # the Ray Jobs state, when the store was submitted with `contribshap submit`
-        from pipeline.submit import job_status
+        from contribshap.pipeline.submit import job_status
 
         info["job"] = job_status(store)
     except Exception:
@@ -134,9 +133,9 @@ def reduce(
     as_json: bool = typer.Option(False, "--json", help="Print the estimates document as JSON on stdout."),
 ) -> None:
     """Estimate per property and method from STORE; write estimates/; print a table (or --json)."""
-    from pipeline.config import KNOWN_METHODS
-    from pipeline.reduce import estimates_document, reduce_store
-    from pipeline.store import Store
+    from contribshap.pipeline.config import KNOWN_METHODS
+    from contribshap.pipeline.reduce import estimates_document, reduce_store
+    from contribshap.pipeline.store import Store
 
     for name in method or []:
         if name not in KNOWN_METHODS:
@@ -153,7 +152,7 @@ def report(
     out: Path = typer.Option(None, "--out", help="Output folder (default: <store>/report)."),
 ) -> None:
     """Build the HTML report (tables, plots) of STORE."""
-    build_report = _lazy("pipeline.report", "build_report", "the evaluation work (issue 6)")
+    build_report = _lazy("contribshap.pipeline.report", "build_report", "the evaluation work (issue 6)")
     path = build_report(Path(store), out=out)
     typer.echo(str(path))
 
@@ -172,7 +171,7 @@ def evaluate(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """LDS on held-out subsets (and counterfactual removals) for STORE."""
-    run_evaluate = _lazy("pipeline.evaluate", "run_evaluate", "the evaluation work (issue 6)")
+    run_evaluate = _lazy("contribshap.pipeline.evaluate", "run_evaluate", "the evaluation work (issue 6)")
     run_evaluate(Path(store), n_subsets=n_subsets, alpha=alpha, mode=mode, seeds=seed or None,
                  methods=method or None, counterfactual=counterfactual, top_k=tuple(top_k or (0.1, 0.2)),
                  address=address, progress=progress)
@@ -191,11 +190,11 @@ def demo(
     if not config.is_file():
         raise ContribshapError(f"{config} is missing; it ships with the repository (issue 4): update the checkout")
     _run_and_show(config, store=None, address=address, force_new=force_new, progress=progress)
-    from pipeline.config import load_config, resolve_store
+    from contribshap.pipeline.config import load_config, resolve_store
 
     store = resolve_store(load_config(config))
     try:
-        build_report = _lazy("pipeline.report", "build_report", "the evaluation work (issue 6)")
+        build_report = _lazy("contribshap.pipeline.report", "build_report", "the evaluation work (issue 6)")
         typer.echo(str(build_report(store)))
     except ContribshapError as error:
         _echo_err(f"warning: no report: {error}")
@@ -214,7 +213,7 @@ def submit(
     python: str = typer.Option("auto", "--python", help="Interpreter on the cluster (auto: this one for a local address, else `python`)."),
 ) -> None:
     """Submit `contribshap run CONFIG` as a Ray job; resubmitting attaches to the running job or resumes."""
-    from pipeline.submit import submit as submit_job
+    from contribshap.pipeline.submit import submit as submit_job
 
     result = submit_job(config, address=address, wait=wait, store=store, working_dir=working_dir, python=python)
     typer.echo(result.submission_id)

@@ -39,9 +39,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from contribshap.pipeline.diffusion_config import DiffusionGameConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from pipeline.diffusion_config import DiffusionGameConfig
 
 __all__ = [
     "Config",
@@ -58,9 +57,9 @@ __all__ = [
     "save_resolved",
 ]
 
-#: Designs :mod:`pipeline.sampling` implements (checked again against the module when it is importable).
+#: Designs :mod:`contribshap.pipeline.sampling` implements (checked again against the module when it is importable).
 KNOWN_DESIGNS = ("exact", "shapley_kernel", "paired", "leverage", "uniform", "datamodel", "loo")
-#: Estimator methods :mod:`pipeline.estimators` implements (its ``METHODS``).
+#: Estimator methods :mod:`contribshap.pipeline.estimators` implements (its ``METHODS``).
 KNOWN_METHODS = ("kernelshap", "leverage_shap", "kernelshap_paper", "exact_shapley", "banzhaf_msr", "loo", "datamodel")
 #: Largest n for which the exact design (2^n coalitions) is accepted.
 EXACT_MAX_PLAYERS = 20
@@ -107,7 +106,7 @@ GameConfig = Annotated[PythonGameConfig | DiffusionGameConfig, Field(discriminat
 
 
 class DesignConfig(_Strict):
-    """The coalition design of the plan (see :func:`pipeline.sampling.sample_coalitions`).
+    """The coalition design of the plan (see :func:`contribshap.pipeline.sampling.sample_coalitions`).
 
     Attributes:
         kind: one of ``exact, shapley_kernel, paired, leverage, uniform, datamodel, loo``.
@@ -332,7 +331,7 @@ def _semantic_problems(cfg: Config, *, check_paths: bool) -> list[str]:
         if names is not None and len(names) != n:
             problems.append(f"game.names: {len(names)} names for n_players = {n}; give exactly {n}")
         if design.kind not in ("exact", "loo") and n >= 2:
-            from pipeline.sampling import sample_coalitions
+            from contribshap.pipeline.sampling import sample_coalitions
 
             try:
                 sample_coalitions(n, 0, design.kind, seed=cfg.plan_seed(), **design.options)

@@ -36,7 +36,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 BUILTIN_PROPERTIES: tuple[str, ...] = ("fid", "log_fid", "kid", "inception_score", "diversity", "quality")
-"""Property names implemented in ``workers.properties`` (a ``"module:function"`` string adds your own)."""
+"""Property names implemented in ``contribshap.workers.properties`` (a ``"module:function"`` string adds your own)."""
 
 
 class _Section(BaseModel):

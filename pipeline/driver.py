@@ -1,6 +1,6 @@
 """The Ray driver: prepare once, plan, dispatch every missing evaluation, reduce, repeat per round.
 
-Ray Core only, imported lazily (``import pipeline.driver`` costs no Ray import). The whole state is the
+Ray Core only, imported lazily (``import contribshap.pipeline.driver`` costs no Ray import). The whole state is the
 store (manifest, plan, one file per evaluation): running the same command again after a crash, a
 ``kill -9`` or a preemption continues exactly where the last run stopped.
 
@@ -42,8 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.config import (
+from contribshap.pipeline.config import (
     Config,
     ConfigError,
     ContribshapError,
@@ -54,7 +53,7 @@ from pipeline.config import (
     save_resolved,
     variant_hash,
 )
-from pipeline.plan import (
+from contribshap.pipeline.plan import (
     ESTIMATOR_SECTIONS,
     Job,
     PlanRequest,
@@ -67,7 +66,7 @@ from pipeline.plan import (
     round_budgets,
     write_plan,
 )
-from pipeline.store import RESERVED_COLUMNS, DriverLock, Store, StoreError
+from contribshap.pipeline.store import RESERVED_COLUMNS, DriverLock, Store, StoreError
 
 __all__ = [
     "DriverError",
@@ -135,7 +134,7 @@ def _is_transient(error: BaseException, names: Sequence[str]) -> bool:
 @functools.lru_cache(maxsize=8)
 def _cached_game(namespace: str, store_root: str, config_text: str, search_paths: tuple[str, ...]) -> Any:
     """Build the game once per worker process (keyed by namespace = config hash, and store root)."""
-    from pipeline.games import build_game
+    from contribshap.pipeline.games import build_game
 
     for path in reversed(search_paths):
         if path not in sys.path:
@@ -467,7 +466,7 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
         progress: show a progress bar on stderr.
         reduce: reduce after each round (and stop early on the CI target).
     """
-    from pipeline.reduce import ci_target_met, reduce_store
+    from contribshap.pipeline.reduce import ci_target_met, reduce_store
 
     clock = time.perf_counter()
     # 1. the store and its lock

@@ -75,9 +75,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from contribshap.pipeline.sampling import kernel_weights, layer_kernel_mass
 from scipy import stats
-
-from pipeline.sampling import kernel_weights, layer_kernel_mass
 
 METHODS: tuple[str, ...] = (
     "kernelshap",
@@ -267,7 +266,7 @@ def estimate(
         :class:`Estimate` with arrays of shape (n,).
 
     Example:
-        >>> from pipeline.sampling import sample_coalitions
+        >>> from contribshap.pipeline.sampling import sample_coalitions
         >>> masks = sample_coalitions(6, 62, "exact")
         >>> est = estimate(masks, masks.sum(1) * 1.0, 0.0, 6.0, method="exact_shapley")
         >>> est.value.round(6).tolist()

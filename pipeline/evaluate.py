@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from contribshap.pipeline.config import ContribshapError
 from scipy import stats
-
-from pipeline.config import ContribshapError
 
 
 class EvaluationError(ContribshapError, ValueError):
@@ -253,7 +252,7 @@ def orient(scores: np.ndarray, masks: np.ndarray, values: np.ndarray) -> tuple[n
 
 
 # --------------------------------------------------------------------------------------------------------
-# reading a store (shared with pipeline.report)
+# reading a store (shared with contribshap.pipeline.report)
 # --------------------------------------------------------------------------------------------------------
 def mask_from_string(text: str) -> np.ndarray:
     """'0101' -> bool array (n,) (the store's mask encoding)."""
@@ -270,7 +269,7 @@ def load_estimates(root: Path, *, reduce_if_missing: bool = False) -> dict[str, 
 
     Args:
         root: store folder.
-        reduce_if_missing: run ``pipeline.reduce.reduce_store`` first when the file is missing (and the
+        reduce_if_missing: run ``contribshap.pipeline.reduce.reduce_store`` first when the file is missing (and the
             store has a config), as ``contribshap reduce STORE`` would.
 
     Raises:
@@ -278,7 +277,7 @@ def load_estimates(root: Path, *, reduce_if_missing: bool = False) -> dict[str, 
     """
     path = Path(root) / "estimates" / "estimates.json"
     if not path.is_file() and reduce_if_missing and (Path(root) / "config.yaml").is_file():
-        from pipeline.reduce import reduce_store
+        from contribshap.pipeline.reduce import reduce_store
 
         reduce_store(root, write=True)
     if not path.is_file():
@@ -303,7 +302,7 @@ def read_plan(root: Path) -> list[dict[str, Any]]:
 
 def read_all_evals(root: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Every readable evaluation row of every namespace, and the unreadable file names (read-only)."""
-    from pipeline.store import Store
+    from contribshap.pipeline.store import Store
 
     store = Store(root)
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -386,14 +385,14 @@ def design_order(mask_strings: list[str], root: Path) -> list[str]:
         return mask_strings
     kind, seed, options = "", 0, {}
     try:
-        from pipeline.config import load_config
+        from contribshap.pipeline.config import load_config
 
         cfg = load_config(Path(root) / "config.yaml", check_paths=False)
         kind, seed, options = cfg.design.kind, cfg.plan_seed(), dict(cfg.design.options)
     except Exception:  # no/old config: fall back to a seeded shuffle
         kind = ""
     if kind and kind != "exact":
-        from pipeline.sampling import sample_coalitions
+        from contribshap.pipeline.sampling import sample_coalitions
 
         try:
             stream = sample_coalitions(n, len(mask_strings), kind, seed=seed, **options)
@@ -422,7 +421,7 @@ def _mean_of(rows: list[dict[str, Any]], prop: str) -> float:
 # run_evaluate: the `contribshap evaluate STORE` command
 # --------------------------------------------------------------------------------------------------------
 MODEL_BASELINES = ("pixel_mean", "pixel_max", "feature_mean", "feature_max", "trak")
-"""Baselines that need the diffusion model and data (computed by ``workers.baselines``)."""
+"""Baselines that need the diffusion model and data (computed by ``contribshap.workers.baselines``)."""
 REFERENCE_METHODS = ("random",)
 """A seeded random attribution, scored like every method (its LDS should be ~0)."""
 _MODES = ("sparsified_ft", "ft", "retrain")
@@ -449,7 +448,7 @@ def _evaluate(
     the prepared artifacts (θ*, pruned model, reference statistics) of the run: changing the config seed
     instead would re-train them.
     """
-    from pipeline.driver import evaluate_coalitions
+    from contribshap.pipeline.driver import evaluate_coalitions
 
     out = {p: np.full((len(seeds), len(masks)), math.nan) for p in props}
     index = {mask_to_string(m): j for j, m in enumerate(masks)}
@@ -473,18 +472,18 @@ def collect_attributions(
     Args:
         root: store folder. manifest: its manifest. main: :func:`main_rows` of the main namespace.
         estimates: the ``reduce --json`` document. methods: names to keep (None: all available).
-        model_scores: ``workers.baselines`` output, method -> float (n,) (property-independent, unsigned).
+        model_scores: ``contribshap.workers.baselines`` output, method -> float (n,) (property-independent, unsigned).
 
     Returns:
-        property -> method -> :class:`pipeline.baselines.Attribution`.
+        property -> method -> :class:`contribshap.pipeline.baselines.Attribution`.
     """
-    from pipeline.baselines import STORE_BASELINES, store_baselines
+    from contribshap.pipeline.baselines import STORE_BASELINES, store_baselines
 
     n = len(manifest.get("contributors") or [])
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x52414E44]))
     random_scores = rng.normal(size=n)
     out: dict[str, dict[str, Any]] = {}
-    from pipeline.baselines import Attribution
+    from contribshap.pipeline.baselines import Attribution
 
     for prop in main.values:
         per: dict[str, Any] = {}
@@ -562,8 +561,8 @@ def run_evaluate(
         >>> doc = run_evaluate(Path("runs/airport-6"), n_subsets=30)  # doctest: +SKIP
         LDS kernelshap value: 97.1 [93.0, 99.2]
     """
-    from pipeline.config import load_config
-    from pipeline.store import Store
+    from contribshap.pipeline.config import load_config
+    from contribshap.pipeline.store import Store
 
     # 1. Open the store and resolve the settings (config `evaluation` section fills the gaps).
     root = Path(store).expanduser().resolve()
@@ -609,7 +608,7 @@ def run_evaluate(
     main = main_rows(root, manifest, rows_by_ns.get(main_ns, []))
     props = [p for p in main.values if p in estimates] or list(main.values)
     # 2a. LOO / add-one-in need the n leave-one-out and n singleton coalitions of the main game.
-    from pipeline.baselines import required_masks
+    from contribshap.pipeline.baselines import required_masks
 
     probe = required_masks(n, [b for b in ("loo", "add_one_in") if methods is None or b in methods])
     have = {mask_to_string(m) for m in np.concatenate([main.masks, main.other_masks], axis=0)}
@@ -631,7 +630,7 @@ def run_evaluate(
             model_scores = {m: np.asarray(saved["scores"][m], dtype=float) for m in want_model}
             notes.append(f"model baselines reused from {cached.name} (delete it to recompute)")
         else:
-            from workers.baselines import model_baselines  # torch: only for diffusion stores
+            from contribshap.workers.baselines import model_baselines  # torch: only for diffusion stores
 
             model_scores = model_baselines(cfg, root, methods=want_model, progress=progress)
     attributions = collect_attributions(
@@ -644,7 +643,7 @@ def run_evaluate(
                 notes.append(f"{prop}/{method}: {att.note}")
 
     # 3. Held-out subsets: datamodel design (fixed fraction alpha), seeded apart from the plan.
-    from pipeline.sampling import sample_coalitions
+    from contribshap.pipeline.sampling import sample_coalitions
 
     holdout_seed = int(np.random.SeedSequence([cfg.seed, _HOLDOUT_SEED_SALT]).generate_state(1)[0])
     masks = np.asarray(sample_coalitions(n, n_subsets, "datamodel", seed=holdout_seed, alpha=alpha), dtype=bool)
@@ -710,7 +709,7 @@ def run_evaluate(
                        removal_mask(n, top)),
                       (f"without bottom {k:.0%}:\n{', '.join(names[i] for i in bottom)}", removal_mask(n, bottom))]
             try:
-                from workers.baselines import counterfactual_samples
+                from contribshap.workers.baselines import counterfactual_samples
 
                 counterfactual_samples(cfg, root, panels, root / "estimates" / "samples.png")
                 samples = {"png": "estimates/samples.png", "property": prop, "method": method, "k": k,
@@ -775,8 +774,7 @@ def evaluation_table(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def write_evaluation(root: Path, doc: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``estimates/evaluation.json`` and ``estimates/evaluation.parquet`` atomically."""
     import pyarrow as pa
-
-    from pipeline.store import atomic_write_json, atomic_write_table
+    from contribshap.pipeline.store import atomic_write_json, atomic_write_table
 
     folder = Path(root) / "estimates"
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 A *game* is the only thing the driver, store and reducer know about the work a coalition needs. Two kinds
 exist: ``python`` (a plain callable ``module:function`` on a boolean mask, for synthetic games, tests,
 benchmarks and user utilities) and ``diffusion`` (the paper's prune / sparsified-fine-tune / sample /
-measure job, implemented in ``workers.game``). Both satisfy :class:`Game`.
+measure job, implemented in ``contribshap.workers.game``). Both satisfy :class:`Game`.
 
 Shapes and names
 ----------------
@@ -55,7 +55,7 @@ class EvalResult:
 
 @runtime_checkable
 class Game(Protocol):
-    """The interface every game implements (python callables are wrapped by ``pipeline.games_python``).
+    """The interface every game implements (python callables are wrapped by ``contribshap.pipeline.games_python``).
 
     Lifecycle on a worker process: ``build_game(config, store_root)`` once per process (cached), then
     ``prepare()`` once per store (idempotent: skips artifacts that exist with the same hash), then
@@ -92,28 +92,28 @@ def build_game(config: Any, store_root: Any, *, search_paths: Any = ()) -> Game:
     """Build the game a config names (no caching here; workers cache it per process).
 
     Args:
-        config: a :class:`pipeline.config.Config`.
+        config: a :class:`contribshap.pipeline.config.Config`.
         store_root: the store folder (``pathlib.Path``); diffusion artifacts live in ``<store>/artifacts``.
         search_paths: folders searched first for a python game's module (the driver's working directory).
 
     Returns:
-        a :class:`Game`: ``PythonGame`` for ``game.kind: python``, ``workers.game.DiffusionGame`` for
+        a :class:`Game`: ``PythonGame`` for ``game.kind: python``, ``contribshap.workers.game.DiffusionGame`` for
         ``game.kind: diffusion`` (imported lazily: torch loads only on workers that need it).
 
     Raises:
-        pipeline.config.ConfigError: for a kind this function does not know (lists the valid kinds).
+        contribshap.pipeline.config.ConfigError: for a kind this function does not know (lists the valid kinds).
     """
     from pathlib import Path
 
-    from pipeline.config import ConfigError
+    from contribshap.pipeline.config import ConfigError
 
     kind = getattr(config.game, "kind", None)
     if kind == "python":
-        from pipeline.games_python import PythonGame
+        from contribshap.pipeline.games_python import PythonGame
 
         return PythonGame(config.game, search_paths=search_paths)
     if kind == "diffusion":
-        from workers.game import DiffusionGame
+        from contribshap.workers.game import DiffusionGame
 
         return DiffusionGame(config.game, artifacts_dir=Path(store_root) / "artifacts", seed=config.seed)
     raise ConfigError(f"game.kind: unknown kind {kind!r}; valid kinds: python, diffusion")

@@ -1,4 +1,4 @@
-"""``game.kind: python``: wrap a plain function ``module:function`` as a :class:`pipeline.games.Game`.
+"""``game.kind: python``: wrap a plain function ``module:function`` as a :class:`contribshap.pipeline.games.Game`.
 
 The function takes a bool mask of shape (n_players,) and returns ``{property: float}`` (a bare number is
 property ``value``). It may also accept ``replicate`` and/or ``seed`` keyword arguments (passed when its
@@ -23,9 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
-from pipeline.config import ContribshapError, PythonGameConfig
-from pipeline.games import Contributor, EvalResult
+from contribshap.pipeline.config import ContribshapError, PythonGameConfig
+from contribshap.pipeline.games import Contributor, EvalResult
 
 __all__ = ["GameError", "PythonGame", "import_target"]
 
@@ -94,7 +93,7 @@ def import_target(target: str, search_paths: Sequence[str] = ()) -> Callable[...
 
 
 class PythonGame:
-    """A :class:`pipeline.games.Game` around ``game.target``.
+    """A :class:`contribshap.pipeline.games.Game` around ``game.target``.
 
     Args:
         config: the ``game`` section (``PythonGameConfig``).

@@ -8,7 +8,7 @@ One row per planned coalition and section (schema in docs/ARCHITECTURE.md). Sect
 
 Budget: ``design.budget`` counts coalition draws *including* the two endpoints, so the design draws
 ``budget - 2`` coalitions (``exact``: all 2^n - 2; ``loo``: n). Draws that repeat a coalition are merged
-into one row whose ``weight`` counts them. Rounds ask :func:`pipeline.sampling.sample_coalitions` for a
+into one row whose ``weight`` counts them. Rounds ask :func:`contribshap.pipeline.sampling.sample_coalitions` for a
 larger budget with the same seed; it is prefix-stable, so earlier rows never change.
 
 Keys and seeds:
@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from pipeline.store import Store, StoreError, atomic_write_table
+from contribshap.pipeline.store import Store, StoreError, atomic_write_table
 
 __all__ = [
     "ESTIMATOR_SECTIONS",
@@ -148,7 +147,7 @@ def round_budgets(design_kind: str, n: int, budget: int | None, *, round_size: i
 
 
 def _sample(design_kind: str, n: int, draws: int, seed: int, options: dict[str, Any]) -> np.ndarray:
-    from pipeline.sampling import sample_coalitions
+    from contribshap.pipeline.sampling import sample_coalitions
 
     if design_kind == "exact":
         masks = sample_coalitions(n, 2**n, "exact", seed=seed, **options)

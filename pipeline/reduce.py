@@ -2,7 +2,7 @@
 
 Reads ``plan.parquet`` and the ok evaluations of the run's namespace, keeps only the ``endpoint`` and
 ``estimate`` sections (held-out and counterfactual rows never reach the estimators), and calls
-:func:`pipeline.estimators.estimate` once per property and configured method. Replicates of a coalition
+:func:`contribshap.pipeline.estimators.estimate` once per property and configured method. Replicates of a coalition
 are passed as identical mask rows; the estimator averages them and reports their spread as utility noise.
 
 Outputs:
@@ -27,10 +27,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import yaml
-
-from pipeline.config import Config, parse_config
-from pipeline.plan import ESTIMATOR_SECTIONS, mask_from_str, read_plan
-from pipeline.store import RESERVED_COLUMNS, Store, StoreError, atomic_write_json, atomic_write_table
+from contribshap.pipeline.config import Config, parse_config
+from contribshap.pipeline.plan import ESTIMATOR_SECTIONS, mask_from_str, read_plan
+from contribshap.pipeline.store import (
+    RESERVED_COLUMNS,
+    Store,
+    StoreError,
+    atomic_write_json,
+    atomic_write_table,
+)
 
 __all__ = ["ci_target_met", "estimates_document", "load_store_config", "print_table", "reduce_store"]
 
@@ -64,12 +69,12 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
         show: print the rich table to stderr.
 
     Returns:
-        ``{property: {method: Estimate}}`` (:class:`pipeline.estimators.Estimate`).
+        ``{property: {method: Estimate}}`` (:class:`contribshap.pipeline.estimators.Estimate`).
 
     Raises:
         StoreError: no ok evaluation of the empty or the full coalition yet, or too few rows for a method.
     """
-    from pipeline.estimators import estimate
+    from contribshap.pipeline.estimators import estimate
 
     store = Store(store_path)
     manifest = store.read_manifest()
@@ -201,7 +206,7 @@ def print_table(results: dict[str, dict[str, Any]], contributors: list[dict[str,
 def ci_target_met(results: dict[str, dict[str, Any]], cfg: Config) -> bool:
     """True when the configured CI target holds (``stopping.ci_abs`` / ``ci_rel``) for the checked
     property (all when unset) and method (the first estimator when unset). No target: False."""
-    from pipeline.estimators import converged
+    from contribshap.pipeline.estimators import converged
 
     stopping = cfg.stopping
     if stopping.ci_abs is None and stopping.ci_rel is None:

@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.evaluate import load_estimates, load_evaluation, main_rows, read_all_evals
+from contribshap.pipeline.evaluate import load_estimates, load_evaluation, main_rows, read_all_evals
 
 _STAGES = ("finetune_s", "sample_s", "eval_s")
 _MAX_RANKED = 20  # the ranking plot shows at most 2 x this many contributors
@@ -176,14 +175,14 @@ def convergence_curve(
 
     Args:
         masks: bool array (m, n) in plan order (replicates allowed); values: float array (m,).
-        v_empty, v_full: endpoint values. method: estimator name for ``pipeline.estimators.estimate``.
+        v_empty, v_full: endpoint values. method: estimator name for ``contribshap.pipeline.estimators.estimate``.
         n_points: number of prefix lengths (geometric from ~n+2 to m, rounded to even for paired plans).
 
     Returns:
         ``{"sizes": [p...], "value": [[n]...], "ci_low": [[n]...], "ci_high": [[n]...], "skipped": [p...]}``:
         prefixes the estimator refused (too few rows) are listed in ``skipped``.
     """
-    from pipeline.estimators import estimate
+    from contribshap.pipeline.estimators import estimate
 
     m, n = masks.shape
     start = min(m, max(n + 2, 4))
@@ -337,7 +336,7 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
     store = Path(store)
     out = Path(out) if out is not None else store / "report"
     out.mkdir(parents=True, exist_ok=True)
-    from pipeline.store import Store
+    from contribshap.pipeline.store import Store
 
     manifest = Store(store).read_manifest()
     estimates = load_estimates(store, reduce_if_missing=True)

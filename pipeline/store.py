@@ -34,8 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from pipeline.config import ContribshapError
+from contribshap.pipeline.config import ContribshapError
 
 __all__ = [
     "EVAL_COLUMNS",
@@ -244,7 +243,7 @@ class Store:
 
         Args:
             name: run name.
-            config_hash / plan_hash: see :mod:`pipeline.config`.
+            config_hash / plan_hash: see :mod:`contribshap.pipeline.config`.
             force_new: move an existing store aside to ``<store>.old-<UTC time>`` and start a new one.
 
         Raises:

@@ -23,7 +23,7 @@ machine; :func:`job_status` reads it for ``contribshap status``.
 
 Example::
 
-    from pipeline.submit import submit
+    from contribshap.pipeline.submit import submit
     result = submit("configs/airport.yaml", address="http://127.0.0.1:8265", wait=True)
     print(result.submission_id, result.status)     # contribshap-airport-6-1f2e3d4c5b6a-a1 SUCCEEDED
 
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pipeline.config import ContribshapError, load_config, resolve_store
+from contribshap.pipeline.config import ContribshapError, load_config, resolve_store
 
 __all__ = [
     "ACTIVE_STATES",
@@ -158,12 +158,12 @@ def resolve_python(python: str, address: str) -> str:
 def build_entrypoint(
     python: str, config_arg: str, store: Path, *, run_args: Sequence[str] = ()
 ) -> str:
-    """The shell command of the Ray job: ``<python> -m pipeline.cli run <config> --store <store> --address auto``.
+    """The shell command of the Ray job: ``<python> -m contribshap.pipeline.cli run <config> --store <store> --address auto``.
 
     ``--address auto`` makes the driver join the cluster the job runs on (Ray sets ``RAY_ADDRESS`` for a
     job); ``--store`` is absolute because the job's working directory is a copy unpacked by Ray.
     """
-    parts = [python, "-m", "pipeline.cli", "run", config_arg, "--store", str(store), "--address", "auto"]
+    parts = [python, "-m", "contribshap.pipeline.cli", "run", config_arg, "--store", str(store), "--address", "auto"]
     parts.extend(run_args)
     return shlex.join(parts)
 

@@ -44,7 +44,7 @@ def game_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 def contribshap() -> list[str]:
     """Command prefix of the real CLI (the installed console script)."""
     script = Path(sys.executable).with_name("contribshap")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "pipeline.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "contribshap.pipeline.cli"]
 
 
 def write_config(path: Path, text: str) -> Path:

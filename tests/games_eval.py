@@ -62,11 +62,11 @@ def build_store(
     import time
     from pathlib import Path
 
-    from pipeline import plan as plan_mod
-    from pipeline.config import config_hash, parse_config, plan_hash, save_resolved
-    from pipeline.estimators import estimate
-    from pipeline.games import build_game
-    from pipeline.store import Store
+    from contribshap.pipeline import plan as plan_mod
+    from contribshap.pipeline.config import config_hash, parse_config, plan_hash, save_resolved
+    from contribshap.pipeline.estimators import estimate
+    from contribshap.pipeline.games import build_game
+    from contribshap.pipeline.store import Store
 
     root = Path(root)
     cfg = parse_config(

@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO_ROOT, snapshot
-
-from pipeline.cli import main
-from pipeline.config import KNOWN_METHODS, config_hash, load_config, plan_hash
-from pipeline.plan import read_plan
-from pipeline.store import Store
+from contribshap.pipeline.cli import main
+from contribshap.pipeline.config import KNOWN_METHODS, config_hash, load_config, plan_hash
+from contribshap.pipeline.plan import read_plan
+from contribshap.pipeline.store import Store
 
 AIRPORT6 = [sum(1.0 / (6 - k + 1) for k in range(1, j + 1)) for j in range(1, 7)]
 
@@ -52,8 +51,8 @@ def test_airport6_exact_through_the_real_cli(tmp_path, contribshap, game_env, ra
 
 @pytest.mark.slow
 def test_resume_after_kill_9_and_a_second_driver_is_refused(tmp_path, contribshap, game_env, ray_address):
-    from pipeline.driver import run
-    from pipeline.reduce import estimates_document, reduce_store
+    from contribshap.pipeline.driver import run
+    from contribshap.pipeline.reduce import estimates_document, reduce_store
 
     log = tmp_path / "calls.log"
     raw = {
@@ -131,7 +130,7 @@ def _variant(**changes) -> dict:
 
 @pytest.fixture
 def good_store(tmp_path, monkeypatch, game_env, ray_address):
-    from pipeline.driver import run
+    from contribshap.pipeline.driver import run
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config_from(tmp_path / "good.yaml", GOOD)

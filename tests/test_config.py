@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from pipeline.config import (
+from contribshap.pipeline.config import (
     KNOWN_DESIGNS,
     KNOWN_METHODS,
     ConfigError,
@@ -50,8 +49,8 @@ def test_issue_example_loads_as_written(tmp_path, monkeypatch):
 
 
 def test_known_names_match_the_numpy_core():
-    from pipeline.estimators import METHODS
-    from pipeline.sampling import DESIGNS
+    from contribshap.pipeline.estimators import METHODS
+    from contribshap.pipeline.sampling import DESIGNS
 
     assert tuple(KNOWN_DESIGNS) == tuple(DESIGNS)
     assert tuple(KNOWN_METHODS) == tuple(METHODS)

@@ -7,14 +7,13 @@ import math
 import numpy as np
 import pytest
 import yaml
-
-from pipeline import driver
-from pipeline.config import parse_config
-from pipeline.driver import evaluate_coalitions, lpt_order, run, store_status
-from pipeline.games_python import GameError
-from pipeline.plan import Job, read_plan
-from pipeline.reduce import reduce_store
-from pipeline.store import Store
+from contribshap.pipeline import driver
+from contribshap.pipeline.config import parse_config
+from contribshap.pipeline.driver import evaluate_coalitions, lpt_order, run, store_status
+from contribshap.pipeline.games_python import GameError
+from contribshap.pipeline.plan import Job, read_plan
+from contribshap.pipeline.reduce import reduce_store
+from contribshap.pipeline.store import Store
 
 pytestmark = pytest.mark.usefixtures("game_env", "ray_address")
 
@@ -114,8 +113,7 @@ def test_lpt_order_uses_measured_costs_by_size():
 
 def test_slots_follow_cluster_resources_and_fractional_gpus(monkeypatch):
     import ray
-
-    from pipeline.config import RayConfig
+    from contribshap.pipeline.config import RayConfig
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
     assert driver._slots(RayConfig(num_cpus=0, num_gpus=0.25)) == 8

@@ -7,6 +7,8 @@ import warnings
 
 import numpy as np
 import pytest
+from contribshap.pipeline.estimators import METHODS, Estimate, converged, estimate, max_halfwidth
+from contribshap.pipeline.sampling import kernel_weights, sample_coalitions
 from games_core import (
     KnownGame,
     additive,
@@ -20,9 +22,6 @@ from games_core import (
     unanimity_sum,
     weighted_voting,
 )
-
-from pipeline.estimators import METHODS, Estimate, converged, estimate, max_halfwidth
-from pipeline.sampling import kernel_weights, sample_coalitions
 
 SAMPLED = [  # (design, method): every sampling estimator with the design it is meant for
     ("leverage", "kernelshap"),

@@ -12,14 +12,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from contribshap.pipeline import evaluate as ev
+from contribshap.pipeline.baselines import required_masks, store_baselines
 from games_eval import WEIGHTS, additive, build_store
-
-from pipeline import evaluate as ev
-from pipeline.baselines import required_masks, store_baselines
 
 
 def _subsets(n: int, m: int, seed: int) -> np.ndarray:
-    from pipeline.sampling import sample_coalitions
+    from contribshap.pipeline.sampling import sample_coalitions
 
     return np.asarray(sample_coalitions(n, m, "datamodel", seed=seed, alpha=0.5), dtype=bool)
 
@@ -122,7 +121,7 @@ def test_loo_and_add_one_in_equal_the_weights_on_an_additive_game():
 
 
 def test_msr_and_datamodel_recover_an_additive_game_on_a_uniform_design():
-    from pipeline.sampling import sample_coalitions
+    from contribshap.pipeline.sampling import sample_coalitions
 
     n = 8
     masks = np.asarray(sample_coalitions(n, 200, "uniform", seed=0), dtype=bool)
@@ -138,7 +137,7 @@ def _in_process(monkeypatch):
     calls = []
 
     def fake(cfg, store, masks, *, section, seeds, mode, address, progress, props):
-        from pipeline.games import build_game
+        from contribshap.pipeline.games import build_game
 
         calls.append((section, len(masks), tuple(seeds), mode))
         game = build_game(cfg, store)
@@ -205,11 +204,10 @@ def test_run_evaluate_rejects_bad_settings_in_one_line(tmp_path):
 def test_trak_and_similarity_single_out_the_contributor_whose_images_were_generated():
     """Generated images = copies of contributor 0's images: every model baseline ranks it first."""
     import torch
+    from contribshap.pipeline.diffusion_config import DiffusionGameConfig
+    from contribshap.workers.baselines import projected_gradients, similarity_scores, trak_scores
+    from contribshap.workers.models import build_model, build_scheduler
     from sklearn.datasets import load_digits
-
-    from pipeline.diffusion_config import DiffusionGameConfig
-    from workers.baselines import projected_gradients, similarity_scores, trak_scores
-    from workers.models import build_model, build_scheduler
 
     config = DiffusionGameConfig.model_validate(
         {"kind": "diffusion", "data": {"source": "digits"}, "model": {"block_out_channels": [8, 16]}, "device": "cpu"}

@@ -6,9 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
-
-from pipeline.metrics import (
+from contribshap.pipeline.metrics import (
     COUNTERFACTUALS,
     LDSResult,
     lds,
@@ -18,7 +16,8 @@ from pipeline.metrics import (
     spearman,
     top_k_removal_masks,
 )
-from pipeline.sampling import sample_coalitions
+from contribshap.pipeline.sampling import sample_coalitions
+from scipy import stats
 
 
 def test_correlations_match_scipy_and_hand_cases() -> None:

@@ -6,8 +6,7 @@ import hashlib
 
 import numpy as np
 import pytest
-
-from pipeline.plan import (
+from contribshap.pipeline.plan import (
     PlanRequest,
     add_section_rows,
     coalition_key,
@@ -20,7 +19,7 @@ from pipeline.plan import (
     round_budgets,
     write_plan,
 )
-from pipeline.store import Store, StoreError
+from contribshap.pipeline.store import Store, StoreError
 
 IDS = [f"p{i}" for i in range(6)]
 

@@ -19,10 +19,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from contribshap.pipeline import evaluate as ev
+from contribshap.pipeline.report import build_report, convergence_curve, cost_summary
 from games_eval import build_store
-
-from pipeline import evaluate as ev
-from pipeline.report import build_report, convergence_curve, cost_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -78,7 +77,7 @@ def _fake_evaluation(root: Path) -> None:
     """Add estimates/evaluation.json by running run_evaluate with the game evaluated in-process."""
 
     def in_process(cfg, store, masks, *, section, seeds, mode, address, progress, props):
-        from pipeline.games import build_game
+        from contribshap.pipeline.games import build_game
 
         game = build_game(cfg, store)
         out = {p: np.full((len(seeds), len(masks)), math.nan) for p in props}
@@ -146,9 +145,8 @@ def test_table_csv_and_parquet_hold_the_final_ranking(tmp_path):
 
 
 def test_convergence_and_cost_helpers_by_hand(tmp_path):
+    from contribshap.pipeline.sampling import sample_coalitions
     from games_eval import WEIGHTS, additive
-
-    from pipeline.sampling import sample_coalitions
 
     masks = np.asarray(sample_coalitions(6, 40, "paired", seed=0), dtype=bool)
     values = np.array([additive(m)["value"] for m in masks])

@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import pytest
-
-from pipeline.sampling import (
+from contribshap.pipeline.sampling import (
     DESIGNS,
     coalition_sizes,
     kernel_weights,

@@ -11,9 +11,8 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-
-from pipeline import store as store_module
-from pipeline.store import DriverLock, LockError, Store, StoreError
+from contribshap.pipeline import store as store_module
+from contribshap.pipeline.store import DriverLock, LockError, Store, StoreError
 
 
 def _row(key: str, rep: int = 0, status: str = "ok", **values: float) -> dict:

@@ -12,17 +12,16 @@ import copy
 import re
 from pathlib import Path
 
+import contribshap.workers.usecases  # noqa: F401  (registers the use-case sources, model kinds, extractors)
 import numpy as np
 import pytest
 import usecase_fixtures as fx
 import yaml
-
-import workers.usecases  # noqa: F401  (registers the use-case sources, model kinds, extractors)
-from pipeline.config import parse_config
-from pipeline.diffusion_config import CIFAR20_CLASSES, DiffusionGameConfig
-from pipeline.estimators import estimate
-from pipeline.sampling import sample_coalitions
-from workers.usecases import UseCaseGame, build_usecase_game
+from contribshap.pipeline.config import parse_config
+from contribshap.pipeline.diffusion_config import CIFAR20_CLASSES, DiffusionGameConfig
+from contribshap.pipeline.estimators import estimate
+from contribshap.pipeline.sampling import sample_coalitions
+from contribshap.workers.usecases import UseCaseGame, build_usecase_game
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +105,7 @@ def test_paper_hyperparameters_in_configs():
 # readers
 # --------------------------------------------------------------------------------------------------------
 def test_cifar_reader_selects_classes_in_order_with_names(tmp_path):
-    from workers.usecases.cifar import read_cifar100
+    from contribshap.workers.usecases.cifar import read_cifar100
 
     root = fx.write_fake_cifar100(tmp_path / "cifar-100-python", classes=[40, 41, 80], n_per_class=5)
     images, owner, names = read_cifar100(root, [80, 40], max_per_class=3)
@@ -118,8 +117,8 @@ def test_cifar_reader_selects_classes_in_order_with_names(tmp_path):
 
 
 def test_celebahq_index_takes_the_largest_identities(tmp_path):
-    from pipeline.diffusion_config import CelebAHQSource
-    from workers.usecases.celebahq import read_celebahq_index
+    from contribshap.pipeline.diffusion_config import CelebAHQSource
+    from contribshap.workers.usecases.celebahq import read_celebahq_index
 
     root = fx.write_fake_celebahq(tmp_path / "celeba", n_identities=3, n_per_identity=4, n_small=2)
     files, owner, ids = read_celebahq_index(CelebAHQSource(root=root, n_identities=3, max_per_identity=2))
@@ -130,8 +129,8 @@ def test_celebahq_index_takes_the_largest_identities(tmp_path):
 
 
 def test_artbench_artist_from_filename_and_metadata(tmp_path):
-    from pipeline.diffusion_config import ArtBenchSource
-    from workers.usecases.artbench import artist_from_filename, read_artbench_index
+    from contribshap.pipeline.diffusion_config import ArtBenchSource
+    from contribshap.workers.usecases.artbench import artist_from_filename, read_artbench_index
 
     assert artist_from_filename(Path("vincent-van-gogh_the-starry-night-1889.jpg")) == "vincent-van-gogh"
     root = fx.write_fake_artbench(tmp_path / "art", artists=["paul-cezanne", "vincent-van-gogh"], n_per_artist=3, metadata=True)
@@ -142,7 +141,7 @@ def test_artbench_artist_from_filename_and_metadata(tmp_path):
 
 
 def test_corrupt_image_names_the_file(tmp_path):
-    from workers.usecases.celebahq import read_images
+    from contribshap.workers.usecases.celebahq import read_images
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
@@ -154,7 +153,7 @@ def test_corrupt_image_names_the_file(tmp_path):
 # LoRA-rank pruning
 # --------------------------------------------------------------------------------------------------------
 def test_select_ranks_keeps_the_globally_largest_components():
-    from workers.usecases.artbench import select_ranks
+    from contribshap.workers.usecases.artbench import select_ranks
 
     mags = {"a": np.array([5.0, 0.1, 3.0, 0.2]), "b": np.array([0.05, 0.01, 0.02, 0.03])}
     keep = select_ranks(mags, 0.5)  # 4 of 8: b keeps its best (index 0), then 5.0, 3.0, 0.2 from a
@@ -166,9 +165,8 @@ def test_select_ranks_keeps_the_globally_largest_components():
 
 def test_lora_rank_pruning_is_an_exact_truncation(tmp_path):
     import torch
+    from contribshap.workers.usecases import artbench as ab
     from diffusers import UNet2DConditionModel
-
-    from workers.usecases import artbench as ab
 
     sd = fx.write_tiny_sd(tmp_path / "sd")
     unet = UNet2DConditionModel.from_pretrained(str(sd / "unet"))
@@ -207,8 +205,8 @@ def test_lora_rank_pruning_is_an_exact_truncation(tmp_path):
 # properties
 # --------------------------------------------------------------------------------------------------------
 def test_cluster_diversity_is_the_entropy_of_centroid_assignments():
-    from workers.properties import GeneratedFeatures, Reference, compute_properties
-    from workers.usecases.properties import nearest_centroid, one_hot, ward_centroids
+    from contribshap.workers.properties import GeneratedFeatures, Reference, compute_properties
+    from contribshap.workers.usecases.properties import nearest_centroid, one_hot, ward_centroids
 
     rng = np.random.default_rng(0)
     centres = np.eye(4) * 10
@@ -230,8 +228,7 @@ def test_image_embedder_loads_local_clip_and_blip_folders(tmp_path, kind):
     """Both embedding kinds of CelebA-HQ's diversity load from a local folder and give unit rows that
     depend on the image (deterministic for the same input)."""
     import torch
-
-    from workers.usecases.properties import ImageEmbedder
+    from contribshap.workers.usecases.properties import ImageEmbedder
 
     write = fx.write_tiny_clip_vision if kind == "clip" else fx.write_tiny_blip
     folder = write(tmp_path / kind, projection_dim=12, image_size=32)
@@ -248,9 +245,8 @@ def test_image_embedder_loads_local_clip_and_blip_folders(tmp_path, kind):
 
 def test_aesthetic_head_scores_by_hand(tmp_path):
     import torch
-
-    from workers.properties import GeneratedFeatures, compute_properties
-    from workers.usecases.properties import load_linear_head
+    from contribshap.workers.properties import GeneratedFeatures, compute_properties
+    from contribshap.workers.usecases.properties import load_linear_head
 
     head = fx.write_linear_head(tmp_path / "head.pth", dim=3)
     w, b = load_linear_head(head)

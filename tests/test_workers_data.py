@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from contribshap.pipeline.diffusion_config import DiffusionGameConfig
+from contribshap.workers.data import ContributorDataset, load_dataset, register_source, source_names
 from pydantic import ValidationError
-
-from pipeline.diffusion_config import DiffusionGameConfig
-from workers.data import ContributorDataset, load_dataset, register_source, source_names
 
 
 def _config(**game):
@@ -110,7 +109,7 @@ def test_folder_bad_images_name_the_file(tmp_path, kind, needle):
 
 
 def test_contributor_without_images_is_an_error():
-    from pipeline.games import Contributor
+    from contribshap.pipeline.games import Contributor
 
     with pytest.raises(ValueError, match="own no images"):
         ContributorDataset(images=torch.zeros(2, 1, 8, 8), contributor_index=torch.tensor([0, 0]),
@@ -118,7 +117,7 @@ def test_contributor_without_images_is_an_error():
 
 
 def test_source_registry_lists_valid_names():
-    from workers.data import _load_cached
+    from contribshap.workers.data import _load_cached
 
     class Fake:
         source = "nowhere"

@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from pipeline.diffusion_config import DiffusionGameConfig
-from workers.game import DiffusionGame
+from contribshap.pipeline.diffusion_config import DiffusionGameConfig
+from contribshap.workers.game import DiffusionGame
 
 TINY = {
     "kind": "diffusion",
@@ -54,7 +53,7 @@ def test_evaluate_returns_finite_values_and_is_deterministic(game):
 
 
 def test_common_random_numbers_across_coalitions(game, monkeypatch):
-    import workers.sampling as sampling
+    import contribshap.workers.sampling as sampling
 
     seen = []
     original = sampling.initial_noise
@@ -89,7 +88,7 @@ def test_other_finetune_modes_run(game, mode):
 
 
 def test_empty_image_set_is_a_clear_error(game):
-    from workers.training import resolve_device, train
+    from contribshap.workers.training import resolve_device, train
 
     prepared = game._load()
     with pytest.raises(ValueError, match="empty image set"):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from pipeline.diffusion_config import DiffusionGameConfig
-from workers.models import build_model, count_parameters, load_model, model_kind, save_model
-from workers.pruning import prune_model, save_pruned
+from contribshap.pipeline.diffusion_config import DiffusionGameConfig
+from contribshap.workers.models import build_model, count_parameters, load_model, model_kind, save_model
+from contribshap.workers.pruning import prune_model, save_pruned
 
 CONFIG = DiffusionGameConfig.model_validate({"kind": "diffusion", "model": {"block_out_channels": [8, 16]}})
 

@@ -6,9 +6,14 @@ import math
 
 import numpy as np
 import pytest
-
-from workers.properties import GeneratedFeatures, Reference, compute_properties, get_property, property_names
-from workers.properties.metrics import class_entropy, kernel_inception_distance
+from contribshap.workers.properties import (
+    GeneratedFeatures,
+    Reference,
+    compute_properties,
+    get_property,
+    property_names,
+)
+from contribshap.workers.properties.metrics import class_entropy, kernel_inception_distance
 
 
 def _reference(features: np.ndarray, n_classes: int = 4) -> Reference:

@@ -2,7 +2,7 @@
 
 These are the attribution baselines of Lin et al. (2025, Sec. 5) that look at the model and its data
 instead of re-training on coalitions. Each returns one score per contributor (shape (n,)), *unsigned*:
-"how much the generated images resemble / depend on this contributor's images". ``pipeline.evaluate``
+"how much the generated images resemble / depend on this contributor's images". ``contribshap.pipeline.evaluate``
 orients them per property on the estimate rows, then scores them with the same LDS and counterfactuals
 as the Shapley estimates.
 
@@ -180,7 +180,7 @@ def model_baselines(
     """Compute the model baselines of a diffusion store (prepare artifacts must exist or are built).
 
     Args:
-        cfg: the run's ``pipeline.config.Config`` (``game.kind: diffusion``).
+        cfg: the run's ``contribshap.pipeline.config.Config`` (``game.kind: diffusion``).
         root: the store folder (artifacts under ``<store>/artifacts``).
         methods: subset of :data:`MODEL_BASELINES`.
         progress: print timings and show a bar for the per-sample gradients.
@@ -192,8 +192,8 @@ def model_baselines(
     """
     import json
 
-    from workers.prepare import load_prepared
-    from workers.sampling import sample_images
+    from contribshap.workers.prepare import load_prepared
+    from contribshap.workers.sampling import sample_images
 
     _check(methods)
     # 1. Prepared artifacts and the full model's generated images (shared noise, replicate 0).
@@ -253,13 +253,13 @@ def coalition_images(cfg: Any, prepared: Any, mask: np.ndarray, *, ids: list[str
     """The first ``n_images`` generated images of coalition ``mask``, made as the game makes them.
 
     Same start model by ``finetune.mode``, same job seed (``derive_seed(seed, key, replicate 0)``), same
-    training call and the same shared noise as :class:`workers.game.DiffusionGame`, so the images are those
+    training call and the same shared noise as :class:`contribshap.workers.game.DiffusionGame`, so the images are those
     whose properties the store holds for this coalition (replicate 0).
     """
-    from pipeline.plan import derive_seed, key_of_mask
-    from workers.models import build_model
-    from workers.sampling import sample_images
-    from workers.training import clone_model, train
+    from contribshap.pipeline.plan import derive_seed, key_of_mask
+    from contribshap.workers.models import build_model
+    from contribshap.workers.sampling import sample_images
+    from contribshap.workers.training import clone_model, train
 
     game = cfg.game
     mask = np.asarray(mask, dtype=bool)
@@ -298,8 +298,7 @@ def counterfactual_samples(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from workers.prepare import load_prepared
+    from contribshap.workers.prepare import load_prepared
 
     prepared = load_prepared(cfg.game, Path(root) / "artifacts", seed=cfg.seed)
     ids = [c.id for c in prepared.dataset.contributors]

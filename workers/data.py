@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from pipeline.games import Contributor
+from contribshap.pipeline.games import Contributor
 
 SourceLoader = Callable[[Any], "ContributorDataset"]
 _SOURCES: dict[str, SourceLoader] = {}

@@ -1,6 +1,6 @@
 """The diffusion game: coalition mask -> fine-tune -> sample -> every property (``game.kind: diffusion``).
 
-``DiffusionGame(config, *, artifacts_dir, seed)`` implements ``pipeline.games.Game``. A worker process
+``DiffusionGame(config, *, artifacts_dir, seed)`` implements ``contribshap.pipeline.games.Game``. A worker process
 builds it once (the driver caches it), loads the prepared artifacts once on first use, and then evaluates
 many coalitions:
 
@@ -26,12 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from pipeline.games import Contributor, EvalResult
-from workers.data import load_dataset
-from workers.properties import Reference, compute_properties
-from workers.properties.extractors import Extractor
-from workers.sampling import sample_images
+from contribshap.pipeline.games import Contributor, EvalResult
+from contribshap.workers.data import load_dataset
+from contribshap.workers.properties import Reference, compute_properties
+from contribshap.workers.properties.extractors import Extractor
+from contribshap.workers.sampling import sample_images
 
 
 def measure_model(
@@ -55,7 +54,7 @@ def measure_model(
 
 
 class DiffusionGame:
-    """The paper's job as a :class:`pipeline.games.Game`.
+    """The paper's job as a :class:`contribshap.pipeline.games.Game`.
 
     Args:
         config: a validated ``DiffusionGameConfig``.
@@ -85,13 +84,13 @@ class DiffusionGame:
         return list(self.config.properties)
 
     def prepare(self) -> dict[str, Any]:
-        from workers.prepare import prepare
+        from contribshap.workers.prepare import prepare
 
         return prepare(self.config, self.artifacts_dir, seed=self.seed)
 
     def evaluate(self, mask: np.ndarray, *, replicate: int = 0, seed: int = 0) -> EvalResult:
         """Fine-tune on S (``mask``, bool (n_players,)), sample, measure; see the module docstring."""
-        from workers.training import clone_model, train
+        from contribshap.workers.training import clone_model, train
 
         prepared = self._load()
         mask = np.asarray(mask, dtype=bool)
@@ -103,7 +102,7 @@ class DiffusionGame:
         # Empty coalition: the null model, measured once per replicate and process.
         if not mask.any():
             if replicate not in self._null_values:
-                from workers.prepare import null_model
+                from contribshap.workers.prepare import null_model
 
                 model = null_model(self.config, prepared.theta_star, seed=self.seed).to(prepared.device)
                 self._null_values[replicate] = measure_model(
@@ -123,7 +122,7 @@ class DiffusionGame:
         elif finetune.mode == "ft":
             model, steps, lr = clone_model(prepared.theta_star), finetune.steps, finetune.lr
         elif finetune.mode == "retrain":
-            from workers.models import build_model
+            from contribshap.workers.models import build_model
 
             model = build_model(self.config.model, seed=seed % (2**31)).to(prepared.device)
             steps, lr = self.config.retrain_steps(), self.config.retrain_lr()
@@ -144,7 +143,7 @@ class DiffusionGame:
     def _load(self):
         """The prepared artifacts, loaded once per game object (i.e. once per worker process)."""
         if self._prepared is None:
-            from workers.prepare import load_prepared
+            from contribshap.workers.prepare import load_prepared
 
             self._prepared = load_prepared(self.config, self.artifacts_dir, seed=self.seed)
         return self._prepared

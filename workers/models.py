@@ -8,7 +8,7 @@ only), and build its training noise scheduler. The built-in kind ``unet`` is a d
     register_model("ldm", ModelKind(build=..., load=..., save=..., scheduler=...))
 
 Checkpoint layout (``save_pretrained``): ``<folder>/config.json`` + ``diffusion_pytorch_model.safetensors``.
-A pruned model also has ``prune.json`` (see ``workers.pruning``); :func:`load_model` handles both.
+A pruned model also has ``prune.json`` (see ``contribshap.workers.pruning``); :func:`load_model` handles both.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ def build_model(config: Any, *, seed: int) -> torch.nn.Module:
 
 
 def load_model(config: Any, folder: Path) -> torch.nn.Module:
-    """Load a model saved by :func:`save_model` (or a pruned one, see ``workers.pruning``) from ``folder``."""
+    """Load a model saved by :func:`save_model` (or a pruned one, see ``contribshap.workers.pruning``) from ``folder``."""
     folder = Path(folder).expanduser()
     if (folder / PRUNE_NAME).is_file():
-        from workers.pruning import load_pruned
+        from contribshap.workers.pruning import load_pruned
 
         return load_pruned(config, folder)
     return model_kind(config.kind).load(config, folder)

@@ -29,12 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from workers.data import ContributorDataset, load_dataset
-from workers.models import build_model, build_scheduler, count_parameters, load_model, save_model
-from workers.properties import Reference
-from workers.properties.extractors import Extractor, extractor_kind
-from workers.training import resolve_device, train
+from contribshap.workers.data import ContributorDataset, load_dataset
+from contribshap.workers.models import build_model, build_scheduler, count_parameters, load_model, save_model
+from contribshap.workers.properties import Reference
+from contribshap.workers.properties.extractors import Extractor, extractor_kind
+from contribshap.workers.training import resolve_device, train
 
 ARTIFACT_JSON = "artifact.json"
 
@@ -161,7 +160,7 @@ def prepare(config: Any, artifacts_dir: Path, *, seed: int, progress: bool = Tru
 
     # 2. θ~*: structured pruning.
     def make_pruned(folder: Path) -> dict[str, Any]:
-        from workers.pruning import prune_model, save_pruned
+        from contribshap.workers.pruning import prune_model, save_pruned
 
         model = load_model(config.model, paths["theta_star"])
         prune_model(model, config.prune, seed=seed)
@@ -173,7 +172,7 @@ def prepare(config: Any, artifacts_dir: Path, *, seed: int, progress: bool = Tru
 
     # 3. Recovery fine-tuning of θ~* on all data.
     def make_recovered(folder: Path) -> dict[str, Any]:
-        from workers.pruning import save_pruned
+        from contribshap.workers.pruning import save_pruned
 
         model = load_model(config.model, paths["pruned"]).to(device)
         run = train(model, noise_scheduler, dataset.images, config.recover, seed=seed + 1, device=device,
@@ -205,7 +204,7 @@ def prepare(config: Any, artifacts_dir: Path, *, seed: int, progress: bool = Tru
 
     # 6. Every property for the null, θ*, pruned and recovered models (what the pipeline starts from).
     def make_stages(folder: Path) -> dict[str, Any]:
-        from workers.game import measure_model
+        from contribshap.workers.game import measure_model
 
         reference = Reference.load(paths["reference"] / "reference.npz")
         models = {

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from workers.models import PRUNE_NAME, WEIGHTS_NAME, build_model, model_kind
+from contribshap.workers.models import PRUNE_NAME, WEIGHTS_NAME, build_model, model_kind
 
 
 def _example_inputs(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -106,9 +105,8 @@ def save_pruned(model: torch.nn.Module, folder: Path, *, model_config: Any, prun
 
 def load_pruned(model_config: Any, folder: Path) -> torch.nn.Module:
     """Rebuild and load a model saved by :func:`save_pruned` (exact weights)."""
+    from contribshap.pipeline.diffusion_config import PruneConfig
     from safetensors.torch import load_file
-
-    from pipeline.diffusion_config import PruneConfig
 
     folder = Path(folder)
     weights = folder / WEIGHTS_NAME

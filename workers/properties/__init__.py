@@ -8,7 +8,7 @@ One evaluation runs the feature extractor once on the generated images and hands
 
 or any ``"module:function"`` with that signature named in ``properties:`` (imported on first use).
 
-Built-ins (``workers.properties.metrics``): ``fid``, ``log_fid``, ``kid``, ``inception_score``,
+Built-ins (``contribshap.workers.properties.metrics``): ``fid``, ``log_fid``, ``kid``, ``inception_score``,
 ``diversity``, ``quality``. Which direction is better: lower for fid/log_fid/kid, higher for the others.
 """
 
@@ -74,14 +74,14 @@ def register_property(name: str) -> Callable[[PropertyFn], PropertyFn]:
 
 def property_names() -> list[str]:
     """Names of the registered properties (built-ins plus any registered so far)."""
-    from workers.properties import metrics  # noqa: F401  (registers the built-ins)
+    from contribshap.workers.properties import metrics  # noqa: F401  (registers the built-ins)
 
     return sorted(_PROPERTIES)
 
 
 def get_property(name: str) -> PropertyFn:
     """The property called ``name`` (registered) or ``"module:function"`` (imported)."""
-    from workers.properties import metrics  # noqa: F401
+    from contribshap.workers.properties import metrics  # noqa: F401
 
     if name in _PROPERTIES:
         return _PROPERTIES[name]

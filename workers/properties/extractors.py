@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from workers.properties import GeneratedFeatures
+from contribshap.workers.properties import GeneratedFeatures
 
 EXTRACTOR_JSON = "extractor.json"
 

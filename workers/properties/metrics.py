@@ -15,8 +15,7 @@ Formulas (code names -> symbols):
 from __future__ import annotations
 
 import numpy as np
-
-from workers.properties import GeneratedFeatures, Reference, register_property
+from contribshap.workers.properties import GeneratedFeatures, Reference, register_property
 
 _EPS = 1e-12
 

@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from pipeline.games import Contributor
-from workers.data import ContributorDataset, register_source
-from workers.models import ModelKind, register_model
-from workers.usecases.celebahq import read_images
+from contribshap.pipeline.games import Contributor
+from contribshap.workers.data import ContributorDataset, register_source
+from contribshap.workers.models import ModelKind, register_model
+from contribshap.workers.usecases.celebahq import read_images
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 LORA_NAME = "lora.safetensors"

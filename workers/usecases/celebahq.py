@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from contribshap.pipeline.games import Contributor
+from contribshap.workers.data import ContributorDataset, register_source
+from contribshap.workers.models import ModelKind, model_kind, register_model
 from tqdm.auto import tqdm
-
-from pipeline.games import Contributor
-from workers.data import ContributorDataset, register_source
-from workers.models import ModelKind, model_kind, register_model
 
 
 # ----------------------------------------------------------------------------------------------------------

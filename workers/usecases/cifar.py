@@ -7,7 +7,7 @@ contributor: the paper's classes 40-44, 55-59, 60-64, 80-84 (500 images each, 20
 Model: the DDPM CIFAR-10 architecture of the paper's public code, a diffusers ``UNet2DModel`` 32x32 with
 channels (128, 256, 256, 256), two ResNet blocks per level and single-head attention at 16x16
 (:data:`PAPER_UNET`); it is the built-in ``model.kind: unet`` with those fields, so the whole job runs in
-``workers.game.DiffusionGame`` (this module only adds the ``cifar100`` data source).
+``contribshap.workers.game.DiffusionGame`` (this module only adds the ``cifar100`` data source).
 
 The pickle is the dataset's official format; only open files you downloaded from the CIFAR site.
 """
@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from pipeline.games import Contributor
-from workers.data import ContributorDataset, register_source
+from contribshap.pipeline.games import Contributor
+from contribshap.workers.data import ContributorDataset, register_source
 
 #: ``model:`` fields of the paper's CIFAR UNet (35.7M parameters before pruning).
 PAPER_UNET: dict[str, Any] = {

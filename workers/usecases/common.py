@@ -48,7 +48,7 @@ def sample_latents(
 
     Args:
         model: called as ``model(z_t, t).sample`` with ``t`` a long tensor (B,) (a UNet2DModel, or
-            :class:`workers.usecases.artbench.Guided` for classifier-free guidance).
+            :class:`contribshap.workers.usecases.artbench.Guided` for classifier-free guidance).
         scheduler_config: the training noise scheduler's config (its betas define the DDIM schedule).
         steps: DDIM steps. batch_size: latents per forward. precision: fp32 | fp16 | bf16 (CUDA only).
     """

@@ -1,6 +1,6 @@
-"""The latent use cases as a :class:`pipeline.games.Game`: CelebA-HQ (``model.kind: ldm``) and ArtBench
+"""The latent use cases as a :class:`contribshap.pipeline.games.Game`: CelebA-HQ (``model.kind: ldm``) and ArtBench
 (``model.kind: sd_lora``). CIFAR-20 (``kind: unet``) needs none of this and runs in
-``workers.game.DiffusionGame``; :func:`build_usecase_game` picks the right class for any diffusion config.
+``contribshap.workers.game.DiffusionGame``; :func:`build_usecase_game` picks the right class for any diffusion config.
 
 Prepare (each step an idempotent artifact folder under ``<store>/artifacts``, keyed by a config hash):
 
@@ -16,7 +16,7 @@ Evaluate(S): start model by ``finetune.mode`` (sparsified_ft = recovered θ~*, f
 K = ``finetune.steps`` steps on S's latents (batches from the job seed), DDIM from the shared noise
 (``sampling.noise_seed + replicate``), decode, extract once, every property. The empty coalition is the
 null model (ldm: seeded random init; sd_lora: the base pipeline without LoRA); the full coalition is
-fine-tuned like any other (as ``workers.game``).
+fine-tuned like any other (as ``contribshap.workers.game``).
 """
 
 from __future__ import annotations
@@ -28,40 +28,39 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from pipeline.games import Contributor, EvalResult
-from workers.prepare import config_hash
-from workers.properties import Reference, compute_properties
-from workers.sampling import initial_noise
-from workers.training import resolve_device, train
-from workers.usecases.common import sample_latents, stage
+from contribshap.pipeline.games import Contributor, EvalResult
+from contribshap.workers.prepare import config_hash
+from contribshap.workers.properties import Reference, compute_properties
+from contribshap.workers.sampling import initial_noise
+from contribshap.workers.training import resolve_device, train
+from contribshap.workers.usecases.common import sample_latents, stage
 
 LATENT_KINDS = ("ldm", "sd_lora")
 
 
 def build_usecase_game(config: Any, *, artifacts_dir: Path, seed: int = 0) -> Any:
     """The game for a ``DiffusionGameConfig``: :class:`UseCaseGame` for ldm / sd_lora, else DiffusionGame."""
-    import workers.usecases  # noqa: F401  (registers the use-case sources, model kinds, extractors)
+    import contribshap.workers.usecases  # noqa: F401  (registers the use-case sources, model kinds, extractors)
 
     if config.model.kind in LATENT_KINDS:
         return UseCaseGame(config, artifacts_dir=artifacts_dir, seed=seed)
-    from workers.game import DiffusionGame
+    from contribshap.workers.game import DiffusionGame
 
     return DiffusionGame(config, artifacts_dir=artifacts_dir, seed=seed)
 
 
 def contributor_index(config: Any) -> tuple[list[Path] | None, np.ndarray, list[Contributor]]:
     """(files or None, owner int64 (N,), contributors) without decoding images when the source allows it."""
-    from workers.data import load_dataset
+    from contribshap.workers.data import load_dataset
 
     source = config.data.source
     if source == "celebahq":
-        from workers.usecases.celebahq import read_celebahq_index
+        from contribshap.workers.usecases.celebahq import read_celebahq_index
 
         files, owner, ids = read_celebahq_index(config.data)
         return files, owner, [Contributor(f"celebahq-{i}", f"identity {i}", int((owner == j).sum())) for j, i in enumerate(ids)]
     if source == "artbench":
-        from workers.usecases.artbench import read_artbench_index
+        from contribshap.workers.usecases.artbench import read_artbench_index
 
         files, owner, ids = read_artbench_index(config.data)
         return files, owner, [Contributor(f"artist-{a}", a.replace("-", " ").title(), int((owner == j).sum())) for j, a in enumerate(ids)]
@@ -86,7 +85,7 @@ class UseCaseGame:
     def __init__(self, config: Any, *, artifacts_dir: Path, seed: int = 0) -> None:
         if config.model.kind not in LATENT_KINDS:
             raise ValueError(f"UseCaseGame runs model.kind in {list(LATENT_KINDS)}, got {config.model.kind!r}; "
-                             "use workers.game.DiffusionGame (or build_usecase_game) for kind unet")
+                             "use contribshap.workers.game.DiffusionGame (or build_usecase_game) for kind unet")
         self.config = config
         self.artifacts_dir = Path(artifacts_dir)
         self.seed = int(seed)
@@ -162,8 +161,8 @@ class UseCaseGame:
                 "reference": a / f"reference-{reference}"}
 
     def _prepare(self, *, load: bool) -> dict[str, Any]:
-        from workers.data import load_dataset
-        from workers.properties.extractors import extractor_kind
+        from contribshap.workers.data import load_dataset
+        from contribshap.workers.properties.extractors import extractor_kind
 
         c = self.config
         device = resolve_device(c.device)
@@ -217,12 +216,17 @@ class UseCaseGame:
         """Codec (VQ or VAE), training noise scheduler and, for sd_lora, the SD components and prompts."""
         c = self.config
         if c.model.kind == "ldm":
-            from workers.models import build_scheduler
-            from workers.usecases.celebahq import VQCodec
+            from contribshap.workers.models import build_scheduler
+            from contribshap.workers.usecases.celebahq import VQCodec
 
             codec = VQCodec(c.model.vqvae, latent_scale=c.model.latent_scale, device=device, batch_size=c.model.encode_batch_size)
             return {"codec": codec, "scheduler": build_scheduler(c.model), "latent_shape": codec.latent_shape(c.data.image_size)}
-        from workers.usecases.artbench import VAECodec, encode_prompt, load_sd_components, noise_scheduler
+        from contribshap.workers.usecases.artbench import (
+            VAECodec,
+            encode_prompt,
+            load_sd_components,
+            noise_scheduler,
+        )
 
         sd = load_sd_components(c.model.pipeline, device=device)
         codec = VAECodec(sd.vae, device=device, batch_size=c.model.encode_batch_size)
@@ -231,8 +235,8 @@ class UseCaseGame:
                 "cond": encode_prompt(sd, prompt, device=device), "uncond": encode_prompt(sd, "", device=device)}
 
     def _prepare_ldm(self, paths: dict[str, Path], latents: torch.Tensor, scheduler: Any, device: torch.device) -> dict[str, Any]:
-        from workers.models import build_model, count_parameters, load_model, save_model
-        from workers.pruning import prune_model, save_pruned
+        from contribshap.workers.models import build_model, count_parameters, load_model, save_model
+        from contribshap.workers.pruning import prune_model, save_pruned
 
         c = self.config
         out: dict[str, Any] = {}
@@ -271,7 +275,7 @@ class UseCaseGame:
 
     def _prepare_sd_lora(self, paths: dict[str, Path], parts: dict[str, Any], latents: torch.Tensor, scheduler: Any,
                          device: torch.device) -> dict[str, Any]:
-        from workers.usecases import artbench as ab
+        from contribshap.workers.usecases import artbench as ab
 
         c = self.config
         unet = parts["sd"].unet
@@ -331,11 +335,11 @@ class UseCaseGame:
     def _load_models(self, paths: dict[str, Path], parts: dict[str, Any], device: torch.device) -> dict[str, Any]:
         c = self.config
         if c.model.kind == "ldm":
-            from workers.models import load_model
+            from contribshap.workers.models import load_model
 
             return {"theta_star": load_model(c.model, paths["theta_star"]).to(device).eval(),
                     "recovered": load_model(c.model, paths["recovered"]).to(device).eval()}
-        from workers.usecases import artbench as ab
+        from contribshap.workers.usecases import artbench as ab
 
         theta_state, _ = ab.load_lora(paths["theta_star"])
         recovered_state, spec = ab.load_lora(paths["recovered"])
@@ -351,11 +355,11 @@ class UseCaseGame:
         steps, lr = (c.retrain_steps(), c.retrain_lr()) if mode == "retrain" else (c.finetune.steps, c.finetune.lr)
         if c.model.kind == "ldm":
             if mode == "retrain":
-                from workers.models import build_model
+                from contribshap.workers.models import build_model
 
                 return build_model(c.model, seed=seed % (2**31)).to(state["device"]), steps, lr
             return copy.deepcopy(state["recovered" if mode == "sparsified_ft" else "theta_star"]), steps, lr
-        from workers.usecases import artbench as ab
+        from contribshap.workers.usecases import artbench as ab
 
         unet = state["parts"]["sd"].unet
         unet.enable_adapters()
@@ -373,7 +377,7 @@ class UseCaseGame:
     def _sampling_model(self, state: dict[str, Any], model: torch.nn.Module) -> torch.nn.Module:
         if self.config.model.kind == "ldm":
             return model
-        from workers.usecases.artbench import Guided
+        from contribshap.workers.usecases.artbench import Guided
 
         parts = state["parts"]
         return Guided(parts["sd"].unet, parts["cond"], parts["uncond"], self.config.model.guidance_scale)
@@ -381,10 +385,10 @@ class UseCaseGame:
     def _null_model(self, state: dict[str, Any]) -> torch.nn.Module:
         c = self.config
         if c.model.kind == "ldm":
-            from workers.prepare import null_model
+            from contribshap.workers.prepare import null_model
 
             return null_model(c, state["theta_star"], seed=self.seed).to(state["device"])
-        from workers.usecases.artbench import Guided
+        from contribshap.workers.usecases.artbench import Guided
 
         parts = state["parts"]
         return _BaseWithoutLora(Guided(parts["sd"].unet, parts["cond"], parts["uncond"], c.model.guidance_scale))
@@ -441,14 +445,14 @@ def _read_latents(folder: Path, owner: np.ndarray) -> torch.Tensor:
 
 
 def _ensure_full_adapter(unet: torch.nn.Module, model_config: Any, alpha: float) -> None:
-    from workers.usecases.artbench import lora_config
+    from contribshap.workers.usecases.artbench import lora_config
 
     if "default" not in getattr(unet, "peft_config", {}):
         unet.add_adapter(lora_config(model_config.rank, alpha, list(model_config.target_modules)), adapter_name="default")
 
 
 def _ensure_pruned_adapter(unet: torch.nn.Module, spec: dict[str, Any]) -> None:
-    from workers.usecases.artbench import add_pruned_adapter
+    from contribshap.workers.usecases.artbench import add_pruned_adapter
 
     _drop_adapter(unet, "pruned")
     add_pruned_adapter(unet, "pruned", spec)
@@ -466,7 +470,7 @@ def _drop_adapter(unet: torch.nn.Module, name: str) -> None:
 @torch.no_grad()
 def _reset_lora(unet: torch.nn.Module, adapter: str, *, seed: int) -> None:
     """Fresh LoRA init from ``seed``: A ~ kaiming-uniform (as peft), B = 0 (so ΔW = 0 at the start)."""
-    from workers.usecases.artbench import lora_layers
+    from contribshap.workers.usecases.artbench import lora_layers
 
     generator = torch.Generator().manual_seed(int(seed) % (2**63))
     for _, layer in sorted(lora_layers(unet, adapter).items()):

@@ -1,8 +1,8 @@
 """Feature extractors and properties of the published use cases, all from local weight files.
 
-They plug into ``workers.properties`` (one extractor pass per evaluation, every property on its output):
+They plug into ``contribshap.workers.properties`` (one extractor pass per evaluation, every property on its output):
 
-- ``feature_extractor.kind: inception`` (CIFAR-20 IS / FID) is the built-in of ``workers.properties``:
+- ``feature_extractor.kind: inception`` (CIFAR-20 IS / FID) is the built-in of ``contribshap.workers.properties``:
   clean-fid's TorchScript Inception-v3 (``inception-2015-12-05.pt``) from a local path.
 - ``feature_extractor.kind: blip | clip`` (CelebA-HQ ``diversity``): L2-normalised image embeddings of a
   local BLIP or CLIP model. ``fit`` embeds a fixed reference set (the real images, at most
@@ -25,9 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from workers.properties import GeneratedFeatures, Reference, register_property
-from workers.properties.extractors import EXTRACTOR_JSON, Extractor, ExtractorKind, register_extractor
+from contribshap.workers.properties import GeneratedFeatures, Reference, register_property
+from contribshap.workers.properties.extractors import (
+    EXTRACTOR_JSON,
+    Extractor,
+    ExtractorKind,
+    register_extractor,
+)
 
 #: CLIP image normalisation (used when the model folder has no preprocessor_config.json).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
