@@ -40,6 +40,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from contribshap.pipeline.diffusion_config import DiffusionGameConfig
+from contribshap.pipeline.estimators import method_names
+from contribshap.pipeline.sampling import DESIGNS, EXACT_MAX_PLAYERS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
@@ -57,12 +59,10 @@ __all__ = [
     "save_resolved",
 ]
 
-#: Designs :mod:`contribshap.pipeline.sampling` implements (checked again against the module when it is importable).
-KNOWN_DESIGNS = ("exact", "shapley_kernel", "paired", "leverage", "uniform", "datamodel", "loo")
-#: Estimator methods :mod:`contribshap.pipeline.estimators` implements (its ``METHODS``).
-KNOWN_METHODS = ("kernelshap", "leverage_shap", "kernelshap_paper", "exact_shapley", "banzhaf_msr", "loo", "datamodel")
-#: Largest n for which the exact design (2^n coalitions) is accepted.
-EXACT_MAX_PLAYERS = 20
+#: Designs, from their one source :data:`contribshap.pipeline.sampling.DESIGNS`.
+KNOWN_DESIGNS: tuple[str, ...] = DESIGNS
+#: Estimator methods, from the registry of :mod:`contribshap.pipeline.estimators` (built-in ones).
+KNOWN_METHODS: tuple[str, ...] = method_names()
 
 
 class ContribshapError(Exception):
@@ -109,7 +109,8 @@ class DesignConfig(_Strict):
     """The coalition design of the plan (see :func:`contribshap.pipeline.sampling.sample_coalitions`).
 
     Attributes:
-        kind: one of ``exact, shapley_kernel, paired, leverage, uniform, datamodel, loo``.
+        kind: one of :data:`KNOWN_DESIGNS` (``exact, shapley_kernel, paired, leverage, uniform, datamodel,
+            loo``).
         budget: total coalitions to evaluate, counting the empty and the full one (>= n + 2);
             ``null`` for ``exact`` (2^n) and ``loo`` (n + 2).
         seed: plan seed; defaults to the top-level ``seed``.

@@ -63,10 +63,11 @@ from typing import Any
 import numpy as np
 
 DESIGNS: tuple[str, ...] = ("exact", "shapley_kernel", "paired", "leverage", "uniform", "datamodel", "loo")
-"""Valid design names for :func:`sample_coalitions`."""
+"""Valid design names for :func:`sample_coalitions`: the one source (the config validates against it). A
+design's position seeds its stream, so a new design is appended at the end."""
 
 EXACT_MAX_PLAYERS = 20
-"""Largest n for which the ``exact`` design (2^n - 2 coalitions) is accepted."""
+"""Largest n for which the ``exact`` design (2^n - 2 coalitions) is accepted (by the config too)."""
 
 # Layers with at most this many pairs are enumerated and shuffled; larger ones draw random subsets and
 # reject repeats (a stream cannot use up a layer that large within any realistic budget).

@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 from contribshap.pipeline.config import (
-    KNOWN_DESIGNS,
-    KNOWN_METHODS,
     ConfigError,
     config_hash,
     load_config,
@@ -48,12 +46,20 @@ def test_issue_example_loads_as_written(tmp_path, monkeypatch):
     assert load_config(tmp_path / "resolved.yaml") == cfg
 
 
-def test_known_names_match_the_numpy_core():
-    from contribshap.pipeline.estimators import METHODS
+def test_config_accepts_exactly_the_registered_names():
+    from contribshap.pipeline.estimators import method_names
     from contribshap.pipeline.sampling import DESIGNS
 
-    assert tuple(KNOWN_DESIGNS) == tuple(DESIGNS)
-    assert tuple(KNOWN_METHODS) == tuple(METHODS)
+    for design in DESIGNS:
+        budget = None if design in ("exact", "loo") else 20
+        assert parse_config(_with(design={"kind": design, "budget": budget})).design.kind == design
+    for method in method_names():
+        design = {"kind": "exact"} if method == "exact_shapley" else BASE["design"]
+        assert parse_config(_with(estimators=[method], design=design)).estimators == [method]
+    for raw, names in ((_with(design={"kind": "owen", "budget": 20}), DESIGNS), (_with(estimators=["owen"]), method_names())):
+        with pytest.raises(ConfigError) as info:
+            parse_config(raw)
+        assert f"'owen'; valid {'designs' if names is DESIGNS else 'methods'}: {', '.join(names)}" in str(info.value)
 
 
 def test_config_hash_covers_game_seed_replicates_only():

@@ -1,0 +1,222 @@
+"""What every estimator shares: the method registry, the prepared data, the result of one method (numpy only).
+
+A method is one function ``fit(data, *, ci, n_boot, seed, options) -> MethodResult`` registered under its
+name with :func:`register_method`; :func:`contribshap.pipeline.estimators.estimate` validates the common
+arguments, prepares the data once (:func:`prepare`) and calls it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+CI_KINDS: tuple[str, ...] = ("auto", "analytic", "bootstrap")
+"""Valid values of the ``ci`` option."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Prepared data: replicates averaged, NaN dropped, endpoints split off
+# --------------------------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    """The rows a method sees.
+
+    Attributes:
+        n: number of players.
+        z: bool (u, n), the unique proper coalitions (neither empty nor full).
+        y: float (u,), mean value v(S) of each (not yet minus v_empty).
+        reps: float (u,), replicate count of each.
+        draw_counts: float (u,), multiplicity in the raw draw (``kernelshap_paper``), 1 when not given.
+        v_empty, v_full: the endpoints; reps_empty, reps_full: their replicate counts.
+        noise_var, noise_sd: pooled replicate variance / standard deviation (None without replicates).
+        n_rows: evaluations used (after dropping NaN); n_nan: evaluations dropped.
+    """
+
+    n: int
+    z: np.ndarray
+    y: np.ndarray
+    reps: np.ndarray
+    draw_counts: np.ndarray
+    v_empty: float
+    v_full: float
+    reps_empty: int
+    reps_full: int
+    noise_var: float | None
+    noise_sd: float | None
+    n_rows: int
+    n_nan: int
+
+    @property
+    def n_unique(self) -> int:
+        return int(self.z.shape[0])
+
+    @property
+    def total(self) -> float:
+        return self.v_full - self.v_empty
+
+    def noise_var_rows(self) -> np.ndarray:
+        """Variance of each averaged value ȳ_S from utility noise (zeros when noise is unknown)."""
+        if self.noise_var is None:
+            return np.zeros(self.n_unique)
+        return self.noise_var / self.reps
+
+
+def prepare(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float, draw_counts: Any) -> Data:
+    """Validate shapes, drop NaN rows (with a warning), average replicates, split off the endpoint rows."""
+    masks = np.asarray(masks)
+    values = np.asarray(values, dtype=np.float64)
+    if masks.ndim != 2 or masks.shape[1] < 2:
+        raise ValueError(f"masks must be a (m, n) bool array with n >= 2; got shape {masks.shape}.")
+    if values.shape != (masks.shape[0],):
+        raise ValueError(f"values must have shape ({masks.shape[0]},) to match masks; got {values.shape}.")
+    if masks.dtype != bool:
+        if not np.isin(masks, (0, 1)).all():
+            raise ValueError("masks must be bool or 0/1; found other values.")
+        masks = masks.astype(bool)
+    n = masks.shape[1]
+    counts_in = np.ones(masks.shape[0]) if draw_counts is None else np.asarray(draw_counts, dtype=np.float64)
+    if counts_in.shape != values.shape or np.any(counts_in <= 0):
+        raise ValueError(f"draw_counts must be positive with shape {values.shape}; got shape {counts_in.shape}.")
+
+    # drop NaN evaluations
+    bad = ~np.isfinite(values)
+    n_nan = int(bad.sum())
+    if n_nan:
+        warnings.warn(
+            f"dropped {n_nan} of {len(values)} evaluations with NaN/inf values (failed or unmeasured).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    masks, values, counts_in = masks[~bad], values[~bad], counts_in[~bad]
+
+    # group identical rows (replicates)
+    uniq, inverse, reps = np.unique(masks, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    sums = np.bincount(inverse, weights=values, minlength=len(uniq))
+    means = sums / reps
+    resid = values - means[inverse]
+    ss = np.bincount(inverse, weights=resid**2, minlength=len(uniq))
+    dof = int((reps - 1).sum())
+    noise_var = float(ss.sum() / dof) if dof > 0 else None
+    dc = np.zeros(len(uniq))
+    np.maximum.at(dc, inverse, counts_in)
+
+    sizes = uniq.sum(axis=1)
+    is_empty, is_full = sizes == 0, sizes == n
+    reps_empty = int(reps[is_empty].sum()) if is_empty.any() else 1
+    reps_full = int(reps[is_full].sum()) if is_full.any() else 1
+    keep = ~(is_empty | is_full)
+    return Data(
+        n=n,
+        z=uniq[keep],
+        y=means[keep],
+        reps=reps[keep].astype(np.float64),
+        draw_counts=dc[keep],
+        v_empty=v_empty,
+        v_full=v_full,
+        reps_empty=reps_empty,
+        reps_full=reps_full,
+        noise_var=noise_var,
+        noise_sd=None if noise_var is None else math.sqrt(noise_var),
+        n_rows=len(values),
+        n_nan=n_nan,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# One method's answer, and the registry
+# --------------------------------------------------------------------------------------------------------
+@dataclass
+class MethodResult:
+    """What a method's ``fit`` returns.
+
+    Attributes:
+        value: float (n,), the estimate.
+        var: float (n,), its variance (sampling + utility noise).
+        ci: the interval kind actually used (``"analytic"``, ``"bootstrap"`` or ``"noise"``).
+        extras: JSON-able method details.
+    """
+
+    value: np.ndarray
+    var: np.ndarray
+    ci: str
+    extras: dict[str, Any]
+
+
+FitFunction = Callable[..., MethodResult]
+"""``fit(data: Data, *, ci: str, n_boot: int, seed: int, options: dict) -> MethodResult``."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered estimator.
+
+    Attributes:
+        name: the ``method`` string of :func:`~contribshap.pipeline.estimators.estimate`.
+        fit: ``fit(data, *, ci, n_boot, seed, options) -> MethodResult``; ``ci`` is ``"auto"``,
+            ``"analytic"`` or ``"bootstrap"`` as requested; ``options`` holds only names in ``options``.
+        options: keyword options the method accepts (anything else is refused up front).
+        efficient: True when the estimate sums to v(N) - v(∅) (a Shapley estimator).
+        max_players: largest n the method accepts (None: no limit).
+        summary: one line for listings.
+    """
+
+    name: str
+    fit: FitFunction
+    options: frozenset[str]
+    efficient: bool = False
+    max_players: int | None = None
+    summary: str = ""
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register_method(
+    name: str,
+    fit: FitFunction,
+    *,
+    options: frozenset[str] | set[str] | tuple[str, ...] = (),
+    efficient: bool = False,
+    max_players: int | None = None,
+    summary: str = "",
+) -> MethodSpec:
+    """Register an estimator under ``name`` (names are unique; registering a name twice is an error).
+
+    Example:
+        >>> def fit(data, *, ci, n_boot, seed, options):  # doctest: +SKIP
+        ...     return MethodResult(value=..., var=..., ci="analytic", extras={})
+        >>> register_method("my_method", fit, options={"ci"}, summary="...")  # doctest: +SKIP
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"method name must be an identifier-like string; got {name!r}.")
+    if name in _REGISTRY:
+        raise ValueError(f"method {name!r} is already registered; choose another name.")
+    spec = MethodSpec(name=name, fit=fit, options=frozenset(options), efficient=efficient,
+                      max_players=max_players, summary=summary)
+    _REGISTRY[name] = spec
+    return spec
+
+
+def method_names() -> tuple[str, ...]:
+    """Registered method names, in registration order (the built-in ones first, ``kernelshap`` first)."""
+    return tuple(_REGISTRY)
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The :class:`MethodSpec` of ``name``; an unknown name is an error listing the valid ones."""
+    spec = _REGISTRY.get(name)
+    if spec is None:
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(_REGISTRY)}.")
+    return spec
+
+
+def check_ci(ci: str) -> None:
+    """Refuse an unknown ``ci`` value, listing the valid ones."""
+    if ci not in CI_KINDS:
+        raise ValueError(f"ci must be one of {', '.join(CI_KINDS)}; got {ci!r}.")

@@ -1,0 +1,314 @@
+"""The regression family: ``kernelshap`` (default), ``leverage_shap``, ``kernelshap_paper`` (numpy only).
+
+All three solve  min_φ Σ_S w_S (y_S - z_S·φ)²  s.t.  Σ_i φ_i = t  in closed form (the constraint is
+eliminated with an orthonormal basis Q of 1⊥: φ = t/n·1 + Qβ) and differ only in the row weights w_S;
+see the package docstring for the weights, the size centring of ``kernelshap`` and the intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from contribshap.pipeline.estimators._base import CI_KINDS, Data, MethodResult, register_method
+from contribshap.pipeline.sampling import kernel_weights, layer_kernel_mass
+
+CENTER_KINDS: tuple[str, ...] = ("auto", "size", "none")
+"""Valid values of the ``center`` option of ``kernelshap`` (default ``"auto"``)."""
+
+REGRESSION_METHODS: tuple[str, ...] = ("kernelshap", "leverage_shap", "kernelshap_paper")
+
+
+def _basis(n: int) -> np.ndarray:
+    """Orthonormal basis Q (n, n-1) of the subspace orthogonal to the all-ones vector."""
+    # Helmert-type construction via QR of [1 | I] (deterministic)
+    q, _ = np.linalg.qr(np.column_stack([np.ones(n), np.eye(n)[:, : n - 1]]))
+    return q[:, 1:n]
+
+
+def _strata(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Strata (size pairs) and sampling units (complementary pairs or single coalitions).
+
+    Returns:
+        stratum (u,) int: min(|S|, n-|S|); unit (u,) int: unit id shared by S and N∖S when both observed;
+        fpc_fraction (n//2 + 1,) float: observed share of each stratum's coalitions.
+    """
+    u, n = z.shape
+    sizes = z.sum(axis=1)
+    stratum = np.minimum(sizes, n - sizes)
+    keys = {row.tobytes(): i for i, row in enumerate(np.packbits(z, axis=1))}
+    unit = np.arange(u)
+    comp = np.packbits(~z, axis=1)
+    for i in range(u):
+        j = keys.get(comp[i].tobytes())
+        if j is not None and j < i:
+            unit[i] = unit[j]
+    observed = np.bincount(stratum, minlength=n // 2 + 1).astype(np.float64)
+    population = np.array(
+        [math.comb(n, k) * (1 if 2 * k == n else 2) if k > 0 else 1 for k in range(n // 2 + 1)], dtype=np.float64
+    )
+    return stratum, unit, np.minimum(observed / population, 1.0)
+
+
+def _regression_weights(data: Data, method: str) -> np.ndarray:
+    n = data.n
+    sizes = data.z.sum(axis=1)
+    if method == "kernelshap":
+        counts = np.bincount(sizes, minlength=n + 1).astype(np.float64)
+        return layer_kernel_mass(n)[sizes] / counts[sizes]
+    if method == "leverage_shap":
+        pi = _leverage_inclusion(n, sizes)
+        return kernel_weights(n, sizes) / pi
+    if method == "kernelshap_paper":
+        return data.draw_counts.astype(np.float64)
+    raise ValueError(f"no regression weights for method {method!r}; valid: {', '.join(REGRESSION_METHODS)}.")
+
+
+def _leverage_inclusion(n: int, sizes: np.ndarray) -> np.ndarray:
+    """π_k = 1 - exp(-τ / C(n,k)) with τ such that Σ_S π_S = number of observed coalitions."""
+    k = np.arange(1, n)
+    binom = np.array([float(math.comb(n, int(kk))) for kk in k])
+    target = float(len(sizes))
+
+    def expected(log_tau: float) -> float:
+        return float(np.sum(binom * -np.expm1(-np.exp(log_tau) / binom)))
+
+    lo, hi = -50.0, math.log(binom.max()) + 60.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if expected(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    tau = math.exp((lo + hi) / 2)
+    pi = -np.expm1(-tau / binom)
+    return np.maximum(pi[sizes - 1], 1e-300)
+
+
+def _solve_constrained(x: np.ndarray, yprime: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """β = (XᵀWX)⁺ XᵀW y'. Returns (β, (XᵀWX)⁺)."""
+    a = (x * w[:, None]).T @ x
+    h = np.linalg.pinv(a, hermitian=True)
+    return h @ (x.T @ (w * yprime)), h
+
+
+def _center_by_size(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Subtract from every row of x (u, d) and y (u,) the w-weighted mean of its size layer."""
+    sw = np.bincount(sizes, weights=w)
+    safe = np.where(sw > 0, sw, 1.0)
+    x_mean = np.stack([np.bincount(sizes, weights=w * x[:, j], minlength=len(sw)) for j in range(x.shape[1])], axis=1)
+    y_mean = np.bincount(sizes, weights=w * y, minlength=len(sw))
+    return x - (x_mean / safe[:, None])[sizes], y - (y_mean / safe)[sizes]
+
+
+@dataclass
+class _Fit:
+    """One weighted constrained solve: φ = t/n + ``offset``, ``offset = lin @ y'``, ``g`` its influence rows."""
+
+    offset: np.ndarray  # (n,), orthogonal to 1 for a single fit
+    lin: np.ndarray  # (n, u): φ - t/n is linear in y' through this operator
+    g: np.ndarray  # (u, n): influence of each row on φ (HC3-adjusted residual times its column of lin)
+    rank: int
+
+
+def _fit(x_fit: np.ndarray, y_fit: np.ndarray, w: np.ndarray, q: np.ndarray, unit: np.ndarray) -> _Fit:
+    beta, h = _solve_constrained(x_fit, y_fit, w)
+    # x_fitᵀW y_fit = x_fitᵀW y' when x_fit is size-centred, so lin applies to the uncentred y' as well
+    lin = q @ h @ (x_fit * w[:, None]).T
+    resid = y_fit - x_fit @ beta
+    # HC3-style small-sample correction: residual of each unit divided by (1 - its leverage)
+    hat = w * np.einsum("ij,jk,ik->i", x_fit, h, x_fit)
+    unit_hat = np.bincount(unit, weights=hat)[unit]
+    adjusted = resid / np.maximum(1.0 - unit_hat, 0.05)
+    rank = int(np.linalg.matrix_rank(x_fit * np.sqrt(w)[:, None]))
+    return _Fit(offset=q @ beta, lin=lin, g=(lin * adjusted).T, rank=rank)
+
+
+def _blend_weights(plain: _Fit, centred: _Fit, stratum: np.ndarray, unit: np.ndarray,
+                   fraction: np.ndarray) -> np.ndarray:
+    """λ (n,) in [0, 1] minimising Var(φ_p + λ(φ_c - φ_p)) per player (φ_c - φ_p is a control variate)."""
+    diff = centred.g - plain.g
+    var_diff = _stratified_cov(diff, diff, stratum, unit, fraction)
+    cov = _stratified_cov(plain.g, diff, stratum, unit, fraction)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = np.where(var_diff > 0, -cov / var_diff, 1.0)
+    return np.clip(np.nan_to_num(lam, nan=1.0), 0.0, 1.0)
+
+
+def _blend(plain: np.ndarray, centred: np.ndarray, lam: np.ndarray, player_axis: int = 0) -> np.ndarray:
+    """plain + λ (centred - plain) along the player axis, re-projected onto Σ_players = 0 (efficiency)."""
+    shape = [1] * plain.ndim
+    shape[player_axis] = -1
+    out = plain + lam.reshape(shape) * (centred - plain)
+    return out - out.mean(axis=player_axis, keepdims=True)
+
+
+def _regression(
+    data: Data, method: str, ci: str, n_boot: int, seed: int, deterministic: bool, center: str = "none"
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    n, u = data.n, data.n_unique
+    if u < n - 1:
+        raise ValueError(
+            f"method {method!r} needs at least n-1={n - 1} distinct proper coalitions with finite values; "
+            f"got {u}. Evaluate more coalitions (raise the budget)."
+        )
+    # 1. weights, basis, reduced problem  y' = y - t/n·|S| = (Z Q) β; strata and sampling units
+    w = _regression_weights(data, method)
+    q = _basis(n)
+    zf = data.z.astype(np.float64)
+    x = zf @ q
+    sizes = zf.sum(axis=1)
+    size_index = sizes.astype(np.int64)
+    total = data.total
+    yprime = data.y - data.v_empty - total / n * sizes
+    if method != "kernelshap_paper":
+        stratum, unit, fraction = _strata(data.z)
+    else:
+        stratum, unit, fraction = np.zeros(u, dtype=np.int64), np.arange(u), np.zeros(1)
+    if not deterministic and data.noise_var is None:
+        # utility noise unknown: a fully enumerated layer still carries noise, so no FPC (conservative)
+        fraction = np.zeros_like(fraction)
+
+    # 2. the plain fit, the size-centred fit (a free intercept per size; needs n-1 dof left), the blend
+    plain = _fit(x, yprime, w, q, unit)
+    centred = None
+    if center in ("size", "auto"):
+        xc, yc = _center_by_size(x, yprime, w, size_index)
+        candidate = _fit(xc, yc, w, q, unit)
+        centred = candidate if candidate.rank == n - 1 else None
+    lam = None
+    if centred is None:
+        chosen, used = plain, "none"
+    elif center == "size":
+        chosen, used = centred, "size"
+    else:
+        # per-player blend, re-projected onto Σφ = t (P removes the mean over players)
+        lam = _blend_weights(plain, centred, stratum, unit, fraction)
+        chosen = _Fit(
+            offset=_blend(plain.offset, centred.offset, lam),
+            lin=_blend(plain.lin, centred.lin, lam),
+            g=_blend(plain.g, centred.g, lam, player_axis=1),
+            rank=max(plain.rank, centred.rank),
+        )
+        used = "auto"
+    value = total / n + chosen.offset
+
+    # 3. sampling variance
+    if ci == "analytic":
+        var = _stratified_cov(chosen.g, chosen.g, stratum, unit, fraction)
+    elif ci == "bootstrap":
+
+        def refit(wb: np.ndarray) -> np.ndarray:
+            b_plain = q @ _solve_constrained(x, yprime, wb)[0]
+            if used == "none":
+                return b_plain
+            b_centred = q @ _solve_constrained(*_center_by_size(x, yprime, wb, size_index), wb)[0]
+            return b_centred if used == "size" else _blend(b_plain, b_centred, lam)
+
+        var = _bootstrap_regression(refit, w, n, stratum, unit, fraction, n_boot, seed)
+    else:
+        raise ValueError(f"ci must be one of {', '.join(CI_KINDS)}; got {ci!r}.")
+
+    # 4. utility noise the sampling variance cannot see: enumerated share of strata + the endpoints
+    if data.noise_var is not None:
+        share = fraction[stratum]
+        var = var + (chosen.lin**2) @ (data.noise_var_rows() * share)
+        # ∂φ/∂v_full and ∂φ/∂v_empty (φ is affine in both; t enters φ as t/n and through y')
+        d_total = 1.0 / n - chosen.lin @ (sizes / n)
+        d_empty = -d_total - chosen.lin @ np.ones(u)
+        var = var + d_total**2 * data.noise_var / data.reps_full + d_empty**2 * data.noise_var / data.reps_empty
+    layer_counts = np.bincount(size_index, minlength=n + 1).tolist()
+    extras: dict[str, Any] = {"rank": chosen.rank, "layer_counts": layer_counts, "n_units": len(np.unique(unit)),
+                              "center": used}
+    if lam is not None:
+        extras["center_weight"] = lam.tolist()
+    return value, var, extras
+
+
+def _stratified_cov(
+    g1: np.ndarray, g2: np.ndarray, stratum: np.ndarray, unit: np.ndarray, fraction: np.ndarray
+) -> np.ndarray:
+    """Per column, Σ_h (1 - f_h) · c_h/(c_h - 1) · Σ_units (g1_u - ḡ1_h)(g2_u - ḡ2_h), g summed per unit."""
+    n_units = int(unit.max()) + 1
+
+    def per_unit(g: np.ndarray) -> np.ndarray:
+        gu = np.zeros((n_units, g.shape[1]))
+        np.add.at(gu, unit, g)
+        return gu
+
+    gu1 = per_unit(g1)
+    sums = (gu1, gu1 if g2 is g1 else per_unit(g2))
+    unit_stratum = np.zeros(n_units, dtype=np.int64)
+    unit_stratum[unit] = stratum
+    present = np.zeros(n_units, dtype=bool)
+    present[unit] = True
+    cov = np.zeros(g1.shape[1])
+    for h in np.unique(stratum):
+        members = present & (unit_stratum == h)
+        c = int(members.sum())
+        fpc = 1.0 - fraction[h]
+        if c < 2 or fpc <= 0:
+            continue
+        a, b = (gu[members] - gu[members].mean(axis=0) for gu in sums)
+        cov += fpc * c / (c - 1) * (a * b).sum(axis=0)
+    return cov
+
+
+def _bootstrap_regression(
+    refit: Any,
+    w: np.ndarray,
+    n: int,
+    stratum: np.ndarray,
+    unit: np.ndarray,
+    fraction: np.ndarray,
+    n_boot: int,
+    seed: int,
+) -> np.ndarray:
+    """Variance of φ over ``n_boot`` refits (``refit(row weights) -> φ offset``) with units resampled within
+    strata (enumerated strata fixed)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xB007]))
+    groups: list[np.ndarray] = []
+    for h in np.unique(stratum):
+        if fraction[h] >= 1.0:
+            continue
+        groups.append(np.unique(unit[stratum == h]))
+    draws = np.empty((n_boot, n))
+    for b in range(n_boot):
+        mult = np.ones(int(unit.max()) + 1)
+        for units in groups:
+            picks = rng.integers(0, len(units), size=len(units))
+            mult[units] = np.bincount(picks, minlength=len(units))
+        draws[b] = refit(w * mult[unit])
+    return draws.var(axis=0, ddof=1)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Registration
+# --------------------------------------------------------------------------------------------------------
+def _fit_method(method: str):
+    default_center = "auto" if method == "kernelshap" else "none"
+
+    def fit(data: Data, *, ci: str, n_boot: int, seed: int, options: dict[str, Any]) -> MethodResult:
+        ci = "analytic" if ci == "auto" else ci
+        center = options.get("center", default_center)
+        if center not in CENTER_KINDS:
+            raise ValueError(f"center must be one of {', '.join(CENTER_KINDS)}; got {center!r}.")
+        value, var, extras = _regression(data, method, ci, n_boot, seed, bool(options.get("deterministic", False)),
+                                         center)
+        return MethodResult(value=value, var=var, ci=ci, extras=extras)
+
+    fit.__name__ = fit.__qualname__ = f"fit_{method}"
+    return fit
+
+
+register_method("kernelshap", _fit_method("kernelshap"), options={"ci", "n_boot", "deterministic", "center"},
+                efficient=True, summary="post-stratified kernel regression, size-centred blend (default)")
+register_method("leverage_shap", _fit_method("leverage_shap"), options={"ci", "n_boot", "deterministic"},
+                efficient=True, summary="Leverage SHAP: Horvitz-Thompson weights of the leverage design")
+register_method("kernelshap_paper", _fit_method("kernelshap_paper"),
+                options={"ci", "n_boot", "draw_counts", "deterministic"}, efficient=True,
+                summary="the paper's KernelSHAP: one weight per draw, no stratification")
