@@ -20,8 +20,9 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# Tests run inside a loopback-only network namespace where the machine allows it (tests/isolated.sh).
 test: setup lint
-	$(BIN)/python -m pytest -q
+	tests/isolated.sh $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

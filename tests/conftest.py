@@ -1,7 +1,10 @@
 """Shared fixtures: one local Ray for the whole test session (started on first use), store helpers.
 
-Ray starts once (~4 s) with token auth off and 2 CPUs + 2 logical GPUs (it is asked for node address
-127.0.0.1, which Ray 2.60 replaces by the host's address: see docs/pipeline.md, "Scheduling"); in-process drivers reuse it, and CLI subprocesses join it through ``--address``.
+Ray starts once (~4 s) with 2 CPUs + 2 logical GPUs and Ray's token authentication on, as the product's
+embedded instance does (``ray.init(address="local")``); in-process drivers reuse it, and CLI subprocesses
+join it through ``--address``. ``RAY_AUTH_MODE=token`` is set for the whole session so every client (the
+CLI, ``ray start`` heads, workers) uses the token Ray keeps under the home folder. ``make test`` runs the
+suite inside a loopback-only network namespace (tests/isolated.sh), so nothing is reachable from outside.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# Every Ray client of the test session authenticates with the token (created on the first local start).
+os.environ["RAY_AUTH_MODE"] = "token"
+
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 
@@ -20,11 +26,10 @@ REPO_ROOT = TESTS_DIR.parent
 @pytest.fixture(scope="session")
 def ray_address() -> str:
     """GCS address of the session's local Ray (``127.0.0.1:<port>``)."""
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+        ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
@@ -35,7 +40,7 @@ def game_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """PYTHONPATH with tests/ (for ``games_pipeline``) for workers and subprocesses; returns the env."""
     path = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     monkeypatch.setenv("PYTHONPATH", path)
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     return dict(os.environ)
 

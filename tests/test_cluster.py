@@ -1,4 +1,4 @@
-"""Issue 7: the cluster path, tested as far as one machine allows.
+"""The cluster path, tested as far as one machine allows.
 
 Static checks (no Ray): the Dockerfile (base image, non-root user, pinned install, smoke test), the KubeRay
 RayJob and cluster-launcher manifests (YAML + required fields), the store-derived submission ids.
@@ -13,8 +13,9 @@ this module owns and ends by its pid; never ``ray stop``, which would end every 
 - two drivers on one store at once: the second refuses with a clear message naming the lock's owner;
 - ``contribshap submit --wait`` exits non-zero when the job fails.
 
-The head's dashboard binds to 127.0.0.1 on ports picked free at start (Ray's GCS and workers use this
-machine's own address, which Ray resolves from 127.0.0.1), and its session files go under a tmp folder.
+The head's dashboard binds to 127.0.0.1 on ports picked free at start (Ray's GCS and workers listen on every
+interface of the machine, which ``make test`` reduces to loopback with a network namespace), Ray's token
+authentication is on (``RAY_AUTH_MODE=token``), and its session files go under a tmp folder.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def _free_port() -> int:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
 
