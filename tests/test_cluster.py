@@ -125,6 +125,8 @@ def test_rayjob_manifest_schema():
         assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
         requests = group["template"]["spec"]["containers"][0]["resources"]["requests"]
         assert int(requests["nvidia.com/gpu"]) >= 1
+    # 4. Ray's token authentication is on for the whole cluster
+    assert cluster["authOptions"]["mode"] == "token"
     store_dir = str(Path(config["store"]).parent)
     for pod in [head] + [g["template"]["spec"] for g in gpu_groups]:
         claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
@@ -146,6 +148,11 @@ def test_cluster_launcher_manifest_schema():
         assert 0 <= node["min_workers"] <= node["max_workers"] <= cfg["max_workers"]
         assert node["node_config"]["InstanceType"].startswith(("g", "p"))  # AWS GPU families
     assert types[cfg["head_node_type"]]["resources"] == {"CPU": 0}
+    # token authentication on every node, with the same token copied to each
+    starts = cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token ray start" in c for c in starts if "ray start" in c)
+    assert "-e RAY_AUTH_MODE=token" in " ".join(cfg["docker"]["run_options"])
+    assert "~/.ray/auth_token" in cfg["file_mounts"]
 
 
 # --- static checks: submission ids -----------------------------------------------------------------------
