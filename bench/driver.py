@@ -44,7 +44,7 @@ def overhead(workers: int, sleep: float, n_evals: int, tmp: Path) -> dict:
     import ray
     from contribshap.pipeline.driver import run
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # every client of the bench uses the token
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])
     cfg = parse_config({
         "name": f"bench-{workers}", "store": str(tmp / f"store-{workers}-{sleep}"),

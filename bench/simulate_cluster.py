@@ -286,7 +286,7 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
         markers.mkdir()
         os.environ[MARKERS_ENV] = str(markers)
         os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT)])
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # every client of the bench uses the token
         # 1. a local Ray with G logical GPUs, workers pre-started
         ray.init(num_cpus=gpus, num_gpus=gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  _temp_dir=str(tmp_path / "ray"), object_store_memory=200 * 1024**2,

@@ -178,8 +178,7 @@ def test_cli_run_evaluate_report_end_to_end(tmp_path, ray_address):
         "ray: {local_num_cpus: 2}\n"
         "evaluation: {n_subsets: 12}\n"
     )
-    env = {**os.environ, "PYTHONPATH": f"{tests_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "PYTHONPATH": f"{tests_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     cli = [str(Path(sys.executable).parent / "contribshap")]
 
     def run(*args):
