@@ -21,10 +21,11 @@ Sections (YAML keys under ``game:``)::
     device:            auto | cpu | cuda
     precision:         fp32 | fp16 | bf16 (mixed precision on GPU only)
 
-Extension points (issue 5 appends variants in the marked sections below): a new data ``source``, a new
-model ``kind`` or a new ``feature_extractor`` ``kind`` is one pydantic class with a ``Literal``
-discriminator, added to the matching ``Union``; each class lists its local paths in ``paths()`` so that
-:meth:`DiffusionGameConfig.missing_paths` reports every missing file at once.
+Extension points: a new data ``source``, a new model ``kind`` or a new ``feature_extractor`` ``kind`` is one
+pydantic class with a ``Literal`` discriminator, added to the matching ``Union`` (``DataConfig``,
+``ModelConfig``, ``FeatureExtractorConfig``); each class lists its local paths in ``paths()`` so that
+:meth:`DiffusionGameConfig.missing_paths` reports every missing file at once. Its worker side is a data
+source in ``contribshap.workers.usecases`` or a backend in ``contribshap.workers.backends``.
 """
 
 from __future__ import annotations
@@ -132,9 +133,9 @@ class FolderSource(_Section):
         return {"data.root": self.root, "data.contributors_csv": self.csv_path()}
 
 
-# >>> issue 5: append new data sources here (CIFAR-100 pickle, CelebA-HQ latents, ArtBench) and add them
-# >>> to DataConfig below. Each needs `source: Literal["..."]` and `paths()`.
-# --- use cases: CIFAR-20 / CelebA-HQ / ArtBench (issue 5; implemented in workers/usecases) ---
+# ----------------------------------------------------------------------------------------------------
+# use-case data sources: CIFAR-20 / CelebA-HQ / ArtBench (loaders in contribshap.workers.usecases)
+# ----------------------------------------------------------------------------------------------------
 #: The paper's CIFAR-20: CIFAR-100 fine classes 40-44, 55-59, 60-64, 80-84 (500 training images each).
 CIFAR20_CLASSES: tuple[int, ...] = (*range(40, 45), *range(55, 60), *range(60, 65), *range(80, 85))
 
@@ -229,8 +230,6 @@ class ArtBenchSource(_Section):
         return {"data.root": self.root, "data.metadata_csv": self.metadata_csv}
 
 
-# --- end of use-case data sources ---
-# <<< end of appended data sources
 
 DataConfig = Annotated[
     DigitsSource | FolderSource | Cifar100Source | CelebAHQSource | ArtBenchSource, Field(discriminator="source")
@@ -253,7 +252,7 @@ class UNetModelConfig(_Section):
         down_block_types / up_block_types: diffusers block names (default one attention block at the
             lowest resolution).
         norm_num_groups: GroupNorm groups (default 4; must divide every channel count).
-        attention_head_dim: None = one head per attention layer (needed for pruning, see FACTS.md).
+        attention_head_dim: None = one head per attention layer (diffusers' default 8 breaks after pruning).
         num_train_timesteps / beta_schedule / beta_start / beta_end: the DDPM noise schedule.
     """
 
@@ -291,8 +290,9 @@ class UNetModelConfig(_Section):
         return {"model.pretrained": self.pretrained}
 
 
-# >>> issue 5: append new model kinds here (ldm with a VQModel, sd_lora) and add them to ModelConfig.
-# --- use cases: CIFAR-20 / CelebA-HQ / ArtBench (issue 5; implemented in workers/usecases) ---
+# ----------------------------------------------------------------------------------------------------
+# latent model kinds: ldm (CelebA-HQ) and sd_lora (ArtBench) (backends in contribshap.workers.backends)
+# ----------------------------------------------------------------------------------------------------
 class LDMModelConfig(UNetModelConfig):
     """Latent diffusion: a ``UNet2DModel`` on the latents of a local ``VQModel`` (the CompVis LDM CelebA-HQ).
 
@@ -348,8 +348,6 @@ class SDLoraModelConfig(_Section):
         return found
 
 
-# --- end of use-case model kinds ---
-# <<< end of appended model kinds
 
 ModelConfig = Annotated[UNetModelConfig | LDMModelConfig | SDLoraModelConfig, Field(discriminator="kind")]
 
@@ -417,7 +415,7 @@ class FinetuneConfig(OptimConfig):
             ``ft`` (fine-tune the unpruned θ*) or ``retrain`` (train from random init on S only for
             ``retrain_steps`` steps at ``retrain_lr``: the gold standard).
         steps: K, fine-tuning steps for sparsified_ft / ft (default 50).
-        lr: fine-tuning learning rate (default 3e-4; FACTS.md: 1e-4..1e-3 for K=50).
+        lr: fine-tuning learning rate (default 3e-4; docs/workers.md measures 1e-4..1e-3 for K=50).
         batch_size: images per step (default 64).
         retrain_steps: steps for ``retrain`` (default: ``train.steps``).
         retrain_lr: lr for ``retrain`` (default: ``train.lr``).
@@ -457,7 +455,7 @@ class DigitsCNNExtractor(_Section):
     """A small CNN trained on the real images during prepare (the demo's stand-in for Inception).
 
     Features are the ``feature_dim`` pre-ReLU activations of its penultimate layer (32 avoids singular
-    covariance matrices, see FACTS.md); class probabilities come from its softmax head. The classes are
+    covariance matrices); class probabilities come from its softmax head. The classes are
     the labels of the data source (digit classes). Its held-out accuracy is reported by prepare.
 
     Attributes:
@@ -489,8 +487,9 @@ class InceptionExtractor(_Section):
         return {"feature_extractor.weights": self.weights}
 
 
-# >>> issue 5: append new feature extractors here (CLIP / BLIP embeddings, aesthetic head).
-# --- use cases: CIFAR-20 / CelebA-HQ / ArtBench (issue 5; implemented in workers/usecases) ---
+# ----------------------------------------------------------------------------------------------------
+# use-case feature extractors: CLIP / BLIP embeddings, LAION aesthetic head (contribshap.workers.usecases)
+# ----------------------------------------------------------------------------------------------------
 class EmbeddingClustersExtractor(_Section):
     """Image embeddings (BLIP or CLIP, a local model folder) clustered for the ``diversity`` property.
 
@@ -535,10 +534,8 @@ class AestheticExtractor(_Section):
         return {"feature_extractor.clip": self.clip, "feature_extractor.head": self.head}
 
 
-#: Property names the use-case extractors add (issue 5): accepted in ``properties`` next to the built-ins.
+#: Property names the use-case extractors add: accepted in ``properties`` next to the built-ins.
 USECASE_PROPERTIES: tuple[str, ...] = ("aesthetic_mean", "aesthetic_p90")
-# --- end of use-case feature extractors ---
-# <<< end of appended feature extractors
 
 FeatureExtractorConfig = Annotated[
     DigitsCNNExtractor | InceptionExtractor | EmbeddingClustersExtractor | AestheticExtractor,
@@ -596,7 +593,7 @@ class DiffusionGameConfig(_Section):
     def _check_properties(cls, properties: list[str]) -> list[str]:
         if not properties:
             raise ValueError(f"properties is empty; choose from {list(BUILTIN_PROPERTIES)} or 'module:function'")
-        known = (*BUILTIN_PROPERTIES, *USECASE_PROPERTIES)  # issue 5: use-case extractors add names
+        known = (*BUILTIN_PROPERTIES, *USECASE_PROPERTIES)
         bad = [p for p in properties if p not in known and not re.fullmatch(r"[\w.]+:\w+", p)]
         if bad:
             raise ValueError(
@@ -620,6 +617,11 @@ class DiffusionGameConfig(_Section):
                 problems.append(
                     f"model.in_channels={self.model.in_channels} != data.channels={self.data.channels}; make them equal"
                 )
+        if self.model.kind == "sd_lora" and self.null_model != "base":
+            problems.append(
+                f"null_model={self.null_model!r} with model.kind=sd_lora: v(∅) is the base pipeline without LoRA; "
+                "set null_model: base"
+            )
         if self.feature_extractor.kind == "digits_cnn" and self.data.source != "digits":
             problems.append(
                 "feature_extractor.kind=digits_cnn needs data.source=digits (it trains on digit labels); "

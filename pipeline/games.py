@@ -98,7 +98,9 @@ def build_game(config: Any, store_root: Any, *, search_paths: Any = ()) -> Game:
 
     Returns:
         a :class:`Game`: ``PythonGame`` for ``game.kind: python``, ``contribshap.workers.game.DiffusionGame`` for
-        ``game.kind: diffusion`` (imported lazily: torch loads only on workers that need it).
+        ``game.kind: diffusion`` and every ``model.kind`` (built by ``contribshap.workers.game.build_diffusion_game``,
+        imported lazily: torch loads only on workers that need it; that import registers every data source,
+        model kind, extractor and property of the three published settings).
 
     Raises:
         contribshap.pipeline.config.ConfigError: for a kind this function does not know (lists the valid kinds).
@@ -113,7 +115,7 @@ def build_game(config: Any, store_root: Any, *, search_paths: Any = ()) -> Game:
 
         return PythonGame(config.game, search_paths=search_paths)
     if kind == "diffusion":
-        from contribshap.workers.game import DiffusionGame
+        from contribshap.workers.game import build_diffusion_game  # registers every source and model kind
 
-        return DiffusionGame(config.game, artifacts_dir=Path(store_root) / "artifacts", seed=config.seed)
+        return build_diffusion_game(config.game, artifacts_dir=Path(store_root) / "artifacts", seed=config.seed)
     raise ConfigError(f"game.kind: unknown kind {kind!r}; valid kinds: python, diffusion")

@@ -1,18 +1,26 @@
 """The paper's three settings (CIFAR-20, CelebA-HQ, ArtBench) on tiny instances of the same architectures.
 
-Unit tests check the readers, the LoRA-rank pruning and the properties against hand computations; the
+Unit tests check the readers, the LoRA-rank pruning and the properties against hand computations. The
 end-to-end tests build each setting from its YAML in ``configs/`` with the paths and sizes overridden to
-tiny random models and synthetic images in the real on-disk formats (``tests/usecase_fixtures.py``),
-then run prepare, every coalition of 3 contributors, and the exact Shapley reduction (efficiency holds).
+tiny random models and synthetic images in the real on-disk formats (``tests/usecase_fixtures.py``):
+
+- in this process, through the production factory ``contribshap.pipeline.games.build_game``: prepare,
+  every coalition of 3 contributors, the exact Shapley reduction (efficiency holds), artifact reuse and
+  determinism;
+- through the real CLI (``contribshap run`` with Ray workers in other processes, then ``contribshap reduce
+  --json``): a fresh worker knows every source and model kind because the game factory registers them.
+
+No test imports the use-case registrations itself: they must come from the production path.
 """
 
 from __future__ import annotations
 
-import copy
+import json
+import math
 import re
+import subprocess
 from pathlib import Path
 
-import contribshap.workers.usecases  # noqa: F401  (registers the use-case sources, model kinds, extractors)
 import numpy as np
 import pytest
 import usecase_fixtures as fx
@@ -20,26 +28,10 @@ import yaml
 from contribshap.pipeline.config import parse_config
 from contribshap.pipeline.diffusion_config import CIFAR20_CLASSES, DiffusionGameConfig
 from contribshap.pipeline.estimators import estimate
+from contribshap.pipeline.games import build_game
 from contribshap.pipeline.sampling import sample_coalitions
-from contribshap.workers.usecases import UseCaseGame, build_usecase_game
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_yaml(name: str) -> dict:
-    return yaml.safe_load((ROOT / "configs" / name).read_text())
-
-
-def deep_update(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-TINY_RUN = {"train": {"steps": 6, "batch_size": 8}, "recover": {"steps": 3, "batch_size": 8},
-            "finetune": {"steps": 2, "batch_size": 4}, "sampling": {"steps": 2, "n_images": 8, "batch_size": 8},
-            "device": "cpu", "precision": "fp32"}
+load_yaml = fx.load_yaml
 
 
 def run_all_coalitions(game, n: int) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float], dict[str, float]]:
@@ -141,7 +133,7 @@ def test_artbench_artist_from_filename_and_metadata(tmp_path):
 
 
 def test_corrupt_image_names_the_file(tmp_path):
-    from contribshap.workers.usecases.celebahq import read_images
+    from contribshap.workers.data import read_images
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
@@ -153,7 +145,7 @@ def test_corrupt_image_names_the_file(tmp_path):
 # LoRA-rank pruning
 # --------------------------------------------------------------------------------------------------------
 def test_select_ranks_keeps_the_globally_largest_components():
-    from contribshap.workers.usecases.artbench import select_ranks
+    from contribshap.workers.backends.sd_lora import select_ranks
 
     mags = {"a": np.array([5.0, 0.1, 3.0, 0.2]), "b": np.array([0.05, 0.01, 0.02, 0.03])}
     keep = select_ranks(mags, 0.5)  # 4 of 8: b keeps its best (index 0), then 5.0, 3.0, 0.2 from a
@@ -165,7 +157,7 @@ def test_select_ranks_keeps_the_globally_largest_components():
 
 def test_lora_rank_pruning_is_an_exact_truncation(tmp_path):
     import torch
-    from contribshap.workers.usecases import artbench as ab
+    from contribshap.workers.backends import sd_lora as ab
     from diffusers import UNet2DConditionModel
 
     sd = fx.write_tiny_sd(tmp_path / "sd")
@@ -260,24 +252,18 @@ def test_aesthetic_head_scores_by_hand(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------
-# end to end: each setting from its config, tiny models, prepare + every coalition + exact Shapley
+# end to end in this process: each setting from its config through build_game, every coalition, exact Shapley
 # --------------------------------------------------------------------------------------------------------
+def build_setting(name: str, tmp_path: Path):
+    cfg = parse_config(fx.setting_config(name, tmp_path), source=f"{name}-tiny")
+    return cfg, build_game(cfg, tmp_path / "store")
+
+
 @pytest.mark.slow
 def test_cifar20_end_to_end(tmp_path):
-    classes = [40, 55, 80]
-    root = fx.write_fake_cifar100(tmp_path / "cifar-100-python", classes=classes, n_per_class=6)
-    inception = fx.write_fake_inception(tmp_path / "weights" / "inception-2015-12-05.pt")
-    raw = deep_update(load_yaml("cifar20.yaml"), {"store": str(tmp_path / "store"), "game": {
-        **TINY_RUN,
-        "data": {"root": str(root), "classes": classes},
-        "model": {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 4,
-                  "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]},
-        "feature_extractor": {"weights": str(inception), "batch_size": 8},
-    }})
-    cfg = parse_config(raw, source="cifar20-tiny")
-    game = build_usecase_game(cfg.game, artifacts_dir=tmp_path / "store" / "artifacts", seed=cfg.seed)
-    assert type(game).__name__ == "DiffusionGame"  # the paper's CIFAR setting needs nothing beyond the demo's game
-    assert [c.id for c in game.contributors()] == ["cifar100-40", "cifar100-55", "cifar100-80"]
+    _, game = build_setting("cifar20", tmp_path)
+    assert type(game).__name__ == "DiffusionGame"
+    assert [c.id for c in game.contributors()] == fx.SETTING_IDS["cifar20"]
     masks, values, v_empty, v_full = run_all_coalitions(game, 3)
     assert set(values) == {"inception_score", "fid"}
     check_exact_shapley(masks, values, v_empty, v_full)
@@ -285,30 +271,18 @@ def test_cifar20_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_celebahq_end_to_end(tmp_path):
-    root = fx.write_fake_celebahq(tmp_path / "celeba", n_identities=3, n_per_identity=4, size=16)
-    vq = fx.write_tiny_vqmodel(tmp_path / "ldm" / "vqvae")
-    clip = fx.write_tiny_clip_vision(tmp_path / "clip")
-    raw = deep_update(load_yaml("celebahq.yaml"), {"store": str(tmp_path / "store"), "game": {
-        **TINY_RUN,
-        "data": {"root": str(root), "labels_csv": str(root / "labels.csv"), "n_identities": 3, "image_size": 16},
-        "model": {"vqvae": str(vq), "sample_size": 8, "block_out_channels": [16, 32], "layers_per_block": 1,
-                  "norm_num_groups": 4, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-                  "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "encode_batch_size": 4},
-        "feature_extractor": {"kind": "clip", "weights": str(clip), "n_clusters": 4, "reference_size": 12},
-    }})
-    cfg = parse_config(raw, source="celebahq-tiny")
+    cfg, game = build_setting("celebahq", tmp_path)
     artifacts = tmp_path / "store" / "artifacts"
-    game = build_usecase_game(cfg.game, artifacts_dir=artifacts, seed=cfg.seed)
-    assert isinstance(game, UseCaseGame)
-    assert [c.id for c in game.contributors()] == ["celebahq-1000", "celebahq-1001", "celebahq-1002"]
+    assert type(game).__name__ == "DiffusionGame"
+    assert [c.id for c in game.contributors()] == fx.SETTING_IDS["celebahq"]
     masks, values, v_empty, v_full = run_all_coalitions(game, 3)
     assert all(0.0 <= v <= np.log(4) + 1e-9 for v in values["diversity"])
     check_exact_shapley(masks, values, v_empty, v_full)
 
     # latents were encoded once and cached; a second prepare reuses every artifact
     assert len(list(artifacts.glob("latents-*/latents.safetensors"))) == 1
-    summary = build_usecase_game(cfg.game, artifacts_dir=artifacts, seed=cfg.seed).prepare()
-    assert all(summary[k]["reused"] for k in ("latents", "theta_star", "pruned", "recovered", "extractor", "reference"))
+    summary = build_game(cfg, tmp_path / "store").prepare()
+    assert all(summary[k]["reused"] for k in ("latents", "theta_star", "pruned", "recovered", "extractor", "reference", "stages"))
     assert summary["pruned"]["parameters"] < summary["pruned"]["parameters_before"]
     # common random numbers + fixed seeds: the same coalition gives the same values
     again = game.evaluate(masks[0], replicate=0, seed=10)
@@ -317,21 +291,8 @@ def test_celebahq_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_artbench_end_to_end(tmp_path):
-    root = fx.write_fake_artbench(tmp_path / "art", artists=["claude-monet", "paul-cezanne", "vincent-van-gogh"],
-                                  n_per_artist=3, size=16)
-    sd = fx.write_tiny_sd(tmp_path / "sd15")
-    clip = fx.write_tiny_clip_vision(tmp_path / "clip-vit-l-14", projection_dim=12)
-    head = fx.write_linear_head(tmp_path / "sa_0_4_vit_l_14_linear.pth", dim=12)
-    raw = deep_update(load_yaml("artbench.yaml"), {"store": str(tmp_path / "store"), "game": {
-        **TINY_RUN,
-        "data": {"root": str(root), "image_size": 16},
-        "model": {"pipeline": str(sd), "rank": 4, "encode_batch_size": 4},
-        "feature_extractor": {"clip": str(clip), "head": str(head), "batch_size": 8},
-    }})
-    cfg = parse_config(raw, source="artbench-tiny")
-    artifacts = tmp_path / "store" / "artifacts"
-    game = build_usecase_game(cfg.game, artifacts_dir=artifacts, seed=cfg.seed)
-    assert isinstance(game, UseCaseGame)
+    cfg, game = build_setting("artbench", tmp_path)
+    assert type(game).__name__ == "DiffusionGame"
     assert [c.name for c in game.contributors()] == ["Claude Monet", "Paul Cezanne", "Vincent Van Gogh"]
     masks, values, v_empty, v_full = run_all_coalitions(game, 3)
     check_exact_shapley(masks, values, v_empty, v_full)
@@ -341,3 +302,39 @@ def test_artbench_end_to_end(tmp_path):
     assert summary["pruned"]["lora_parameters"] < summary["pruned"]["lora_parameters_before"]
     # the null model is the base pipeline without LoRA: it does not change when LoRA weights do
     assert game.evaluate(np.zeros(3, bool), replicate=0, seed=99).values == v_empty
+    # the stage values of prepare: the null model measured there is the same v(∅)
+    assert summary["stages"]["values"]["null"] == pytest.approx(v_empty)
+
+
+# --------------------------------------------------------------------------------------------------------
+# end to end through the real CLI: Ray workers in fresh processes, the store, the reducer
+# --------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cifar20", "celebahq", "artbench"])
+def test_setting_through_the_real_cli(tmp_path, name, contribshap, game_env, ray_address):
+    raw = fx.setting_config(name, tmp_path)
+    config_path = tmp_path / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    store = tmp_path / "store"
+
+    # 1. contribshap run: prepare (a Ray task), plan, 8 evaluations on Ray workers, reduce.
+    done = subprocess.run([*contribshap, "run", str(config_path), "--store", str(store), "--address", ray_address,
+                           "--no-progress"], cwd=tmp_path, env=game_env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "8 evaluated, 0 failed" in done.stderr, done.stderr[-2000:]
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert [c["id"] for c in manifest["contributors"]] == fx.SETTING_IDS[name]
+
+    # 2. contribshap reduce --json: one exact Shapley vector per property, finite, efficient.
+    reduced = subprocess.run([*contribshap, "reduce", str(store), "--json"], cwd=tmp_path, env=game_env,
+                             capture_output=True, text=True, timeout=300)
+    assert reduced.returncode == 0, reduced.stderr[-3000:]
+    document = json.loads(reduced.stdout)
+    assert sorted(document) == sorted(fx.SETTING_PROPERTIES[name])
+    for prop, methods in document.items():
+        entry = methods["exact_shapley"]
+        assert [c["id"] for c in entry["contributors"]] == fx.SETTING_IDS[name]
+        values = [c["value"] for c in entry["contributors"]]
+        assert all(math.isfinite(v) for v in [*values, entry["v_empty"], entry["v_full"]]), (prop, entry)
+        assert sum(values) == pytest.approx(entry["v_full"] - entry["v_empty"], rel=1e-6, abs=1e-9)
+        assert entry["n_evaluations"] == 8

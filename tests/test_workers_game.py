@@ -92,7 +92,7 @@ def test_empty_image_set_is_a_clear_error(game):
 
     prepared = game._load()
     with pytest.raises(ValueError, match="empty image set"):
-        train(prepared.recovered, prepared.noise_scheduler, prepared.dataset.images[:0], game.config.finetune,
+        train(prepared.backend.recovered_start(), prepared.backend.noise_scheduler, prepared.data[:0], game.config.finetune,
               seed=0, device=resolve_device("cpu"))
     with pytest.raises(ValueError, match="expected \\(4,\\)"):
         game.evaluate(np.ones(3, bool), replicate=0, seed=0)

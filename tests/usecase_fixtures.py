@@ -11,6 +11,8 @@
 - :func:`write_tiny_sd`: a Stable Diffusion 1.x folder (unet / vae / text_encoder / tokenizer / scheduler)
   with tiny random models and a CLIP tokenizer built from a small local vocabulary.
 - :func:`write_fake_artbench`: an ArtBench-style ``<style>/<artist>_<title>.jpg`` folder (+ metadata CSV).
+- :func:`setting_config`: a shipped setting's YAML (``configs/``) with its paths pointing at the files above
+  and tiny sizes, every coalition of 3 contributors planned.
 
 Images carry a per-contributor colour so that contributors differ; everything is seeded.
 """
@@ -211,3 +213,86 @@ def write_fake_artbench(root: Path, *, artists: list[str], n_per_artist: int, st
             writer.writerow(["name", "artist", "label"])
             writer.writerows(rows)
     return root
+
+
+# --------------------------------------------------------------------------------------------------------
+# the three settings from their shipped YAML, paths and sizes overridden to the tiny files above
+# --------------------------------------------------------------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: Training and sampling sizes of every tiny setting (seconds on a CPU).
+TINY_RUN = {"train": {"steps": 6, "batch_size": 8}, "recover": {"steps": 3, "batch_size": 8},
+            "finetune": {"steps": 2, "batch_size": 4}, "sampling": {"steps": 2, "n_images": 8, "batch_size": 8},
+            "device": "cpu", "precision": "fp32"}
+
+#: Contributor ids of each tiny setting, in mask order.
+SETTING_IDS = {
+    "cifar20": ["cifar100-40", "cifar100-55", "cifar100-80"],
+    "celebahq": ["celebahq-1000", "celebahq-1001", "celebahq-1002"],
+    "artbench": ["artist-claude-monet", "artist-paul-cezanne", "artist-vincent-van-gogh"],
+}
+
+#: Properties each setting measures (its shipped config's ``properties``).
+SETTING_PROPERTIES = {"cifar20": ["inception_score", "fid"], "celebahq": ["diversity"],
+                      "artbench": ["aesthetic_mean", "aesthetic_p90"]}
+
+
+def load_yaml(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO_ROOT / "configs" / name).read_text())
+
+
+def deep_update(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` merged in recursively (dicts merge, anything else replaces)."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def setting_config(name: str, folder: Path) -> dict:
+    """The raw config of setting ``name`` (cifar20 | celebahq | artbench) on tiny files written under ``folder``.
+
+    Store: ``folder / "store"``. Every coalition of the 3 contributors is planned (design ``exact``).
+    """
+    if name == "cifar20":
+        classes = [40, 55, 80]
+        root = write_fake_cifar100(folder / "cifar-100-python", classes=classes, n_per_class=6)
+        inception = write_fake_inception(folder / "weights" / "inception-2015-12-05.pt")
+        game = {
+            "data": {"root": str(root), "classes": classes},
+            "model": {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 4,
+                      "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]},
+            "feature_extractor": {"weights": str(inception), "batch_size": 8},
+        }
+    elif name == "celebahq":
+        root = write_fake_celebahq(folder / "celeba", n_identities=3, n_per_identity=4, size=16)
+        vq = write_tiny_vqmodel(folder / "ldm" / "vqvae")
+        clip = write_tiny_clip_vision(folder / "clip")
+        game = {
+            "data": {"root": str(root), "labels_csv": str(root / "labels.csv"), "n_identities": 3, "image_size": 16},
+            "model": {"vqvae": str(vq), "sample_size": 8, "block_out_channels": [16, 32], "layers_per_block": 1,
+                      "norm_num_groups": 4, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+                      "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "encode_batch_size": 4},
+            "feature_extractor": {"kind": "clip", "weights": str(clip), "n_clusters": 4, "reference_size": 12},
+        }
+    elif name == "artbench":
+        root = write_fake_artbench(folder / "art", artists=["claude-monet", "paul-cezanne", "vincent-van-gogh"],
+                                   n_per_artist=3, size=16)
+        sd = write_tiny_sd(folder / "sd15")
+        clip = write_tiny_clip_vision(folder / "clip-vit-l-14", projection_dim=12)
+        head = write_linear_head(folder / "sa_0_4_vit_l_14_linear.pth", dim=12)
+        game = {
+            "data": {"root": str(root), "image_size": 16},
+            "model": {"pipeline": str(sd), "rank": 4, "encode_batch_size": 4},
+            "feature_extractor": {"clip": str(clip), "head": str(head), "batch_size": 8},
+        }
+    else:
+        raise ValueError(f"setting {name!r} is unknown; valid: {sorted(SETTING_IDS)}")
+    raw = deep_update(load_yaml(f"{name}.yaml"), {"store": str(folder / "store"), "game": {**TINY_RUN, **game}})
+    raw.update({"design": {"kind": "exact"}, "replicates": {"coalition": 1, "endpoints": 1},
+                "estimators": ["exact_shapley"], "ray": {"num_cpus": 1, "num_gpus": 0}})
+    return raw

@@ -7,7 +7,8 @@ orients them per property on the estimate rows, then scores them with the same L
 as the Shapley estimates.
 
 Generated images: ``sampling.n_images`` samples of the full model θ* from the shared noise seed (common
-random numbers), exactly what the game's property sees for the full model's weights.
+random numbers), exactly what the game's property sees for the full model's weights. Every model kind
+works: similarities use the decoded images, TRAK the model's own space (pixels or latents).
 
 - ``pixel_mean`` / ``pixel_max``: cosine similarity of flattened pixels (centred on the training mean)
   between each generated image and each training image; a contributor's score is, averaged over
@@ -192,25 +193,26 @@ def model_baselines(
     """
     import json
 
-    from contribshap.workers.prepare import load_prepared
-    from contribshap.workers.sampling import sample_images
+    from contribshap.workers.data import load_dataset
+    from contribshap.workers.game import generate_samples, load_prepared
 
     _check(methods)
-    # 1. Prepared artifacts and the full model's generated images (shared noise, replicate 0).
+    # 1. Prepared artifacts and the full model's generated samples (shared noise, replicate 0), in the
+    #    model's space (pixels, or latents for a latent backend) and decoded to images.
     game = cfg.game
     prepared = load_prepared(game, Path(root) / "artifacts", seed=cfg.seed)
-    data = prepared.dataset
-    n = len(data.contributors)
-    owner = data.contributor_index.cpu().numpy()
-    image_shape = tuple(data.images.shape[1:])
-    generated, _ = sample_images(prepared.theta_star, prepared.noise_scheduler, game.sampling, replicate=0,
-                                 device=prepared.device, image_shape=image_shape)
+    backend = prepared.backend
+    images = load_dataset(game.data).images
+    n = len(prepared.contributors)
+    owner = prepared.owner
+    samples, generated, _ = generate_samples(game, backend, backend.stage_model("theta_star"), replicate=0,
+                                             device=prepared.device)
     out: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     # 2. Pixel similarity.
     if {"pixel_mean", "pixel_max"} & set(methods):
         start = time.perf_counter()
-        train_pixels = data.images.reshape(len(data.images), -1).double().numpy()
+        train_pixels = images.reshape(len(images), -1).double().numpy()
         centre = train_pixels.mean(axis=0)  # without centring, the shared background dominates the cosine
         mean, best = similarity_scores(train_pixels - centre, owner,
                                        generated.reshape(len(generated), -1).double().numpy() - centre, n)
@@ -219,21 +221,21 @@ def model_baselines(
     # 3. Feature similarity (the property extractor's features, centred on the training mean).
     if {"feature_mean", "feature_max"} & set(methods):
         start = time.perf_counter()
-        train_features = np.concatenate([prepared.extractor(data.images[i : i + 512]).features
-                                         for i in range(0, len(data.images), 512)])
+        train_features = np.concatenate([prepared.extractor(images[i : i + 512]).features
+                                         for i in range(0, len(images), 512)])
         gen_features = prepared.extractor(generated).features
         centre = train_features.mean(axis=0)
         mean, best = similarity_scores(train_features - centre, owner, gen_features - centre, n)
         out["feature_mean"], out["feature_max"] = mean, best
         seconds["feature"] = time.perf_counter() - start
-    # 4. TRAK on the full model θ*.
+    # 4. TRAK on the full model θ*, in the model's space (training items and generated samples).
     if "trak" in methods:
         start = time.perf_counter()
-        model = prepared.theta_star
-        phi = projected_gradients(model, prepared.noise_scheduler, data.images, dim=trak_dim,
+        model = backend.theta_star_start()
+        phi = projected_gradients(model, backend.noise_scheduler, prepared.data, dim=trak_dim,
                                   n_timesteps=trak_timesteps, seed=cfg.seed,
                                   progress="TRAK train gradients" if progress else None)
-        psi = projected_gradients(model, prepared.noise_scheduler, generated, dim=trak_dim,
+        psi = projected_gradients(model, backend.noise_scheduler, samples, dim=trak_dim,
                                   n_timesteps=trak_timesteps, seed=cfg.seed,
                                   progress="TRAK generated gradients" if progress else None)
         out["trak"] = trak_scores(phi, owner, psi, n)
@@ -242,7 +244,7 @@ def model_baselines(
     folder = Path(root) / "estimates"
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"scores": {k: v.tolist() for k, v in out.items()}, "seconds": seconds,
-               "contributors": [c.id for c in data.contributors], "n_generated": len(generated)}
+               "contributors": [c.id for c in prepared.contributors], "n_generated": len(generated)}
     (folder / "model_baselines.json").write_text(json.dumps(payload, indent=2))
     if progress:
         print("model baselines: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), flush=True)
@@ -252,33 +254,32 @@ def model_baselines(
 def coalition_images(cfg: Any, prepared: Any, mask: np.ndarray, *, ids: list[str], n_images: int) -> torch.Tensor:
     """The first ``n_images`` generated images of coalition ``mask``, made as the game makes them.
 
+    Args:
+        cfg: the run's config (diffusion, any model kind). prepared: ``load_prepared(cfg.game, <store>/artifacts,
+            seed=cfg.seed)`` (importable from ``contribshap.workers.game``). mask: bool (n,). ids: contributor ids
+            in mask order. n_images: how many images.
+
     Same start model by ``finetune.mode``, same job seed (``derive_seed(seed, key, replicate 0)``), same
-    training call and the same shared noise as :class:`contribshap.workers.game.DiffusionGame`, so the images are those
-    whose properties the store holds for this coalition (replicate 0).
+    training call and the same shared noise as :class:`contribshap.workers.game.DiffusionGame`, so the images
+    are those whose properties the store holds for this coalition (replicate 0); the empty coalition gives
+    the null model's images.
+
+    Returns:
+        float32 (n_images, C, H, W) in [-1, 1] on CPU.
     """
     from contribshap.pipeline.plan import derive_seed, key_of_mask
-    from contribshap.workers.models import build_model
-    from contribshap.workers.sampling import sample_images
-    from contribshap.workers.training import clone_model, train
+    from contribshap.workers.game import finetune_on, generate
 
     game = cfg.game
     mask = np.asarray(mask, dtype=bool)
-    seed = derive_seed(cfg.seed, key_of_mask(mask, ids), 0)
-    finetune = game.finetune
-    if finetune.mode == "sparsified_ft":
-        model, steps, lr = clone_model(prepared.recovered), finetune.steps, finetune.lr
-    elif finetune.mode == "ft":
-        model, steps, lr = clone_model(prepared.theta_star), finetune.steps, finetune.lr
-    elif finetune.mode == "retrain":
-        model = build_model(game.model, seed=seed % (2**31)).to(prepared.device)
-        steps, lr = game.retrain_steps(), game.retrain_lr()
+    backend = prepared.backend
+    if mask.any():
+        seed = derive_seed(cfg.seed, key_of_mask(mask, ids), 0)
+        trained, _, _, _ = finetune_on(game, prepared, mask, seed=seed)
+        model = backend.sampling_model(trained)
     else:
-        raise ValueError(f"finetune.mode={finetune.mode!r} is unknown; valid: ['sparsified_ft', 'ft', 'retrain']")
-    indices = prepared.dataset.coalition_indices(mask)
-    train(model, prepared.noise_scheduler, prepared.dataset.images[indices], finetune, seed=seed,
-          device=prepared.device, precision=game.precision, steps=steps, lr=lr)
-    images, _ = sample_images(model, prepared.noise_scheduler, game.sampling.model_copy(update={"n_images": n_images}),
-                              replicate=0, device=prepared.device, image_shape=tuple(prepared.dataset.images.shape[1:]))
+        model = backend.stage_model("null")
+    images, _ = generate(game, backend, model, replicate=0, device=prepared.device, n_images=n_images)
     return images
 
 
@@ -298,10 +299,10 @@ def counterfactual_samples(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from contribshap.workers.prepare import load_prepared
+    from contribshap.workers.game import load_prepared
 
     prepared = load_prepared(cfg.game, Path(root) / "artifacts", seed=cfg.seed)
-    ids = [c.id for c in prepared.dataset.contributors]
+    ids = [c.id for c in prepared.contributors]
     side = math.ceil(math.sqrt(n_show))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 4.4))
     axes = np.atleast_1d(axes)

@@ -8,7 +8,9 @@ on ``config.source``. Built-in sources:
   contributor per digit) and ``random:K``; optional planted contributors (``noise``, ``duplicates``).
 - ``folder``: a local folder of images plus ``contributors.csv`` (columns ``file,contributor[,name]``).
 
-Adding a source (issue 5)::
+The use-case sources (``cifar100``, ``celebahq``, ``artbench``) live in ``contribshap.workers.usecases``;
+``contribshap.workers.game`` imports them, so every process that builds a game knows every source.
+Adding a source::
 
     @register_source("cifar100")
     def _load_cifar100(config: Cifar100Source) -> ContributorDataset: ...
@@ -29,7 +31,9 @@ import torch
 from contribshap.pipeline.games import Contributor
 
 SourceLoader = Callable[[Any], "ContributorDataset"]
+IndexReader = Callable[[Any], "tuple[np.ndarray, list[Contributor]]"]
 _SOURCES: dict[str, SourceLoader] = {}
+_INDEXES: dict[str, IndexReader] = {}
 
 
 @dataclass
@@ -89,6 +93,33 @@ def register_source(name: str) -> Callable[[SourceLoader], SourceLoader]:
         return loader
 
     return decorate
+
+
+def register_index(name: str) -> Callable[[IndexReader], IndexReader]:
+    """Register ``reader(config) -> (owner int64 (N,), contributors)`` for ``data.source == name``.
+
+    Optional: a source whose images are expensive to decode (tens of thousands of files) registers one so
+    that workers learn who owns what without reading any image (:func:`load_index`).
+    """
+
+    def decorate(reader: IndexReader) -> IndexReader:
+        _INDEXES[name] = reader
+        return reader
+
+    return decorate
+
+
+def load_index(config: Any) -> tuple[np.ndarray, list[Contributor]]:
+    """(owner int64 (N,), contributors) of the data section ``config``, in the order of :func:`load_dataset`.
+
+    Uses the source's registered index reader when it has one, else loads the dataset (cached per process).
+    """
+    reader = _INDEXES.get(config.source)
+    if reader is not None:
+        owner, contributors = reader(config)
+        return np.asarray(owner, dtype=np.int64), list(contributors)
+    dataset = load_dataset(config)
+    return dataset.contributor_index.cpu().numpy().astype(np.int64), list(dataset.contributors)
 
 
 def source_names() -> list[str]:
@@ -231,3 +262,24 @@ def _load_folder(config: Any) -> ContributorDataset:
         contributor_index=torch.from_numpy(owner),
         contributors=contributors,
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# image files (shared by the folder-like use-case sources)
+# ----------------------------------------------------------------------------------------------------
+def read_images(files: list[Path], size: int, *, desc: str = "read images") -> torch.Tensor:
+    """RGB images resized to ``size`` as float32 (N, 3, size, size) in [-1, 1]; a bad file names itself."""
+    from PIL import Image, UnidentifiedImageError
+    from tqdm.auto import tqdm
+
+    out = np.empty((len(files), 3, size, size), dtype=np.float32)
+    for i, path in enumerate(tqdm(files, desc=desc, leave=False, disable=len(files) < 500)):
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} is listed but does not exist; fix the labels file or add the image")
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise ValueError(f"image {path} is corrupt or not an image ({error}); replace or remove it") from None
+        out[i] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+    return torch.from_numpy(out)

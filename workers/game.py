@@ -1,21 +1,27 @@
 """The diffusion game: coalition mask -> fine-tune -> sample -> every property (``game.kind: diffusion``).
 
-``DiffusionGame(config, *, artifacts_dir, seed)`` implements ``contribshap.pipeline.games.Game``. A worker process
-builds it once (the driver caches it), loads the prepared artifacts once on first use, and then evaluates
-many coalitions:
+``DiffusionGame(config, *, artifacts_dir, seed)`` implements ``contribshap.pipeline.games.Game`` for every
+``model.kind``: pixel UNets (the digits demo, ``folder``, CIFAR-20), latent diffusion on VQ latents
+(CelebA-HQ) and Stable Diffusion + LoRA (ArtBench). What differs between them is a backend
+(``contribshap.workers.backends``); the job below is the same. A worker process builds the game once (the
+driver caches it), loads the prepared artifacts once on first use, and then evaluates many coalitions:
 
-1. S's images: every image owned by a member of S.
-2. The start model, by ``finetune.mode``: ``sparsified_ft`` = a copy of the pruned+recovered model
-   (the paper's method), ``ft`` = a copy of θ*, ``retrain`` = a fresh random init (seeded by the job seed).
-3. Train it on S's images: K = ``finetune.steps`` steps (``retrain``: ``retrain_steps`` at ``retrain_lr``),
+1. S's training items: every image (or cached latent) owned by a member of S.
+2. The start model, by ``finetune.mode`` (:func:`start_model`): ``sparsified_ft`` = the recovered pruned
+   model (the paper's method), ``ft`` = θ*, ``retrain`` = a fresh init seeded by the job seed.
+3. Train it on S's items: K = ``finetune.steps`` steps (``retrain``: ``retrain_steps`` at ``retrain_lr``),
    batches seeded by the job seed, EMA weights if configured.
-4. Sample ``sampling.n_images`` images from the shared noise seed (common random numbers).
+4. Sample ``sampling.n_images`` from the shared noise seed (common random numbers); decode latents.
 5. Extract features once; compute every property on them.
 
-The empty coalition is the null model (``null_model``: a seeded random init, or θ* for ``base``), measured
-with the same sampling and properties; it is not trained. The full coalition goes through steps 1-5 like
-every other coalition: v(N) is then "the recovered model after K steps on all data", so v(N) - v(S)
-reflects the data only, never a difference between the fine-tune procedure and the prepared model.
+The empty coalition is the null model (``null_model``: a seeded random init, or θ* for ``base``; SD-LoRA:
+the base pipeline without LoRA), measured with the same sampling and properties; it is not trained. The
+full coalition goes through steps 1-5 like every other coalition: v(N) is then "the recovered model after
+K steps on all data", so v(N) - v(S) reflects the data only, never a difference between the fine-tune
+procedure and the prepared model.
+
+Importing this module registers every data source, model kind, feature extractor and property of the
+three published settings, so any process that builds a game knows every source.
 """
 
 from __future__ import annotations
@@ -27,26 +33,99 @@ from typing import Any
 import numpy as np
 import torch
 from contribshap.pipeline.games import Contributor, EvalResult
-from contribshap.workers.data import load_dataset
+from contribshap.workers import usecases  # noqa: F401  (registers the use-case sources, extractors, properties)
+from contribshap.workers.backends import Backend, ldm, make_backend, sd_lora  # noqa: F401  (ldm, sd_lora: registrations)
+from contribshap.workers.data import load_index
+from contribshap.workers.prepare import Prepared, load_prepared, prepare
 from contribshap.workers.properties import Reference, compute_properties
 from contribshap.workers.properties.extractors import Extractor
 from contribshap.workers.sampling import sample_images
+from contribshap.workers.training import TrainStats, train
+
+FINETUNE_MODES = ("sparsified_ft", "ft", "retrain")
+
+
+def build_diffusion_game(config: Any, *, artifacts_dir: Path, seed: int = 0) -> DiffusionGame:
+    """The game of a ``game.kind: diffusion`` config (what ``contribshap.pipeline.games.build_game`` returns).
+
+    Importing this module has registered every data source, model kind, extractor and property.
+
+    Args:
+        config: a validated ``DiffusionGameConfig`` (any ``model.kind``).
+        artifacts_dir: ``<store>/artifacts``. seed: the run's seed.
+    """
+    return DiffusionGame(config, artifacts_dir=artifacts_dir, seed=seed)
+
+
+def start_model(config: Any, backend: Backend, *, seed: int) -> tuple[torch.nn.Module, int, float]:
+    """(trainable start model, steps, lr) for ``finetune.mode``; the only place the mode picks a model.
+
+    Args:
+        config: ``DiffusionGameConfig``. backend: the loaded backend. seed: the job seed (``retrain`` init).
+    """
+    finetune = config.finetune
+    if finetune.mode == "sparsified_ft":
+        return backend.recovered_start(), finetune.steps, finetune.lr
+    if finetune.mode == "ft":
+        return backend.theta_star_start(), finetune.steps, finetune.lr
+    if finetune.mode == "retrain":
+        return backend.fresh_start(seed), config.retrain_steps(), config.retrain_lr()
+    raise ValueError(f"finetune.mode={finetune.mode!r} is unknown; valid: {list(FINETUNE_MODES)}")
+
+
+def finetune_on(config: Any, prepared: Prepared, mask: np.ndarray, *, seed: int) -> tuple[torch.nn.Module, TrainStats, int, float]:
+    """Steps 1-3: start model by mode, trained on the items of coalition ``mask`` (bool (n_players,)).
+
+    Returns:
+        (trained model, training stats, steps, lr).
+    """
+    indices = prepared.coalition_indices(mask)
+    if len(indices) == 0:
+        members = [c.id for c, m in zip(prepared.contributors, mask, strict=True) if m]
+        raise ValueError(f"coalition {members} owns no images; every contributor needs at least one image")
+    model, steps, lr = start_model(config, prepared.backend, seed=seed)
+    stats = train(model, prepared.backend.noise_scheduler, prepared.data[indices], config.finetune, seed=seed,
+                  device=prepared.device, precision=config.precision, steps=steps, lr=lr)
+    return model, stats, steps, lr
+
+
+def generate_samples(config: Any, backend: Backend, model: torch.nn.Module, *, replicate: int, device: torch.device,
+                     n_images: int | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Step 4: ``n_images`` (default ``sampling.n_images``) samples of the sampling model ``model``, decoded.
+
+    Returns:
+        (samples float32 (n_images, C, h, w) in the model's space, images float32 (n_images, C', H, W) in
+        [-1, 1], ``{"sample_s", "decode_s"}``), tensors on CPU. For pixel backends samples are the images.
+    """
+    sampling = config.sampling if n_images is None else config.sampling.model_copy(update={"n_images": n_images})
+    samples, timings = sample_images(model, backend.noise_scheduler, sampling, replicate=replicate, device=device,
+                                     image_shape=backend.sample_shape, clamp=backend.clamp, precision=config.precision)
+    start = time.perf_counter()
+    images = backend.decode(samples)
+    timings["decode_s"] = time.perf_counter() - start
+    timings["sample_s"] += timings["decode_s"]
+    return samples, images, timings
+
+
+def generate(config: Any, backend: Backend, model: torch.nn.Module, *, replicate: int, device: torch.device,
+             n_images: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`generate_samples` without the model-space samples: (images (n_images, C, H, W) in [-1, 1], timings)."""
+    _, images, timings = generate_samples(config, backend, model, replicate=replicate, device=device, n_images=n_images)
+    return images, timings
 
 
 def measure_model(
     config: Any,
+    backend: Backend,
     model: torch.nn.Module,
-    noise_scheduler: Any,
     extractor: Extractor,
     reference: Reference,
     *,
     replicate: int,
     device: torch.device,
-    image_shape: tuple[int, ...],
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Sample with the shared noise and compute every configured property: (values, timings)."""
-    images, timings = sample_images(model, noise_scheduler, config.sampling, replicate=replicate, device=device,
-                                    image_shape=image_shape)
+    """Steps 4-5: sample with the shared noise, decode, compute every configured property: (values, timings)."""
+    images, timings = generate(config, backend, model, replicate=replicate, device=device)
     start = time.perf_counter()
     values = compute_properties(list(config.properties), extractor(images), reference)
     timings["eval_s"] = time.perf_counter() - start
@@ -54,7 +133,7 @@ def measure_model(
 
 
 class DiffusionGame:
-    """The paper's job as a :class:`contribshap.pipeline.games.Game`.
+    """The paper's job as a :class:`contribshap.pipeline.games.Game`, for every ``model.kind``.
 
     Args:
         config: a validated ``DiffusionGameConfig``.
@@ -73,77 +152,60 @@ class DiffusionGame:
         self.config = config
         self.artifacts_dir = Path(artifacts_dir)
         self.seed = int(seed)
-        self._prepared = None
+        self._backend: Backend | None = None
+        self._prepared: Prepared | None = None
         self._null_values: dict[int, tuple[dict[str, float], dict[str, float]]] = {}
 
     # -- Game protocol ------------------------------------------------------------------------------
     def contributors(self) -> list[Contributor]:
-        return list(load_dataset(self.config.data).contributors)
+        return list(load_index(self.config.data)[1])
 
     def property_names(self) -> list[str]:
         return list(self.config.properties)
 
     def prepare(self) -> dict[str, Any]:
-        from contribshap.workers.prepare import prepare
-
-        return prepare(self.config, self.artifacts_dir, seed=self.seed)
+        """Build every missing artifact (``contribshap.workers.prepare``); idempotent; a JSON-able summary."""
+        return prepare(self.config, self.backend(), self.artifacts_dir, seed=self.seed)
 
     def evaluate(self, mask: np.ndarray, *, replicate: int = 0, seed: int = 0) -> EvalResult:
         """Fine-tune on S (``mask``, bool (n_players,)), sample, measure; see the module docstring."""
-        from contribshap.workers.training import clone_model, train
-
         prepared = self._load()
         mask = np.asarray(mask, dtype=bool)
-        indices = prepared.dataset.coalition_indices(mask)
-        image_shape = tuple(prepared.dataset.images.shape[1:])
-        info: dict[str, Any] = {"mode": self.config.finetune.mode, "n_images": len(indices),
-                                "device": str(prepared.device)}
+        n_items = len(prepared.coalition_indices(mask))
+        info: dict[str, Any] = {"mode": self.config.finetune.mode, "n_images": n_items, "device": str(prepared.device),
+                                "model_kind": self.config.model.kind}
 
         # Empty coalition: the null model, measured once per replicate and process.
         if not mask.any():
             if replicate not in self._null_values:
-                from contribshap.workers.prepare import null_model
-
-                model = null_model(self.config, prepared.theta_star, seed=self.seed).to(prepared.device)
                 self._null_values[replicate] = measure_model(
-                    self.config, model, prepared.noise_scheduler, prepared.extractor, prepared.reference,
-                    replicate=replicate, device=prepared.device, image_shape=image_shape)
+                    self.config, prepared.backend, prepared.backend.stage_model("null"), prepared.extractor,
+                    prepared.reference, replicate=replicate, device=prepared.device)
             values, timings = self._null_values[replicate]
-            return EvalResult(values=dict(values), timings={"finetune_s": 0.0, **timings}, info={**info, "null_model": self.config.null_model})
-        if len(indices) == 0:
-            members = [c.id for c, m in zip(prepared.dataset.contributors, mask, strict=True) if m]
-            raise ValueError(f"coalition {members} owns no images; every contributor needs at least one image")
+            return EvalResult(values=dict(values), timings={"finetune_s": 0.0, **timings},
+                              info={**info, "null_model": self.config.null_model})
 
-        # 1-3. Start model by mode, then train on S's images.
+        # 1-3. Start model by mode, then train on S's items.
         start = time.perf_counter()
-        finetune = self.config.finetune
-        if finetune.mode == "sparsified_ft":
-            model, steps, lr = clone_model(prepared.recovered), finetune.steps, finetune.lr
-        elif finetune.mode == "ft":
-            model, steps, lr = clone_model(prepared.theta_star), finetune.steps, finetune.lr
-        elif finetune.mode == "retrain":
-            from contribshap.workers.models import build_model
-
-            model = build_model(self.config.model, seed=seed % (2**31)).to(prepared.device)
-            steps, lr = self.config.retrain_steps(), self.config.retrain_lr()
-        else:
-            raise ValueError(f"finetune.mode={finetune.mode!r} is unknown; valid: ['sparsified_ft', 'ft', 'retrain']")
-        stats = train(model, prepared.noise_scheduler, prepared.dataset.images[indices], finetune, seed=seed,
-                      device=prepared.device, precision=self.config.precision, steps=steps, lr=lr)
+        model, stats, steps, lr = finetune_on(self.config, prepared, mask, seed=seed)
         finetune_s = time.perf_counter() - start
 
         # 4-5. Sample with the shared noise, measure every property once.
-        values, timings = measure_model(self.config, model, prepared.noise_scheduler, prepared.extractor,
-                                        prepared.reference, replicate=replicate, device=prepared.device,
-                                        image_shape=image_shape)
+        values, timings = measure_model(self.config, prepared.backend, prepared.backend.sampling_model(model),
+                                        prepared.extractor, prepared.reference, replicate=replicate,
+                                        device=prepared.device)
         info.update({"steps": steps, "lr": lr, "final_loss": stats.final_loss})
         return EvalResult(values=values, timings={"finetune_s": finetune_s, **timings}, info=info)
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _load(self):
+    def backend(self) -> Backend:
+        """The model kind's backend, built on first use (it loads the model components)."""
+        if self._backend is None:
+            self._backend = make_backend(self.config, seed=self.seed)
+        return self._backend
+
+    def _load(self) -> Prepared:
         """The prepared artifacts, loaded once per game object (i.e. once per worker process)."""
         if self._prepared is None:
-            from contribshap.workers.prepare import load_prepared
-
-            self._prepared = load_prepared(self.config, self.artifacts_dir, seed=self.seed)
+            self._prepared = load_prepared(self.config, self.artifacts_dir, seed=self.seed, backend=self.backend())
         return self._prepared

@@ -3,7 +3,8 @@
 A *model kind* (``model.kind`` in the config) is registered with :func:`register_model` and provides four
 functions: build a randomly initialised model, load one from a local folder, save one (safetensors
 only), and build its training noise scheduler. The built-in kind ``unet`` is a diffusers
-``UNet2DModel`` with a ``DDPMScheduler``. Issue 5 adds ``ldm`` and ``sd_lora`` the same way::
+``UNet2DModel`` with a ``DDPMScheduler``; ``contribshap.workers.backends.ldm`` and ``.sd_lora`` add ``ldm``
+and ``sd_lora`` the same way::
 
     register_model("ldm", ModelKind(build=..., load=..., save=..., scheduler=...))
 
@@ -83,6 +84,28 @@ def save_model(config: Any, model: torch.nn.Module, folder: Path) -> None:
 def build_scheduler(config: Any) -> Any:
     """The training noise scheduler (``DDPMScheduler``) of ``config``."""
     return model_kind(config.kind).scheduler(config)
+
+
+def from_pretrained_safetensors(cls: Any, folder: str | Path, *, key: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(folder, local_files_only=True, use_safetensors=True)``: never unpickles weights.
+
+    Args:
+        cls: a diffusers / transformers model class. folder: a local ``save_pretrained`` folder.
+        key: the config key that named the folder (for the error message). kwargs: passed on.
+
+    Raises:
+        FileNotFoundError: the folder does not exist. ValueError: it holds only pickle weights (``.bin``/
+        ``.pt``/``.ckpt``), with the one-line fix (re-save them as safetensors).
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{key}: {folder} does not exist; copy the model folder (save_pretrained layout) there")
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        detail = f"only pickle weights {pickles}" if pickles else "no *.safetensors weights"
+        raise ValueError(f"{key}: {folder} has {detail}; pickle files can run code when loaded, so convert them once "
+                         "with save_pretrained(safe_serialization=True) on a machine you trust")
+    return cls.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, **kwargs)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

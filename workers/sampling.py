@@ -3,6 +3,7 @@
 Every coalition draws its initial noise x_T from the same generator seed (``sampling.noise_seed +
 replicate``), so two coalitions' images differ only because their models differ. With DDIM (eta = 0) the
 whole trajectory is then deterministic; DDPM's per-step noise is drawn from the same seeded generator.
+One loop for every backend: pixel samples are clamped to [-1, 1], latents are not (the decoder maps them).
 
 Code names -> paper symbols (Song et al. 2021, DDIM eq. 12): ``x`` = x_t, ``eps`` = ε_θ(x_t, t),
 ``scheduler.step(...).prev_sample`` = x_{t-1} (DDIM with σ_t = 0, or DDPM's ancestral step).
@@ -10,6 +11,7 @@ Code names -> paper symbols (Song et al. 2021, DDIM eq. 12): ``x`` = x_t, ``eps`
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -41,6 +43,15 @@ def make_sampler(noise_scheduler: Any, sampling: Any) -> Any:
     return sampler
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast for ``precision`` in {"fp32", "fp16", "bf16"}; mixed precision on CUDA only (else a no-op)."""
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise ValueError(f"precision={precision!r} is unknown; valid: ['fp32', 'fp16', 'bf16']")
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 @torch.no_grad()
 def sample_images(
     model: torch.nn.Module,
@@ -50,19 +61,22 @@ def sample_images(
     replicate: int = 0,
     device: torch.device,
     image_shape: tuple[int, int, int],
+    clamp: bool = True,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Generate ``sampling.n_images`` images with ``model``.
+    """Generate ``sampling.n_images`` samples with ``model``: pixels, or latents for a latent backend.
 
     Args:
-        model: the denoiser ε_θ (on ``device``).
+        model: the denoiser ε_θ (on ``device``), called as ``model(x_t, t).sample`` with ``t`` long (B,).
         noise_scheduler: the training ``DDPMScheduler`` (its config defines the noise schedule).
         sampling: the ``sampling`` config section (scheduler, steps, n_images, batch_size, noise_seed).
         replicate: shifts the noise seed (``noise_seed + replicate``); coalitions share it.
-        device: where to run. image_shape: (C, H, W).
+        device: where to run. image_shape: (C, H, W) of one sample (the model's space).
+        clamp: clamp x_0 to [-1, 1] (pixel space; latents are left as they are).
+        precision: ``fp32`` | ``fp16`` | ``bf16`` (autocast of the model call, CUDA only).
 
     Returns:
-        (images, timings): float32 tensor (n_images, C, H, W) on CPU clamped to [-1, 1], and
-        ``{"sample_s": seconds}``.
+        (samples, timings): float32 tensor (n_images, C, H, W) on CPU and ``{"sample_s": seconds}``.
     """
     start = time.perf_counter()
     model.eval()
@@ -81,12 +95,14 @@ def sample_images(
         x = noise[begin : begin + sampling.batch_size].to(device)
         for t in sampler.timesteps:
             timestep = torch.full((len(x),), int(t), device=device, dtype=torch.long)
-            eps = model(x, timestep).sample
+            with autocast(device, precision):
+                eps = model(x, timestep).sample
+            eps = eps.float()
             if sampling.scheduler == "ddpm":
                 x = sampler.step(eps, t, x, generator=step_generator).prev_sample
             else:
                 x = sampler.step(eps, t, x, eta=0.0).prev_sample
-        outputs.append(x.clamp(-1.0, 1.0).float().cpu())
+        outputs.append((x.clamp(-1.0, 1.0) if clamp else x).float().cpu())
 
     # 4. Back to CPU, one tensor.
     return torch.cat(outputs), {"sample_s": time.perf_counter() - start}

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from contribshap.workers.models import from_pretrained_safetensors
 from contribshap.workers.properties import GeneratedFeatures, Reference, register_property
 from contribshap.workers.properties.extractors import (
     EXTRACTOR_JSON,
@@ -92,12 +93,12 @@ class ImageEmbedder:
         if kind == "clip":
             from transformers import CLIPVisionModelWithProjection
 
-            self.model = CLIPVisionModelWithProjection.from_pretrained(str(path), local_files_only=True)
+            self.model = from_pretrained_safetensors(CLIPVisionModelWithProjection, path, key="feature_extractor (clip)")
             self.size = int(self.model.config.image_size)
         elif kind == "blip":
             from transformers import BlipModel
 
-            self.model = BlipModel.from_pretrained(str(path), local_files_only=True)
+            self.model = from_pretrained_safetensors(BlipModel, path, key="feature_extractor (blip)")
             self.size = int(self.model.config.vision_config.image_size)
         else:
             raise ValueError(f"embedding kind={kind!r} is not valid; allowed: clip, blip")
