@@ -64,10 +64,10 @@ def _run_and_show(config: Path, *, store: Path | None, address: str | None, forc
 
 @app.command()
 def check(config: Path = typer.Argument(..., help="YAML config to validate.")) -> None:
-    """Validate CONFIG and every local path it names; list all problems at once; do no work."""
+    """Validate CONFIG, every local path it names and the store folder; list all problems at once; do no work."""
     from contribshap.pipeline.config import config_hash, load_config, plan_hash, resolve_store
 
-    cfg = load_config(config)
+    cfg = load_config(config, check_store=True)
     n = cfg.n_players()
     typer.echo(
         f"ok: {config} · name {cfg.name} · game {cfg.game.kind}"

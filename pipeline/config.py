@@ -1,7 +1,9 @@
 """Run configuration: YAML -> validated pydantic models, with hashes that decide what a store may hold.
 
 Load with :func:`load_config`; it reports every problem of a file at once, as one line per problem
-joined by `` | `` (key path, what is wrong, how to fix it). Unknown keys are errors.
+joined by `` | `` (key path, what is wrong, how to fix it). Unknown keys and keys given twice are errors;
+a file that is not UTF-8 text is refused in one line. ``load_config(..., check_store=True)`` (used by
+``contribshap check``) also checks that the store folder can be created and written.
 
 Top-level keys (all but ``game`` and ``design`` have defaults)::
 
@@ -55,8 +57,10 @@ __all__ = [
     "config_hash",
     "load_config",
     "plan_hash",
+    "read_yaml",
     "resolve_store",
     "save_resolved",
+    "store_location_problem",
 ]
 
 #: Designs, from their one source :data:`contribshap.pipeline.sampling.DESIGNS`.
@@ -82,16 +86,25 @@ class PythonGameConfig(_Strict):
 
     Attributes:
         target: ``"module:function"``; the module is imported with the working directory on sys.path.
-        n_players: number of contributors n >= 1.
+        n_players: number of contributors, a whole number n >= 2 (``true`` is not a number here).
         names: optional display names (length n); ids are ``p0..p{n-1}``.
         options: keyword arguments passed to the function after the mask (must be JSON-able).
     """
 
     kind: Literal["python"] = "python"
     target: str
-    n_players: int = Field(ge=1)
+    n_players: int
     names: list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("n_players", mode="before")
+    @classmethod
+    def _two_or_more(cls, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"got {value!r}; use a whole number of contributors >= 2")
+        if value < 2:
+            raise ValueError(f"got {value}; a game needs at least 2 contributors, use n_players >= 2")
+        return value
 
     @field_validator("target")
     @classmethod
@@ -308,8 +321,8 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
     return problems
 
 
-def _semantic_problems(cfg: Config, *, check_paths: bool) -> list[str]:
-    """Checks that need several keys at once (budget vs n, stopping vs estimators, local paths)."""
+def _semantic_problems(cfg: Config, *, check_paths: bool, check_store: bool = False) -> list[str]:
+    """Checks that need several keys at once (budget vs n, stopping vs estimators, local paths, store)."""
     problems: list[str] = []
     n = cfg.n_players()
     design = cfg.design
@@ -354,7 +367,36 @@ def _semantic_problems(cfg: Config, *, check_paths: bool) -> list[str]:
     # 3. local paths: the python target module, and every path the diffusion schema names
     if check_paths:
         problems.extend(_path_problems(cfg))
+    # 4. the store folder: creatable and writable
+    if check_store:
+        problem = store_location_problem(resolve_store(cfg))
+        if problem:
+            problems.append(f"store: {problem}")
     return problems
+
+
+def store_location_problem(path: Path) -> str | None:
+    """Why the store folder ``path`` cannot be created or written (None when it can); nothing is written.
+
+    Args:
+        path: the absolute store folder.
+
+    Returns:
+        one clause with the fix, e.g. ``"/x/st cannot be created: /x is a file, not a folder; set store to a
+        path outside it"``, or None.
+    """
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder; set store to a folder path"
+    folder = path
+    while not folder.exists():  # the nearest existing folder decides (mkdir -p creates the rest)
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{path} cannot be created: {folder} is a file, not a folder; set store to a path outside it"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        why = "read-only file system" if read_only else "permission denied"
+        return f"{folder} is not writable ({why}); set store to a writable folder"
+    return None
 
 
 def _path_problems(cfg: Config) -> list[str]:
@@ -382,8 +424,15 @@ def _path_problems(cfg: Config) -> list[str]:
     return problems
 
 
-def parse_config(raw: Any, *, source: str = "<config>", check_paths: bool = True) -> Config:
-    """Validate a mapping (already-parsed YAML); raises :class:`ConfigError` listing every problem."""
+def parse_config(raw: Any, *, source: str = "<config>", check_paths: bool = True, check_store: bool = False) -> Config:
+    """Validate a mapping (already-parsed YAML); raises :class:`ConfigError` listing every problem.
+
+    Args:
+        raw: the parsed YAML.
+        source: the file name the error line starts with.
+        check_paths: also check local paths (see :func:`load_config`).
+        check_store: also check that the store folder can be created and written.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the file must be a YAML mapping of keys (got {type(raw).__name__})")
     try:
@@ -391,18 +440,66 @@ def parse_config(raw: Any, *, source: str = "<config>", check_paths: bool = True
     except ValidationError as error:
         problems = _pydantic_problems(error)
         raise ConfigError(f"{source}: " + " | ".join(problems)) from None
-    problems = _semantic_problems(cfg, check_paths=check_paths)
+    problems = _semantic_problems(cfg, check_paths=check_paths, check_store=check_store)
     if problems:
         raise ConfigError(f"{source}: " + " | ".join(problems))
     return cfg
 
 
-def load_config(path: str | Path, *, check_paths: bool = True) -> Config:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that records every mapping key given twice (``self.duplicates``: (line, problem))."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, str]] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                self.duplicates.append((line, f"{key}: key given twice (lines {seen[key]} and {line}); keep one"))
+            elif isinstance(key, str | int | float | bool):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file, refusing what PyYAML would take silently (keys given twice, non-UTF-8 bytes).
+
+    Raises:
+        ConfigError: one line naming the file, the problem and the fix (every duplicate key at once).
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not a text file (byte {error.start} is not UTF-8); pass a YAML config saved as UTF-8"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror}); check the path and its permissions") from None
+    loader = _UniqueKeyLoader(text)
+    try:
+        raw = loader.get_single_data()
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise ConfigError(f"{path}: " + " | ".join(problem for _, problem in sorted(loader.duplicates)))
+    return raw
+
+
+def load_config(path: str | Path, *, check_paths: bool = True, check_store: bool = False) -> Config:
     """Read and validate a YAML config.
 
     Args:
-        path: the YAML file.
+        path: the YAML file (UTF-8; a key given twice is an error).
         check_paths: also check that local paths exist (the python target module, data/weights paths).
+        check_store: also check that the store folder can be created and written (nothing is written).
 
     Raises:
         ConfigError: one line: ``<file>: <key>: <problem>; <fix> | <key>: ...`` (every problem at once).
@@ -410,13 +507,8 @@ def load_config(path: str | Path, *, check_paths: bool = True) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a YAML config")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
-    return parse_config(raw, source=str(path), check_paths=check_paths)
+    raw = read_yaml(path)
+    return parse_config(raw, source=str(path), check_paths=check_paths, check_store=check_store)
 
 
 def resolve_store(cfg: Config, override: str | Path | None = None) -> Path:
@@ -428,8 +520,14 @@ def save_resolved(cfg: Config, path: Path) -> None:
     """Write the resolved config (all defaults filled in) as YAML, atomically."""
     text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a partial temporary file behind
+        if isinstance(error, OSError) and error.filename is None:
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
 
 
 def is_finite_number(value: Any) -> bool:

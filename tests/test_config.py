@@ -126,3 +126,45 @@ def test_diffusion_missing_paths_are_reported(tmp_path):
     with pytest.raises(ConfigError) as info:
         parse_config(demo, source="d.yaml")
     assert str(info.value) == f"d.yaml: game.model.pretrained: path {tmp_path / 'nope'} does not exist; fix the path or create the file"
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    (1, "got 1; a game needs at least 2 contributors, use n_players >= 2"),
+    (0, "got 0; a game needs at least 2 contributors, use n_players >= 2"),
+    (True, "got True; use a whole number of contributors >= 2"),
+    (2.5, "got 2.5; use a whole number of contributors >= 2"),
+    ("6", "got '6'; use a whole number of contributors >= 2"),
+])
+def test_n_players_is_a_whole_number_of_at_least_two(value, problem):
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with(game__n_players=value, design={"kind": "exact"}), source="x.yaml", check_paths=False)
+    assert str(info.value) == f"x.yaml: game.n_players: {problem}"
+    assert parse_config(_with(game__n_players=2, design={"kind": "exact"}), check_paths=False).n_players() == 2
+
+
+def test_keys_given_twice_and_binary_files_are_refused(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("seed: 0\ngame:\n  kind: python\n  kind: python\ndesign: {kind: exact, kind: loo}\nseed: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"{path}: kind: key given twice (lines 3 and 4); keep one | kind: key given twice "
+                               f"(lines 5 and 5); keep one | seed: key given twice (lines 1 and 6); keep one")
+    path.write_bytes(b"seed: 0\n\xc3\x28")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: not a text file (byte 8 is not UTF-8); pass a YAML config saved as UTF-8"
+
+
+def test_the_store_location_is_checked_on_request(tmp_path):
+    from contribshap.pipeline.config import store_location_problem
+
+    (tmp_path / "file").write_text("x")
+    assert store_location_problem(tmp_path / "new" / "deeper") is None
+    assert store_location_problem(tmp_path / "file") == f"{tmp_path / 'file'} is a file, not a folder; set store to a folder path"
+    assert store_location_problem(tmp_path / "file" / "a" / "b") == (
+        f"{tmp_path / 'file' / 'a' / 'b'} cannot be created: {tmp_path / 'file'} is a file, not a folder; set store to "
+        "a path outside it")
+    raw = _with(store=str(tmp_path / "file" / "st"), design={"kind": "exact"})
+    assert parse_config(raw, check_paths=False).store == str(tmp_path / "file" / "st")  # only when asked
+    with pytest.raises(ConfigError, match=r"^x.yaml: store: .* cannot be created: "):
+        parse_config(raw, source="x.yaml", check_paths=False, check_store=True)
