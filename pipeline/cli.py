@@ -1,14 +1,16 @@
 """``contribshap``: the command line (typer).
 
 Commands: ``check CONFIG``, ``run CONFIG``, ``status STORE``, ``reduce STORE``, ``report STORE``,
-``evaluate STORE``, ``demo``. Known errors (bad config, foreign store, busy store, failed prepare) print
-one line ``error: ...`` on stderr and exit with code 2; ``--help`` works everywhere.
+``evaluate STORE``, ``repair STORE``, ``demo``. Known errors (bad config, foreign or damaged store, busy
+store, failed prepare, a file that cannot be read or written: full disk, read-only store) print one line
+``error: ...`` on stderr and exit with code 2; ``--help`` works everywhere.
 
 New commands are appended at the end of this file as ``@app.command()`` functions (see ``submit``).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import warnings
@@ -26,6 +28,8 @@ app = typer.Typer(
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: errno values of an ``OSError`` the CLI reports as one line even when it names no file.
+_FILE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def _echo_err(text: str) -> None:
@@ -231,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         code = command.main(args=argv, prog_name="contribshap", standalone_mode=False)
     except ContribshapError as error:
         _echo_err(f"error: {error}")
+        return 2
+    except OSError as error:  # a file the command could not read or write: full disk, read-only store, ...
+        from contribshap.pipeline.store import describe_os_error
+
+        if error.filename is None and error.errno not in _FILE_ERRNOS:
+            raise  # not a file problem (a connection error has its own message)
+        _echo_err(f"error: {describe_os_error(error)}")
         return 2
     except click.exceptions.Exit as done:
         return int(done.exit_code or 0)

@@ -1,10 +1,18 @@
 """The store: a folder that, with the plan, is the only state of a run (layout in docs/ARCHITECTURE.md).
 
 - ``manifest.json``: format version, name, config hash, plan hash, contributors, property names, code
-  version, created/updated. :func:`open_store` refuses a store made for another config hash or design.
+  version, created/updated. :meth:`Store.create` refuses a store made for another config hash or design;
+  :meth:`Store.read_manifest` refuses, in one line, a manifest that is not UTF-8 JSON of the right shape,
+  one of another ``FORMAT_VERSION``, and a store whose ``plan.parquet`` is gone while evaluations exist
+  (``contribshap repair`` rebuilds both from the config and the evaluation files).
 - ``evals/<namespace>/<coalition_key>-r<replicate>.parquet``: one row per evaluation, written atomically
   (temporary name in the same folder, then ``os.replace``) by the worker that ran it. A retried or
-  duplicated job overwrites its own file, so nothing is ever counted twice.
+  duplicated job overwrites its own file, so nothing is ever counted twice; a file whose row is not the
+  one its name says (copied over another) is skipped with a warning, so every reader sees at most one
+  row per (coalition key, replicate).
+- Temporary files ``.<name>.tmp-<pid>`` are removed when a write fails; those a killed writer left
+  behind (dead pid, older than :data:`TMP_STALE_S`) are removed by :meth:`Store.clean_temporary`, which
+  every ``run`` calls through :meth:`Store.create`.
 - ``evals/<namespace>/_index.parquet``: a cache of rows already read, keyed by file name, size and
   mtime. A scan lists the folder (no file opened), then reads only files that are new or changed since
   the cache was written: a resume over 10,000 evaluations takes well under a second. The files stay the
@@ -19,8 +27,10 @@ a warning naming them; they count as not done, so the next run evaluates them ag
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -34,17 +44,19 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from contribshap.pipeline.config import ContribshapError
+from contribshap.pipeline.config import ContribshapError, store_location_problem
 
 __all__ = [
     "EVAL_COLUMNS",
     "RESERVED_COLUMNS",
     "DriverLock",
+    "FormatVersionError",
     "LockError",
     "Store",
     "StoreError",
     "atomic_write_bytes",
     "atomic_write_json",
+    "describe_os_error",
     "eval_file_name",
 ]
 
@@ -73,12 +85,21 @@ TIMING_COLUMNS: dict[str, pa.DataType] = {
 #: Names a game may not use for a property.
 RESERVED_COLUMNS = frozenset({*EVAL_COLUMNS, *TIMING_COLUMNS, "section", "namespace"})
 _INDEX_NAME = "_index.parquet"
+#: A temporary file or folder of an atomic write: ``.<name>.tmp-<pid>``.
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
+#: Seconds after which a temporary file of a dead writer is removed (a writer on another host of a
+#: shared store has a pid this host cannot check; its file is younger than this while it writes).
+TMP_STALE_S = 120.0
 #: Threads reading evaluation files missing from the cache (pyarrow releases the GIL while reading).
 _READ_THREADS = 8
 
 
 class StoreError(ContribshapError):
     """A store is unusable for this run (other config, other design, missing files)."""
+
+
+class FormatVersionError(StoreError):
+    """The store was written in another ``FORMAT_VERSION`` than this code reads."""
 
 
 class LockError(ContribshapError):
@@ -93,11 +114,24 @@ def _tmp_name(path: Path) -> Path:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary name in the same folder and ``os.replace``."""
     tmp = _tmp_name(path)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        _failed_write(tmp, path, error)
+        raise
+
+
+def _failed_write(tmp: Path, path: Path, error: BaseException) -> None:
+    """Remove the temporary file of a failed write (a full disk must not leave partial files behind);
+    an ``OSError`` without a file name (a failed ``write``) is raised again naming ``path``."""
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+    if isinstance(error, OSError) and error.filename is None:
+        raise OSError(error.errno, error.strerror, str(path)) from error
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
@@ -108,8 +142,37 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 def atomic_write_table(path: Path, table: pa.Table) -> None:
     """One Parquet file written atomically."""
     tmp = _tmp_name(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException as error:
+        _failed_write(tmp, path, error)
+        raise
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a failed file operation: the file (its real name, not the temporary one), the
+    problem and the fix. Used by the CLI for every ``OSError`` no command turned into its own message."""
+    name = error.filename
+    path = Path(name) if name else None
+    if path is not None and (match := _TMP_NAME.match(path.name)):
+        path = path.with_name(match["name"])
+    where = str(path) if path is not None else "a file"
+    code = error.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device of {where}; free space there and run the same command again "
+                "(what the store already holds is kept)")
+    if code == errno.EROFS:
+        return (f"cannot write {where}: read-only file system; make it writable, or copy the store to a "
+                "writable folder and use the copy")
+    if code in (errno.EACCES, errno.EPERM):
+        return f"cannot access {where}: permission denied; fix its permissions or use another folder"
+    if code == errno.ENOTDIR:
+        return f"{where}: a part of this path is a file, not a folder; use a path outside that file"
+    if code == errno.EISDIR:
+        return f"{where} is a folder, not a file; pass the file's path"
+    reason = error.strerror or type(error).__name__
+    return f"{where}: {reason}; check the path and the disk, then run the same command again"
 
 
 def eval_file_name(coalition_key: str, replicate: int) -> str:
@@ -127,6 +190,14 @@ def _parse_eval_name(name: str) -> tuple[str, int] | None:
     return key, int(rep)
 
 
+def _row_file_name(row: dict[str, Any]) -> str | None:
+    """The file name a row belongs in (None for a row without key or replicate)."""
+    try:
+        return eval_file_name(row["coalition_key"], row["replicate"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _read_one(path: Path) -> dict[str, Any] | BaseException | None:
     """The row of one evaluation file; the exception when unreadable; None when it vanished."""
     try:
@@ -138,6 +209,33 @@ def _read_one(path: Path) -> dict[str, Any] | BaseException | None:
         return None
     except Exception as error:
         return error
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """What makes parsed JSON not a manifest (None when it is one)."""
+    if not isinstance(manifest, dict):
+        kinds = {list: "a JSON list", str: "a JSON string", bool: "JSON true/false", type(None): "JSON null"}
+        return f"{kinds.get(type(manifest), 'a JSON number')}, not an object"
+    for key in ("format_version", "config_hash", "plan_hash"):
+        if key not in manifest:
+            return f"{key} is missing"
+    version = manifest["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        return f"format_version is {version!r}, not a whole number"
+    for key in ("config_hash", "plan_hash"):
+        if not isinstance(manifest[key], str):
+            return f"{key} is {manifest[key]!r}, not a string"
+    contributors = manifest.get("contributors")
+    if contributors is not None and not (
+        isinstance(contributors, list)
+        and all(isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("name"), str)
+                for c in contributors)
+    ):
+        return "contributors is not a list of {id, name} objects"
+    names = manifest.get("property_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        return "property_names is not a list of strings"
+    return None
 
 
 def row_to_table(row: dict[str, Any]) -> pa.Table:
@@ -155,8 +253,9 @@ class EvalScan:
     """What a scan of one namespace found.
 
     Attributes:
-        rows: every readable row (one per file), as dicts.
-        unreadable: file names skipped because they could not be read.
+        rows: every readable row (one per file, so one per (coalition key, replicate)), as dicts.
+        unreadable: file names skipped: unreadable, or holding the row of another evaluation than their
+            name says (a file copied over another); the job of the name counts as not done.
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -213,24 +312,75 @@ class Store:
 
     # manifest
     def read_manifest(self) -> dict[str, Any]:
-        """The manifest; :class:`StoreError` when missing or unreadable."""
+        """The manifest of a store whose plan is where the manifest says.
+
+        Raises:
+            StoreError: (one line with the fix) no manifest; a manifest that is not UTF-8 JSON, not an
+                object with ``format_version``, ``config_hash`` and ``plan_hash``, or of another
+                ``FORMAT_VERSION``; ``plan.parquet`` missing while the store holds evaluations or the
+                manifest counts planned draws. The first and the last offer ``contribshap repair``.
+        """
+        manifest = self.load_manifest()
+        self._check_plan_present(manifest)
+        return manifest
+
+    def repair_hint(self) -> str:
+        """The ``contribshap repair`` command that fixes this store (``--config`` when it lacks config.yaml)."""
+        config = "" if self.config_path.is_file() else " --config CONFIG"
+        return f"run `contribshap repair {self.root}{config}`"
+
+    def load_manifest(self) -> dict[str, Any]:
+        """The manifest, checked for encoding, shape and format version, without the plan check
+        (``contribshap repair`` reads it this way). Raises :class:`StoreError` as :meth:`read_manifest`."""
         if not self.manifest_path.is_file():
             raise StoreError(
                 f"{self.root} is not a contribshap store (no manifest.json); run `contribshap run CONFIG` first"
             )
+        rebuild = f"{self.repair_hint()} to rebuild it from the config and the evaluations, or use a new store"
         try:
-            return json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise StoreError(
-                f"{self.manifest_path} is unreadable ({type(error).__name__}); restore it or use a new store"
-            ) from None
+            manifest = json.loads(self.manifest_path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as error:  # ValueError: UnicodeDecodeError and JSONDecodeError
+            raise StoreError(f"{self.manifest_path} is unreadable ({type(error).__name__}); {rebuild}") from None
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise StoreError(f"{self.manifest_path} is not a contribshap manifest ({problem}); {rebuild}")
+        if manifest["format_version"] != FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{self.manifest_path} has format version {manifest['format_version']}, this contribshap reads "
+                f"format version {FORMAT_VERSION}; open the store with the contribshap that wrote it "
+                f"(code version {manifest.get('code_version') or 'unknown'}) or use a new store"
+            )
+        return manifest
+
+    def _check_plan_present(self, manifest: dict[str, Any]) -> None:
+        """:class:`StoreError` when ``plan.parquet`` is gone but the store was planned (a lost plan would
+        read as an empty one: a store that looks finished, estimates without their coalitions)."""
+        if self.plan_path.is_file():
+            return
+        evals = self.count_eval_files(str(manifest["config_hash"]))
+        planned = int(manifest.get("planned_draws") or 0)
+        if not evals and not planned:
+            return  # not planned yet (the first run stopped before planning)
+        held = f"{evals} evaluation file(s)" if evals else f"{planned} planned draws in its manifest"
+        raise StoreError(
+            f"{self.plan_path} is missing but the store holds {held}; {self.repair_hint()} to rebuild the plan "
+            "from the config (nothing is evaluated again)"
+        )
+
+    def count_eval_files(self, namespace: str) -> int:
+        """Evaluation files in ``evals/<namespace>/`` (names only; no file opened)."""
+        folder = self.evals_dir(namespace)
+        if not folder.is_dir():
+            return 0
+        with os.scandir(folder) as entries:
+            return sum(1 for entry in entries if _parse_eval_name(entry.name) is not None)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         manifest = {**manifest, "updated": time.time()}
         atomic_write_json(self.manifest_path, manifest)
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
-        manifest = self.read_manifest()
+        manifest = self.load_manifest()
         manifest.update(fields)
         self.write_manifest(manifest)
         return manifest
@@ -249,6 +399,9 @@ class Store:
         Raises:
             StoreError: the existing store holds another config hash or another design (and not force_new).
         """
+        blocked = store_location_problem(self.root)
+        if blocked:
+            raise StoreError(f"store {blocked}")
         if self.exists() and force_new:
             aside = self.root.with_name(f"{self.root.name}.old-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
             shutil.move(str(self.root), aside)
@@ -267,6 +420,7 @@ class Store:
                     f"this config {plan_hash}: design kind, seed or options changed); use a new store path "
                     "or --force-new"
                 )
+            self.clean_temporary()
             return manifest
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "evals").mkdir(exist_ok=True)
@@ -283,6 +437,34 @@ class Store:
         }
         self.write_manifest(manifest)
         return manifest
+
+    def clean_temporary(self, *, stale_after_s: float = TMP_STALE_S) -> list[Path]:
+        """Remove temporary files and folders (``.<name>.tmp-<pid>``) that killed or failed writers left.
+
+        One is removed when its pid is not alive on this host and it was not modified for
+        ``stale_after_s`` seconds (a writer on another host of a shared store is still writing a younger
+        one). Returns the removed paths.
+        """
+        removed = []
+        now = time.time()
+        for folder, dirs, files in os.walk(self.root):
+            for name in [*files, *dirs]:
+                match = _TMP_NAME.match(name)
+                if match is None:
+                    continue
+                path = Path(folder) / name
+                try:
+                    if _pid_alive(int(match["pid"])) or now - path.lstat().st_mtime < stale_after_s:
+                        continue
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(path)
+            dirs[:] = [d for d in dirs if not _TMP_NAME.match(d)]
+        return removed
 
     # evaluations
     def write_eval(self, namespace: str, row: dict[str, Any]) -> Path:
@@ -339,12 +521,25 @@ class Store:
             else:
                 rows[name] = result
                 fresh += 1
+        # 4. a row must be the one its file name says: a copy over another file is skipped, so every
+        #    reader sees one row per (coalition key, replicate) (the names are unique in the folder)
+        misnamed = sorted(name for name, row in rows.items() if _row_file_name(row) != name)
+        for name in misnamed:
+            del rows[name]
         if warn and unreadable:
             warnings.warn(
                 f"skipped {len(unreadable)} unreadable evaluation file(s) in {folder}: "
                 f"{', '.join(unreadable[:5])}{' ...' if len(unreadable) > 5 else ''} (they will be run again)",
                 stacklevel=2,
             )
+        if warn and misnamed:
+            warnings.warn(
+                f"skipped {len(misnamed)} evaluation file(s) in {folder} holding another evaluation's row "
+                f"(copied over?): {', '.join(misnamed[:5])}{' ...' if len(misnamed) > 5 else ''} "
+                "(they will be run again)",
+                stacklevel=2,
+            )
+        unreadable = sorted(unreadable + misnamed)
         if update_index and (fresh or len(rows) != len(cached)):
             self._write_index(folder, rows, listing)
         return EvalScan(rows=[rows[name] for name in sorted(rows)], unreadable=unreadable)
@@ -480,8 +675,14 @@ class DriverLock:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(self.path)
                 continue
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(payload)
+            except BaseException as error:
+                os.remove(self.path)  # a full disk: leave no empty lock behind
+                if isinstance(error, OSError) and error.filename is None:
+                    raise OSError(error.errno, error.strerror, str(self.path)) from error
+                raise
             if self.heartbeat_s is not None and self._thread is None:
                 self._stop.clear()
                 self._thread = threading.Thread(target=self._beat, name="driver-lock-heartbeat", daemon=True)

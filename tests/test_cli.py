@@ -164,8 +164,9 @@ def test_bad_inputs_fail_with_one_exact_line_and_leave_the_store_unchanged(good_
         (["reduce", "empty"], f"{tmp / 'empty'} is not a contribshap store (no manifest.json); run `contribshap run "
                               "CONFIG` first"),
         (["reduce", "st", "--method", "bogus"], f"--method: unknown method 'bogus'; valid methods: {', '.join(KNOWN_METHODS)}"),
-        (["status", "broken"], f"{tmp / 'broken' / 'manifest.json'} is unreadable (JSONDecodeError); restore it or use "
-                               "a new store"),
+        (["status", "broken"], f"{tmp / 'broken' / 'manifest.json'} is unreadable (JSONDecodeError); run `contribshap "
+                               f"repair {tmp / 'broken'} --config CONFIG` to rebuild it from the config and the "
+                               "evaluations, or use a new store"),
         (["run", "good.yaml"], None),  # the store is locked by a live driver (below)
     ]
     (tmp / "syntax.yaml").write_text("name: x\ngame: [unclosed\n")
