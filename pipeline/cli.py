@@ -225,6 +225,20 @@ def submit(
         raise typer.Exit(1)
 
 
+@app.command()
+def repair(
+    store: Path = typer.Argument(..., help="Store folder."),
+    config: Path = typer.Option(None, "--config", help="The run's config (default: <store>/config.yaml)."),
+) -> None:
+    """Rebuild a lost plan.parquet or a damaged manifest.json of STORE from the config and the evaluation
+    files (nothing is evaluated again; damaged files are moved aside), and remove temporary files of
+    stopped writers."""
+    from contribshap.pipeline.repair import repair_store
+
+    report = repair_store(store, config=config)
+    typer.echo("\n".join(report.lines()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: known errors -> one line on stderr and exit code 2."""
     import click

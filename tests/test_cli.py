@@ -213,6 +213,6 @@ def test_check_status_and_help(good_store, capsys):
     assert "planned 16 evaluations of 16 coalitions in 1 round(s): ok 16, failed 0, remaining 0, ETA -" in capsys.readouterr().out
     assert main(["status", "st", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] == 16
-    for command in ([], ["check"], ["run"], ["status"], ["reduce"], ["report"], ["evaluate"], ["demo"]):
+    for command in ([], ["check"], ["run"], ["status"], ["reduce"], ["report"], ["evaluate"], ["repair"], ["demo"]):
         assert main([*command, "--help"]) == 0, command
         assert "Usage: contribshap" in capsys.readouterr().out
