@@ -11,7 +11,7 @@ averaged). Per property it reports:
   else KernelSHAP on the common coalitions for BOTH modes (plus the exact FT vector for reference);
 - the sign and harm rank of the noise contributor in each mode.
 
-The full study (issue 4) is ``--retrain-coalitions all --ft-seeds 3 --retrain-seeds 3`` with
+The full study is ``--retrain-coalitions all --ft-seeds 3 --retrain-seeds 3`` with
 ``--retrain-steps`` = ``train.steps``; on 2 shared CPU cores that takes hours, so smaller runs are labelled
 ``"reduced": true`` in the JSON together with what was reduced.
 
@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from contribshap.pipeline.metrics import spearman
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOWER_IS_BETTER = {"fid", "log_fid", "kid"}
@@ -244,12 +245,6 @@ def choose_retrain_masks(spec: str, all_masks: list[tuple[bool, ...]], n: int, s
         else:
             raise ValueError(f"--retrain-coalitions part {part!r} is unknown; valid: all, corners, random:K (joined by +)")
     return list(dict.fromkeys(chosen))
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
 
 
 def shapley(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float, *, exact: bool) -> np.ndarray:

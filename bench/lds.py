@@ -1,6 +1,6 @@
 """LDS of sparsified-FT Shapley against held-out subsets on the demo, next to every baseline (not a test).
 
-What it measures (issue 6 targets):
+What it measures:
 
 1. One table: LDS (x100 Spearman, bootstrap CI over subsets and seeds) per property x method, for the
    demo store's Shapley estimate (``kernelshap`` on sparsified fine-tuning), the store baselines (LOO,
@@ -58,13 +58,14 @@ def lds_table(doc: dict, label: str) -> list[dict]:
 def lds_vs_coalitions(store: Path, doc: dict, methods: tuple[str, ...], n_points: int = 8) -> list[dict]:
     """Re-estimate on prefixes of the plan (design order) and score each prefix on the held-out values."""
     from contribshap.pipeline.estimators import estimate
-    from contribshap.pipeline.evaluate import lds_score, main_rows, mask_from_string, read_all_evals
-    from contribshap.pipeline.store import Store
+    from contribshap.pipeline.metrics import lds_score
+    from contribshap.pipeline.readers import main_rows, read_all_evals
+    from contribshap.pipeline.store import Store, mask_from_str
 
     manifest = Store(store).read_manifest()
     rows_by_ns, _ = read_all_evals(store)
     main = main_rows(store, manifest, rows_by_ns.get(str(manifest["config_hash"]), []))
-    masks_h = np.array([mask_from_string(s) for s in doc["holdout"]["masks"]], dtype=bool)
+    masks_h = np.array([mask_from_str(s) for s in doc["holdout"]["masks"]], dtype=bool)
     m, n = main.masks.shape
     sizes = sorted({round(float(x)) for x in np.geomspace(min(m, 2 * n), m, n_points)} | {m})
     sizes = sorted({s + (s % 2) if s < m else s for s in sizes})  # whole pairs of a paired plan
@@ -98,7 +99,7 @@ def synthetic_lds_vs_budget(n: int = 20, budgets_x: tuple[int, ...] = (2, 5, 10,
     """
     import importlib.util
 
-    from contribshap.pipeline.evaluate import lds_score
+    from contribshap.pipeline.metrics import lds_score
     from contribshap.pipeline.sampling import sample_coalitions
 
     spec = importlib.util.spec_from_file_location("bench_estimators", REPO / "bench" / "estimators.py")

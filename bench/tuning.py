@@ -1,4 +1,4 @@
-"""What sparsified fine-tuning needs: recovery length, K, learning rate and EMA against cost (issue 4).
+"""What sparsified fine-tuning needs: recovery length, K, learning rate and EMA against cost.
 
 The fidelity game of ``bench/fidelity.py`` (5 digit classes + the planted noise contributor, n = 6, all 63
 non-empty coalitions, exact Shapley): every variant changes one setting of the default fine-tune

@@ -99,7 +99,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON on stdout."),
 ) -> None:
     """Planned / done / failed / remaining evaluations and ETA of STORE (no Ray needed)."""
-    from contribshap.pipeline.driver import store_status
+    from contribshap.pipeline.status import store_status
 
     info = store_status(store)
     try:  # the Ray Jobs state, when the store was submitted with `contribshap submit`
@@ -156,7 +156,7 @@ def report(
     out: Path = typer.Option(None, "--out", help="Output folder (default: <store>/report)."),
 ) -> None:
     """Build the HTML report (tables, plots) of STORE."""
-    build_report = _lazy("contribshap.pipeline.report", "build_report", "the evaluation work (issue 6)")
+    build_report = _lazy("contribshap.pipeline.report", "build_report", "the report")
     path = build_report(Path(store), out=out)
     typer.echo(str(path))
 
@@ -175,7 +175,7 @@ def evaluate(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """LDS on held-out subsets (and counterfactual removals) for STORE."""
-    run_evaluate = _lazy("contribshap.pipeline.evaluate", "run_evaluate", "the evaluation work (issue 6)")
+    run_evaluate = _lazy("contribshap.pipeline.evaluate", "run_evaluate", "the evaluation")
     run_evaluate(Path(store), n_subsets=n_subsets, alpha=alpha, mode=mode, seeds=seed or None,
                  methods=method or None, counterfactual=counterfactual, top_k=tuple(top_k or (0.1, 0.2)),
                  address=address, progress=progress)
@@ -192,13 +192,13 @@ def demo(
     """Run the embedded digits demo (configs/demo.yaml) end to end, then build its report."""
     config = REPO_ROOT / "configs" / ("demo_ci.yaml" if ci else "demo.yaml")
     if not config.is_file():
-        raise ContribshapError(f"{config} is missing; it ships with the repository (issue 4): update the checkout")
+        raise ContribshapError(f"{config} is missing; it ships with the repository: update the checkout")
     _run_and_show(config, store=None, address=address, force_new=force_new, progress=progress)
     from contribshap.pipeline.config import load_config, resolve_store
 
     store = resolve_store(load_config(config))
     try:
-        build_report = _lazy("contribshap.pipeline.report", "build_report", "the evaluation work (issue 6)")
+        build_report = _lazy("contribshap.pipeline.report", "build_report", "the report")
         typer.echo(str(build_report(store)))
     except ContribshapError as error:
         _echo_err(f"warning: no report: {error}")

@@ -2,13 +2,15 @@
 
 Ray Core only, imported lazily (``import contribshap.pipeline.driver`` costs no Ray import). The whole state is the
 store (manifest, plan, one file per evaluation): running the same command again after a crash, a
-``kill -9`` or a preemption continues exactly where the last run stopped.
+``kill -9`` or a preemption continues exactly where the last run stopped. Task bodies live in
+:mod:`contribshap.pipeline.tasks`, the connection and window sizing in :mod:`contribshap.pipeline.ray_context`,
+the read-only progress of a store in :mod:`contribshap.pipeline.status`.
 
 Run, step by step (:func:`run`):
  1. open the store: create it, or check that it belongs to this config hash and design; take
     ``driver.lock`` (a second live driver on the same store is refused; a stale lock is taken over).
- 2. connect to Ray: ``address`` (CLI, config, or ``RAY_ADDRESS``); ``auto`` joins the cluster of this
-    machine; nothing starts a quiet local instance bound to 127.0.0.1 without dashboard.
+ 2. connect to Ray on first need: ``address`` (CLI, config, or ``RAY_ADDRESS``); ``auto`` joins the
+    cluster of this machine; no address starts a quiet local instance without dashboard.
  3. prepare: one Ray task builds the game and runs ``game.prepare()``; contributors go to the manifest.
  4. per round: extend ``plan.parquet`` (written before any dispatch), then todo = plan x replicates -
     ok evaluations; submit in longest-processing-time order (largest/most expensive coalitions first)
@@ -22,21 +24,21 @@ Failures: a worker process that dies is retried by Ray (``ray.max_retries``). An
 (or a base class) is named in ``ray.retry_exceptions`` is retried inside the task up to
 ``ray.max_retries`` times; any other exception, or one that keeps coming, is recorded as a ``failed`` row
 with its error, and the run goes on. ``contribshap run`` again retries failed evaluations.
+
+Model jobs of ``contribshap evaluate`` besides evaluations (the torch baselines) run as Ray tasks too,
+with the same per-task resources (:func:`run_model_baselines`, :func:`run_counterfactual_samples`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import json
-import logging
 import math
 import os
-import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,6 @@ from contribshap.pipeline.config import (
     Config,
     ConfigError,
     ContribshapError,
-    RayConfig,
     config_hash,
     plan_hash,
     resolve_store,
@@ -61,20 +62,28 @@ from contribshap.pipeline.plan import (
     extend_plan,
     jobs_for,
     key_of_mask,
-    mask_from_str,
     read_plan,
     round_budgets,
     write_plan,
 )
-from contribshap.pipeline.store import RESERVED_COLUMNS, DriverLock, Store, StoreError
+from contribshap.pipeline.ray_context import DriverError, LazyRay, one_line, window
+from contribshap.pipeline.store import RESERVED_COLUMNS, DriverLock, Store, StoreError, make_row
+from contribshap.pipeline.tasks import (
+    counterfactual_samples_task,
+    evaluate_task,
+    model_baselines_task,
+    prepare_task,
+)
 
 __all__ = [
     "DriverError",
     "RunSummary",
-    "connect",
+    "dispatch",
     "evaluate_coalitions",
+    "lpt_order",
     "run",
-    "store_status",
+    "run_counterfactual_samples",
+    "run_model_baselines",
 ]
 
 #: Seconds between two reads of ``ray.cluster_resources()`` (window sizing) while dispatching.
@@ -84,186 +93,6 @@ RESOURCE_REFRESH_S = 5.0
 INDEX_FLUSH_S = 10.0
 #: Timeout of one ``ray.wait`` call: the loop wakes at least this often to refresh the bar and the cache.
 WAIT_TIMEOUT_S = 1.0
-
-
-class DriverError(ContribshapError):
-    """The run cannot go on (prepare failed, Ray unreachable, ...)."""
-
-
-class LazyRay:
-    """Connects to Ray on first need (a resume with nothing left to do never starts Ray).
-
-    Use as a context manager; a local instance started here is shut down on exit.
-    """
-
-    def __init__(self, address: str | None, ray_cfg: RayConfig) -> None:
-        self.address, self.ray_cfg = address, ray_cfg
-        self.connected = False
-        self.started_here = False
-
-    def ensure(self) -> None:
-        if not self.connected:
-            self.started_here = connect(self.address, self.ray_cfg)
-            self.connected = True
-
-    def __enter__(self) -> LazyRay:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.started_here:
-            import ray
-
-            ray.shutdown()
-
-
-# --- worker side ------------------------------------------------------------------------------------------
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
-
-
-def _is_transient(error: BaseException, names: Sequence[str]) -> bool:
-    """True when the class of ``error`` or one of its bases is named (bare or qualified) in ``names``."""
-    wanted = set(names)
-    for cls in type(error).__mro__:
-        if cls.__name__ in wanted or f"{cls.__module__}.{cls.__name__}" in wanted:
-            return True
-    return False
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_game(namespace: str, store_root: str, config_text: str, search_paths: tuple[str, ...]) -> Any:
-    """Build the game once per worker process (keyed by namespace = config hash, and store root)."""
-    from contribshap.pipeline.games import build_game
-
-    for path in reversed(search_paths):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    cfg = Config.model_validate(json.loads(config_text))
-    return build_game(cfg, Path(store_root), search_paths=search_paths)
-
-
-def _worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _prepare_task(config_text: str, store_root: str, namespace: str, search_paths: tuple[str, ...]) -> dict[str, Any]:
-    """Ray task body: build the game, run ``prepare()``, return contributors and a summary."""
-    game = _cached_game(namespace, store_root, config_text, search_paths)
-    summary = game.prepare()
-    return {
-        "contributors": [c.to_dict() for c in game.contributors()],
-        "property_names": list(game.property_names()),
-        "summary": summary,
-        "worker": _worker_name(),
-    }
-
-
-def make_row(job: dict[str, Any], *, status: str, attempt: int, values: dict[str, float] | None = None,
-             error: str | None = None, timings: dict[str, float] | None = None,
-             info: dict[str, Any] | None = None, started_at: float = math.nan) -> dict[str, Any]:
-    """One evaluation row (schema: docs/ARCHITECTURE.md)."""
-    timings = timings or {}
-    row: dict[str, Any] = {
-        "coalition_key": job["coalition_key"], "mask": job["mask"], "size": int(job["size"]),
-        "replicate": int(job["replicate"]), "seed": int(job["seed"]), "status": status,
-        "error": error, "attempt": int(attempt),
-    }
-    for name, value in (values or {}).items():
-        row[name] = float(value)
-    for name in ("finetune_s", "sample_s", "eval_s", "wall_s"):
-        row[name] = float(timings.get(name, math.nan))
-    row.update({
-        "worker": _worker_name(), "started_at": float(started_at), "finished_at": time.time(),
-        "info": json.dumps(info or {}, default=str),
-    })
-    return row
-
-
-def _evaluate_task(config_text: str, store_root: str, namespace: str, job: dict[str, Any],
-                   search_paths: tuple[str, ...]) -> dict[str, Any]:
-    """Ray task body: evaluate one (coalition, replicate), write its row atomically, return the row."""
-    started = time.time()
-    ray_cfg = json.loads(config_text)["ray"]
-    max_retries, transient = int(ray_cfg["max_retries"]), list(ray_cfg["retry_exceptions"])
-    attempt = 0
-    while True:
-        attempt += 1
-        clock = time.perf_counter()
-        try:
-            game = _cached_game(namespace, store_root, config_text, search_paths)
-            result = game.evaluate(mask_from_str(job["mask"]), replicate=int(job["replicate"]), seed=int(job["seed"]))
-            reserved = sorted(set(result.values) & RESERVED_COLUMNS)
-            if reserved:
-                raise ValueError(f"property name(s) {reserved} are reserved store columns; rename them")
-            timings = {**result.timings, "wall_s": time.perf_counter() - clock}
-            row = make_row(job, status="ok", attempt=attempt, values=result.values, timings=timings,
-                           info=result.info, started_at=started)
-            break
-        except Exception as error:
-            if _is_transient(error, transient) and attempt <= max_retries:
-                time.sleep(min(0.05 * 2**attempt, 5.0))
-                continue
-            row = make_row(job, status="failed", attempt=attempt, error=_one_line(error),
-                           timings={"wall_s": time.perf_counter() - clock}, started_at=started)
-            break
-    Store(store_root).write_eval(namespace, row)
-    return row
-
-
-# --- Ray connection -------------------------------------------------------------------------------------------
-def connect(address: str | None, ray_cfg: RayConfig) -> bool:
-    """Connect to Ray; returns True when this call started a local instance (the caller shuts it down).
-
-    Args:
-        address: ``None`` (then ``ray.address``, then ``RAY_ADDRESS``, else a local instance), ``auto``,
-            or ``host:port`` / ``ray://host:port``.
-        ray_cfg: the ``ray`` section (local size, temp dir).
-
-    A local instance binds to 127.0.0.1, starts no dashboard, logs only warnings, and runs with
-    ``RAY_AUTH_MODE=disabled`` unless the environment sets it (loopback only: no token to manage).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or ray_cfg.address or os.environ.get("RAY_ADDRESS") or None
-    try:
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
-            return False
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(
-            num_cpus=ray_cfg.local_num_cpus,
-            include_dashboard=False,
-            # asked for loopback; Ray 2.60 swaps it for the host address (docs/pipeline.md, Scheduling)
-            _node_ip_address="127.0.0.1",
-            _temp_dir=str(Path(ray_cfg.temp_dir).expanduser().resolve()) if ray_cfg.temp_dir else None,
-            logging_level=logging.WARNING,
-        )
-    except ConnectionError as error:
-        raise DriverError(
-            f"cannot reach Ray at {address!r} ({_one_line(error)}); start the cluster, or drop --address "
-            "to run on a local instance"
-        ) from None
-    return True
-
-
-def _slots(ray_cfg: RayConfig) -> int:
-    """How many tasks the cluster runs at once with the configured per-task resources."""
-    import ray
-
-    resources = ray.cluster_resources()
-    counts = []
-    if ray_cfg.num_gpus > 0:
-        counts.append(resources.get("GPU", 0.0) / ray_cfg.num_gpus)
-    if ray_cfg.num_cpus > 0:
-        counts.append(resources.get("CPU", 0.0) / ray_cfg.num_cpus)
-    return max(1, int(min(counts)) if counts else int(resources.get("CPU", 1)))
-
-
-def _window(ray_cfg: RayConfig) -> int:
-    return ray_cfg.max_in_flight or 2 * _slots(ray_cfg)
 
 
 # --- dispatch -----------------------------------------------------------------------------------------------
@@ -289,7 +118,7 @@ def lpt_order(jobs: list[Job], ok_rows: list[dict[str, Any]]) -> list[Job]:
 
 @dataclass
 class DispatchResult:
-    """Counts of one dispatch: ``ok`` / ``failed`` rows returned, ``lost`` jobs Ray gave up on."""
+    """What one dispatch returned: ``ok`` / ``failed`` counts and the rows (jobs Ray gave up on are failed rows)."""
 
     ok: int = 0
     failed: int = 0
@@ -319,14 +148,14 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
     # max_calls=0: a worker process runs any number of evaluations, keeping its game (the prepared model on
     # its GPU) between coalitions. Ray's default for a function declared with num_gpus is max_calls=1 (the
     # worker exits after every call, ray#29624), which would reload torch and the model per coalition.
-    remote = ray.remote(max_calls=0)(_evaluate_task).options(
+    remote = ray.remote(max_calls=0)(evaluate_task).options(
         num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, max_retries=cfg.ray.max_retries,
         retry_exceptions=False, name="contribshap.evaluate",
     )
     pending = list(reversed(jobs))  # pop() from the end = the most expensive first
     in_flight: dict[Any, Job] = {}
     result = DispatchResult()
-    window, window_at = _window(cfg.ray), time.monotonic()
+    limit, window_at = window(cfg.ray), time.monotonic()
     flush_at = time.monotonic()
     known = {(r["coalition_key"], int(r["replicate"])): r for r in known_rows}
     bar = _progress_bar(len(jobs), progress, description)
@@ -334,8 +163,8 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
         while pending or in_flight:
             # 1. keep the window full (re-read the cluster size now and then: nodes come and go)
             if time.monotonic() - window_at > RESOURCE_REFRESH_S:
-                window, window_at = _window(cfg.ray), time.monotonic()
-            while pending and len(in_flight) < window:
+                limit, window_at = window(cfg.ray), time.monotonic()
+            while pending and len(in_flight) < limit:
                 job = pending.pop()
                 ref = remote.remote(config_text, str(store.root), namespace, job.to_dict(), search_paths)
                 in_flight[ref] = job
@@ -350,7 +179,7 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
                     row = ray.get(ref)
                 except Exception as error:  # the task never returned: worker deaths beyond max_retries
                     row = make_row(job.to_dict(), status="failed", attempt=cfg.ray.max_retries + 1,
-                                   error=_one_line(error))
+                                   error=one_line(error))
                     store.write_eval(namespace, row)
                 result.rows.append(row)
                 known[(row["coalition_key"], int(row["replicate"]))] = row
@@ -409,7 +238,7 @@ def _ensure_prepared(cfg: Config, store: Store, namespace: str, config_text: str
     ray_context.ensure()
     import ray
 
-    remote = ray.remote(max_calls=0)(_prepare_task).options(  # the worker stays, game cached (see dispatch)
+    remote = ray.remote(max_calls=0)(prepare_task).options(  # the worker stays, game cached (see dispatch)
         num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, max_retries=cfg.ray.max_retries,
         name="contribshap.prepare",
     )
@@ -419,7 +248,7 @@ def _ensure_prepared(cfg: Config, store: Store, namespace: str, config_text: str
         cause = getattr(error, "cause", None) or error
         if isinstance(cause, ContribshapError):
             raise type(cause)(str(cause)) from None
-        raise DriverError(f"prepare failed: {_one_line(cause)}; fix the game and run again") from None
+        raise DriverError(f"prepare failed: {one_line(cause)}; fix the game and run again") from None
     contributors = out["contributors"]
     if manifest.get("contributors") and manifest["contributors"] != contributors:
         raise StoreError(
@@ -577,7 +406,7 @@ def evaluate_coalitions(cfg: Config, store: Store | str | Path, masks: np.ndarra
         try:
             derived = Config.model_validate(_deep_merge(cfg.model_dump(mode="json"), overrides))
         except Exception as error:
-            raise ConfigError(f"evaluate overrides {overrides}: {_one_line(error)}") from None
+            raise ConfigError(f"evaluate overrides {overrides}: {one_line(error)}") from None
         namespace = f"{namespace}-{variant_hash(overrides)}"
     store.create(name=cfg.name, config_hash=config_hash(cfg), plan_hash=plan_hash(cfg))
     masks = np.asarray(masks, dtype=bool)
@@ -606,47 +435,52 @@ def evaluate_coalitions(cfg: Config, store: Store | str | Path, masks: np.ndarra
     return [by_job[(key, r)] for key in keys for r in range(replicates) if (key, r) in by_job]
 
 
-# --- status ---------------------------------------------------------------------------------------------------
-def store_status(store_path: str | Path) -> dict[str, Any]:
-    """Progress of a store without Ray: planned / ok / failed / remaining evaluations, ETA, lock holder.
+# --- model jobs of `contribshap evaluate` (torch baselines) --------------------------------------------------
+def _run_model_task(cfg: Config, task: Callable[..., Any], *args: Any, name: str, address: str | None) -> Any:
+    """Run ``task(config_text, *args)`` as one Ray task with the evaluation resources; return its result.
 
-    The ETA assumes the mean measured ``wall_s`` per evaluation and the parallelism seen so far
-    (evaluations whose [started_at, finished_at] overlap).
+    Raises:
+        DriverError: the task failed (one line: the task's name and its error; the caller may record it).
     """
-    store = Store(store_path)
-    manifest = store.read_manifest()
-    namespace = manifest["config_hash"]
-    rows = read_plan(store)
-    jobs = jobs_for(rows, seed=0, sections=ESTIMATOR_SECTIONS)
-    scan = store.scan(namespace, update_index=False)
-    status = scan.status_by_job()
-    wanted = {(j.coalition_key, j.replicate) for j in jobs}
-    ok = sum(1 for j in wanted if status.get(j) == "ok")
-    failed_rows = [r for r in scan.rows if r["status"] == "failed" and (r["coalition_key"], r["replicate"]) in wanted]
-    remaining = len(wanted) - ok
-    ok_rows = [r for r in scan.rows if r["status"] == "ok"]
-    walls = [r["wall_s"] for r in ok_rows if r.get("wall_s") is not None and math.isfinite(r["wall_s"])]
-    eta_s = None
-    if walls and remaining:
-        span = [(r["started_at"], r["finished_at"]) for r in ok_rows if math.isfinite(r.get("started_at") or math.nan)]
-        busy = sum(f - s for s, f in span)
-        elapsed = (max(f for _, f in span) - min(s for s, _ in span)) if span else 0.0
-        parallel = max(1.0, busy / elapsed) if elapsed > 0 else 1.0
-        eta_s = float(np.mean(walls)) * remaining / parallel
-    holder = None
-    if store.lock_path.is_file():
-        with contextlib.suppress(Exception):
-            holder = json.loads(store.lock_path.read_text())
-    return {
-        "store": str(store.root), "name": manifest.get("name"), "config_hash": namespace,
-        "contributors": len(manifest.get("contributors") or []),
-        "planned_coalitions": sum(1 for r in rows if r["section"] in ESTIMATOR_SECTIONS),
-        "planned": len(wanted), "ok": ok, "failed": len(failed_rows), "remaining": remaining,
-        "rounds": max((r["round"] for r in rows), default=-1) + 1,
-        "eta_s": eta_s, "unreadable": scan.unreadable, "driver": holder,
-        "failed_evaluations": [
-            {"coalition_key": r["coalition_key"], "mask": r["mask"], "replicate": r["replicate"], "error": r["error"]}
-            for r in failed_rows
-        ],
-        "other_sections": sorted({r["section"] for r in rows} - set(ESTIMATOR_SECTIONS)),
-    }
+    with LazyRay(address, cfg.ray) as ray_context:
+        ray_context.ensure()
+        import ray
+
+        remote = ray.remote(max_calls=0)(task).options(  # the worker stays (see dispatch)
+            num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, max_retries=cfg.ray.max_retries, name=name,
+        )
+        try:
+            return ray.get(remote.remote(_config_text(cfg), *args))
+        except Exception as error:
+            cause = getattr(error, "cause", None) or error
+            raise DriverError(f"task {name} failed: {one_line(cause)}; fix the cause and run the command again") from None
+
+
+def run_model_baselines(cfg: Config, store: str | Path, *, methods: Sequence[str], address: str | None = None,
+                        progress: bool = True) -> dict[str, np.ndarray]:
+    """``contribshap.workers.baselines.model_baselines`` of a diffusion store, as a Ray task.
+
+    Args:
+        cfg: the run's config. store: its store folder (prepared artifacts under ``artifacts/``).
+        methods: model baselines to compute (``pixel_mean``, ``pixel_max``, ``feature_mean``,
+            ``feature_max``, ``trak``).
+        address: Ray address (as :func:`run`). progress: timings printed by the worker.
+
+    Returns:
+        method -> float array (n,) of unsigned scores (the worker also caches them in
+        ``estimates/model_baselines.json``).
+    """
+    return _run_model_task(cfg, model_baselines_task, str(Path(store)), list(methods), progress,
+                           name="contribshap.model_baselines", address=address)
+
+
+def run_counterfactual_samples(cfg: Config, store: str | Path, panels: list[tuple[str, np.ndarray]], out_png: Path,
+                               *, address: str | None = None) -> Path:
+    """``contribshap.workers.baselines.counterfactual_samples`` (a PNG of sample grids) as a Ray task.
+
+    Args:
+        cfg: the run's config. store: its store folder. panels: ``(title, mask)`` pairs, mask bool (n,).
+        out_png: the PNG to write (in the store). address: Ray address (as :func:`run`).
+    """
+    return Path(_run_model_task(cfg, counterfactual_samples_task, str(Path(store)), panels, str(out_png),
+                                name="contribshap.counterfactual_samples", address=address))

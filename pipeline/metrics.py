@@ -1,60 +1,55 @@
-"""Evaluation metrics for attributions (numpy/scipy only): LDS, counterfactual sets, correlations, errors.
+"""Metrics of attributions (numpy/scipy only, no I/O): correlations, LDS, counterfactual sets, orientation.
 
-Notation
---------
-- ``attributions``: float (n,) — one score φ_i per contributor — or (k, n) for k attribution vectors
-  (e.g. estimated under k training seeds; the LDS is then averaged over them).
-- ``subset_masks``: bool (s, n), held-out subsets S_j (e.g. ``sample_coalitions(n, s, "datamodel")``).
-- ``measured``: float (s,) — v(S_j) — or (s, r) for r retraining seeds (averaged per subset, NaN-aware).
+Notation map (Ilyas et al. 2022; Lin et al. 2025, Sec. 5):
 
-LDS (linear datamodeling score, Ilyas et al. 2022; Lin et al. 2025 Sec. 5)
-    LDS = 100 · Spearman_j( Σ_{i∈S_j} φ_i , v(S_j) ),  with a percentile bootstrap CI over subsets.
+- ``masks`` (m, n) bool: the held-out subsets S_1..S_m (or the estimate rows, for :func:`orient`);
+- ``scores`` (n,) float: phi, one attribution per contributor (any method);
+- ``values`` (m,) or (s, m) float: v_seed(S_j) under s training seeds (NaN = failed evaluation);
+- ``sums`` (m,) = masks @ phi.
+
+- **LDS** = ``100 * Spearman( sum_{i in S_j} phi_i , mean_seed v(S_j) )``, with a percentile bootstrap CI
+  that resamples subsets and seeds together, and the LDS of each seed alone (:func:`lds_score`).
+- **Counterfactuals**: the top-k / bottom-k contributors by phi (:func:`counterfactual_sets`), the full
+  coalition without them (:func:`removal_mask`), and the relative change
+  ``(v(N minus R) - v(N)) / |v(N)|`` with a t-interval over seeds (:func:`relative_change`).
+- **Orientation** of unsigned scores (similarities) on the estimate rows (:func:`orient`).
+
+Used by ``contribshap evaluate`` (:mod:`contribshap.pipeline.evaluate`), the report and the benchmarks.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-COUNTERFACTUALS: tuple[str, ...] = ("remove_top", "remove_bottom", "keep_top", "keep_bottom")
-"""Names of the masks :func:`top_k_removal_masks` returns."""
-
-
-@dataclass(frozen=True)
-class LDSResult:
-    """Linear datamodeling score on the 0..100 scale (−100 = perfectly reversed ranking).
-
-    Attributes:
-        value: 100 × Spearman (averaged over attribution vectors when several were given).
-        ci_low, ci_high: percentile bootstrap interval at ``level`` over subsets (NaN if undefined).
-        n_subsets: subsets used (after dropping those without a finite measured value).
-        level: CI level.
-        per_attribution: the LDS of each attribution vector (length k; [value] when k = 1).
-    """
-
-    value: float
-    ci_low: float
-    ci_high: float
-    n_subsets: int
-    level: float = 0.95
-    per_attribution: tuple[float, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["per_attribution"] = list(self.per_attribution)
-        return out
+__all__ = [
+    "LdsResult",
+    "counterfactual_sets",
+    "lds_score",
+    "orient",
+    "pearson",
+    "relative_change",
+    "relative_l2_error",
+    "removal_mask",
+    "spearman",
+]
 
 
 # --------------------------------------------------------------------------------------------------------
 # Correlations and errors
 # --------------------------------------------------------------------------------------------------------
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties) of two 1-d arrays; NaN if either is constant."""
+    """Spearman rank correlation (average ranks for ties) of two 1-d arrays; NaN if either is constant.
+
+    Example:
+        >>> spearman([1, 2, 3], [10, 30, 20])
+        0.5
+    """
     x, y = _pair(x, y, "spearman")
     return pearson(stats.rankdata(x), stats.rankdata(y))
 
@@ -83,168 +78,195 @@ def _pair(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarr
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape:
-        raise ValueError(f"{name} needs two 1-d arrays of equal length; got shapes {x.shape} and {y.shape}.")
+        raise ValueError(f"{name} needs two 1-d arrays of equal length; got shapes {x.shape} and {y.shape}")
     return x, y
 
 
 # --------------------------------------------------------------------------------------------------------
 # LDS
 # --------------------------------------------------------------------------------------------------------
-def lds(
-    attributions: np.ndarray,
-    subset_masks: np.ndarray,
-    measured: np.ndarray,
+@dataclass
+class LdsResult:
+    """LDS of one attribution vector on one property.
+
+    Attributes:
+        value: 100 x Spearman(sum of attributions over each subset, seed-averaged measured value); NaN when
+            the sums or the values are constant.
+        ci_low, ci_high: percentile bootstrap CI at ``level`` (subsets and seeds resampled together).
+        per_seed: LDS computed with each seed's values alone (length n_seeds).
+        n_subsets: subsets with at least one finite value; n_seeds: seeds (rows of ``values``).
+        level: confidence level of the CI.
+    """
+
+    value: float
+    ci_low: float
+    ci_high: float
+    per_seed: list[float] = field(default_factory=list)
+    n_subsets: int = 0
+    n_seeds: int = 0
+    level: float = 0.95
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lds_score(
+    masks: np.ndarray,
+    scores: np.ndarray,
+    values: np.ndarray,
     *,
-    n_boot: int = 1000,
     level: float = 0.95,
+    n_bootstrap: int = 1000,
     seed: int = 0,
-) -> LDSResult:
-    """Linear datamodeling score with a bootstrap CI over held-out subsets.
+) -> LdsResult:
+    """Linear datamodeling score with a bootstrap CI over subsets and seeds.
 
     Args:
-        attributions: float (n,) or (k, n); with k vectors the LDS is the mean of their k LDS values
-            (each bootstrap resample recomputes that mean on the same resampled subsets).
-        subset_masks: bool (s, n) held-out subsets.
-        measured: float (s,) or (s, r): measured v(S_j), r retraining seeds averaged (NaN ignored);
-            subsets with no finite value are dropped.
-        n_boot: bootstrap resamples (default 1000, >= 0; 0 skips the CI).
-        level: CI level in (0, 1).
+        masks: bool array (m, n): held-out subsets.
+        scores: float array (n,): attribution per contributor (any method).
+        values: float array (m,) or (s, m): measured property of each subset under s training seeds; NaN for
+            a failed evaluation (a subset with no finite value is dropped).
+        level: CI level in (0, 1), default 0.95.
+        n_bootstrap: bootstrap resamples (default 1000); each resamples the m subsets and the s seeds with
+            replacement and recomputes the statistic; resamples that give NaN (constant ranks) are skipped.
         seed: bootstrap seed.
 
     Returns:
-        :class:`LDSResult`; value NaN when fewer than 3 subsets remain or the ranks are constant.
+        :class:`LdsResult` (values on the 0..100 scale; -100 for a perfectly reversed ranking).
 
     Example:
         >>> masks = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=bool)
-        >>> lds(np.array([1.0, 2.0, 3.0]), masks, masks @ np.array([1.0, 2.0, 3.0]), n_boot=0).value
+        >>> lds_score(masks, np.array([1.0, 2.0, 3.0]), masks @ np.array([1.0, 2.0, 3.0])).value
         100.0
     """
-    # 1. validate and average measured values over seeds
-    phi = np.atleast_2d(np.asarray(attributions, dtype=np.float64))
-    masks = np.asarray(subset_masks, dtype=bool)
-    y = np.asarray(measured, dtype=np.float64)
-    if masks.ndim != 2 or phi.ndim != 2 or phi.shape[1] != masks.shape[1]:
+    # 1. Validate shapes.
+    masks = np.asarray(masks, dtype=bool)
+    scores = np.asarray(scores, dtype=float)
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    if masks.ndim != 2 or scores.shape != (masks.shape[1],) or values.shape[1] != masks.shape[0]:
         raise ValueError(
-            f"lds needs attributions (n,) or (k, n) and subset_masks (s, n) with the same n; "
-            f"got {phi.shape} and {masks.shape}."
+            f"lds_score needs masks (m, n), scores (n,), values (s, m); got {masks.shape}, {scores.shape}, "
+            f"{values.shape}"
         )
-    if y.ndim == 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            y = np.nanmean(y, axis=1)
-    if y.shape != (masks.shape[0],):
-        raise ValueError(f"measured must have shape ({masks.shape[0]},) or ({masks.shape[0]}, r); got {y.shape}.")
-    if not 0.0 < level < 1.0 or n_boot < 0:
-        raise ValueError(f"level must lie in (0, 1) and n_boot >= 0; got level={level!r}, n_boot={n_boot!r}.")
-    keep = np.isfinite(y)
-    masks, y = masks[keep], y[keep]
-    s = len(y)
-    # 2. point estimate: per attribution vector, then averaged
-    sums = masks.astype(np.float64) @ phi.T  # (s, k)
-    if s < 3:
-        return LDSResult(math.nan, math.nan, math.nan, s, level, tuple(math.nan for _ in phi))
-    per = [100.0 * spearman(sums[:, j], y) for j in range(phi.shape[0])]
-    value = float(np.mean(per))
-    # 3. bootstrap over subsets
-    lo = hi = math.nan
-    if n_boot > 0:
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1D5]))
-        draws = np.empty(n_boot)
-        for b in range(n_boot):
-            idx = rng.integers(0, s, size=s)
-            draws[b] = np.mean([100.0 * spearman(sums[idx, j], y[idx]) for j in range(phi.shape[0])])
-        draws = draws[np.isfinite(draws)]
-        if len(draws) >= max(10, n_boot // 10):
-            lo, hi = (float(q) for q in np.quantile(draws, [(1 - level) / 2, (1 + level) / 2]))
-    return LDSResult(value, lo, hi, s, float(level), tuple(float(p) for p in per))
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    # 2. Drop subsets without any finite value; seed means ignore NaN.
+    keep = np.isfinite(values).any(axis=0)
+    masks, values = masks[keep], values[:, keep]
+    m, s = masks.shape[0], values.shape[0]
+    sums = masks.astype(float) @ scores
+    if m < 3:
+        return LdsResult(math.nan, math.nan, math.nan, [math.nan] * s, m, s, level)
 
+    def _stat(idx: np.ndarray, seed_idx: np.ndarray) -> float:
+        sub = values[np.ix_(seed_idx, idx)]
+        if np.isnan(sub).any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns -> NaN, dropped below
+                mean = np.nanmean(sub, axis=0)
+        else:
+            mean = sub.mean(axis=0)
+        ok = np.isfinite(mean)
+        return 100.0 * spearman(sums[idx][ok], mean[ok])
 
-def lds_over_seeds(
-    attributions: np.ndarray,
-    subset_masks: np.ndarray,
-    measured: np.ndarray,
-    *,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> LDSResult:
-    """LDS against each retraining seed separately, averaged (Datamodels' per-seed protocol).
-
-    Args:
-        attributions: float (n,) or (k, n). subset_masks: bool (s, n).
-        measured: float (s, r): one column per retraining seed.
-
-    Returns:
-        :class:`LDSResult` whose value is the mean over seeds (and attribution vectors) of the LDS; the CI
-        resamples subsets; ``per_attribution`` holds the per-seed means.
-    """
-    y = np.asarray(measured, dtype=np.float64)
-    if y.ndim != 2:
-        raise ValueError(f"lds_over_seeds needs measured of shape (s, r); got {y.shape}. Use lds for (s,).")
-    per_seed = [lds(attributions, subset_masks, y[:, j], n_boot=0, level=level) for j in range(y.shape[1])]
-    values = np.array([r.value for r in per_seed])
-    masks = np.asarray(subset_masks, dtype=bool)
-    phi = np.atleast_2d(np.asarray(attributions, dtype=np.float64))
-    sums = masks.astype(np.float64) @ phi.T
-    lo = hi = math.nan
-    if n_boot > 0 and len(y) >= 3:
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1D6]))
-        draws = []
-        for _ in range(n_boot):
-            idx = rng.integers(0, len(y), size=len(y))
-            stat = []
-            for j in range(y.shape[1]):
-                ok = np.isfinite(y[idx, j])
-                for a in range(phi.shape[0]):
-                    stat.append(100.0 * spearman(sums[idx, a][ok], y[idx, j][ok]) if ok.sum() >= 3 else math.nan)
-            draws.append(np.nanmean(stat) if np.isfinite(stat).any() else math.nan)
-        d = np.array(draws)
-        d = d[np.isfinite(d)]
-        if len(d) >= max(10, n_boot // 10):
-            lo, hi = (float(q) for q in np.quantile(d, [(1 - level) / 2, (1 + level) / 2]))
-    n_used = int(np.isfinite(y).any(axis=1).sum())
-    return LDSResult(float(np.nanmean(values)), lo, hi, n_used, float(level), tuple(float(v) for v in values))
+    # 3. Point estimate and per-seed LDS.
+    all_idx, all_seeds = np.arange(m), np.arange(s)
+    point = _stat(all_idx, all_seeds)
+    per_seed = [_stat(all_idx, np.array([j])) for j in range(s)]
+    # 4. Bootstrap over subsets and seeds together.
+    rng = np.random.default_rng(seed)
+    boot = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        boot[b] = _stat(rng.integers(0, m, m), rng.integers(0, s, s) if s > 1 else all_seeds)
+    boot = boot[np.isfinite(boot)]
+    if len(boot) < max(10, n_bootstrap // 10):
+        lo = hi = math.nan
+    else:
+        lo, hi = (float(q) for q in np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]))
+    return LdsResult(float(point), lo, hi, [float(v) for v in per_seed], m, s, level)
 
 
 # --------------------------------------------------------------------------------------------------------
-# Counterfactuals
+# Counterfactuals and orientation
 # --------------------------------------------------------------------------------------------------------
-def top_k_removal_masks(
-    values: np.ndarray, k_frac: float, *, higher_is_better: bool = True
-) -> dict[str, np.ndarray]:
-    """Coalition masks for the counterfactual checks at one fraction.
-
-    "Top" contributors are the most beneficial ones: the highest attributions when a higher property is
-    better (accuracy, IS), the lowest (most negative) when lower is better (FID). k = max(1, round(k_frac·n)),
-    at most n − 1. Ties are broken by contributor index (lower index ranks first), so results are
-    deterministic; NaN attributions rank last.
+def counterfactual_sets(scores: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Contributors to remove for the two counterfactuals at one fraction.
 
     Args:
-        values: float (n,) attributions.
-        k_frac: fraction in (0, 1).
-        higher_is_better: direction of the property the attributions were computed for.
+        scores: float array (n,): attribution per contributor (NaN counts as the lowest score).
+        fraction: k in (0, 1): share of contributors to remove; ``max(1, round(k * n))`` are removed
+            (at most n - 1).
 
     Returns:
-        dict with bool (n,) masks (True = kept in the coalition), keys :data:`COUNTERFACTUALS`:
-        ``remove_top`` (N minus the top k), ``remove_bottom`` (N minus the bottom k), ``keep_top`` (only
-        the top k), ``keep_bottom`` (only the bottom k).
-
-    Example:
-        >>> top_k_removal_masks(np.array([0.1, 0.5, -0.2, 0.3]), 0.25)["remove_top"].tolist()
-        [True, False, True, True]
+        ``(top, bottom)``: index arrays (sorted) of the highest-scoring and lowest-scoring contributors.
+        Ties are broken by contributor index (lower index first among the top), so results are
+        deterministic.
     """
-    phi = np.asarray(values, dtype=np.float64)
-    n = phi.shape[0] if phi.ndim == 1 else 0
+    scores = np.asarray(scores, dtype=float)
+    n = len(scores)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"top_k fraction must be in (0, 1), got {fraction}; e.g. 0.1 for the top 10%")
     if n < 2:
-        raise ValueError(f"values must be a 1-d array with at least 2 contributors; got shape {phi.shape}.")
-    if not 0.0 < k_frac < 1.0:
-        raise ValueError(f"k_frac must lie in (0, 1), e.g. 0.1 for the top 10%; got {k_frac!r}.")
-    k = min(max(1, round(k_frac * n)), n - 1)
-    benefit = phi if higher_is_better else -phi
-    benefit = np.where(np.isnan(benefit), -np.inf, benefit)
-    order = np.lexsort((np.arange(n), -benefit))  # most beneficial first, index breaks ties
-    top = np.zeros(n, dtype=bool)
-    top[order[:k]] = True
-    bottom = np.zeros(n, dtype=bool)
-    bottom[order[n - k :]] = True
-    return {"remove_top": ~top, "remove_bottom": ~bottom, "keep_top": top, "keep_bottom": bottom}
+        raise ValueError(f"counterfactuals need at least 2 contributors, got {n}")
+    k = min(n - 1, max(1, round(fraction * n)))
+    filled = np.where(np.isfinite(scores), scores, -np.inf)
+    order = np.lexsort((np.arange(n), -filled))  # descending score, then ascending index
+    return np.sort(order[:k]), np.sort(order[::-1][:k])
+
+
+def removal_mask(n: int, removed: np.ndarray) -> np.ndarray:
+    """Bool mask (n,) of the full coalition without the ``removed`` indices."""
+    mask = np.ones(n, dtype=bool)
+    mask[np.asarray(removed, dtype=int)] = False
+    return mask
+
+
+def relative_change(v_after: np.ndarray, v_full: np.ndarray, *, level: float = 0.95) -> dict[str, float]:
+    """Relative change ``(v_after - v_full) / |v_full|`` per seed, its mean and a t-interval over seeds.
+
+    Args:
+        v_after: float array (s,): property after the removal, one per seed.
+        v_full: float array (s,): property of the full coalition under the same seeds.
+        level: CI level.
+
+    Returns:
+        ``{"value", "ci_low", "ci_high", "n_seeds", "absolute"}`` where ``absolute`` is the mean of
+        ``v_after - v_full``. With one seed the CI is NaN (no spread to estimate); a zero ``v_full`` gives
+        NaN relative values.
+    """
+    v_after = np.asarray(v_after, dtype=float)
+    v_full = np.asarray(v_full, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = (v_after - v_full) / np.abs(v_full)
+    ok = np.isfinite(rel)
+    rel, diff = rel[ok], (v_after - v_full)[ok]
+    s = len(rel)
+    if s == 0:
+        return {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n_seeds": 0, "absolute": math.nan}
+    mean = float(rel.mean())
+    if s > 1:
+        half = float(stats.t.ppf((1 + level) / 2, s - 1) * rel.std(ddof=1) / math.sqrt(s))
+        lo, hi = mean - half, mean + half
+    else:
+        lo = hi = math.nan
+    return {"value": mean, "ci_low": lo, "ci_high": hi, "n_seeds": s, "absolute": float(diff.mean())}
+
+
+def orient(scores: np.ndarray, masks: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Give an unsigned score (e.g. a similarity) the sign that fits the property, on training rows.
+
+    The sign is that of Spearman(masks @ scores, values) on the *estimate* rows (never on held-out rows),
+    so a similarity that lowers FID is turned into a negative credit for FID, like a Shapley value.
+
+    Args:
+        scores: float array (n,). masks: bool array (m, n). values: float array (m,) (NaN skipped).
+
+    Returns:
+        ``(sign * scores, sign)`` with sign in {+1.0, -1.0} (+1 when the correlation is NaN).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values)
+    rho = spearman(masks[ok].astype(float) @ np.nan_to_num(scores), values[ok]) if ok.sum() >= 3 else math.nan
+    sign = -1.0 if (math.isfinite(rho) and rho < 0) else 1.0
+    return sign * np.asarray(scores, dtype=float), sign

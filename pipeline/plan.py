@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from contribshap.pipeline.store import Store, StoreError, atomic_write_table
+from contribshap.pipeline.store import Store, StoreError, atomic_write_table, mask_from_str, mask_to_str
 
 __all__ = [
     "ESTIMATOR_SECTIONS",
@@ -41,7 +41,7 @@ __all__ = [
     "derive_seed",
     "extend_plan",
     "jobs_for",
-    "mask_from_str",
+    "mask_from_str",  # the mask codec lives in contribshap.pipeline.store (the row schema's owner)
     "mask_to_str",
     "read_plan",
     "round_budgets",
@@ -68,16 +68,6 @@ PLAN_SCHEMA = pa.schema(
 def coalition_key(member_ids: Iterable[str]) -> str:
     """16 hex chars naming a coalition by its members' ids (order-free; the empty set has a key)."""
     return hashlib.sha256("\x1f".join(sorted(member_ids)).encode()).hexdigest()[:16]
-
-
-def mask_to_str(mask: Sequence[bool] | np.ndarray) -> str:
-    """bool mask (n,) -> ``'0101...'``."""
-    return "".join("1" if bool(m) else "0" for m in mask)
-
-
-def mask_from_str(text: str) -> np.ndarray:
-    """``'0101...'`` -> bool mask (n,)."""
-    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
 
 
 def key_of_mask(mask: Sequence[bool] | np.ndarray, ids: Sequence[str]) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from contribshap.pipeline.config import ContribshapError, store_location_problem
@@ -58,6 +60,10 @@ __all__ = [
     "atomic_write_json",
     "describe_os_error",
     "eval_file_name",
+    "make_row",
+    "mask_from_str",
+    "mask_to_str",
+    "worker_name",
 ]
 
 FORMAT_VERSION = 1
@@ -245,6 +251,56 @@ def row_to_table(row: dict[str, Any]) -> pa.Table:
         dtype = EVAL_COLUMNS.get(name) or TIMING_COLUMNS.get(name) or pa.float64()
         columns[name] = pa.array([value], type=dtype)
     return pa.table(columns)
+
+
+# --- the row schema: masks and evaluation rows --------------------------------------------------------------
+def mask_to_str(mask: Iterable[bool] | np.ndarray) -> str:
+    """bool mask (n,) -> ``'0101...'`` (the ``mask`` column of the plan and of every evaluation row)."""
+    return "".join("1" if bool(m) else "0" for m in mask)
+
+
+def mask_from_str(text: str) -> np.ndarray:
+    """``'0101...'`` -> bool mask (n,)."""
+    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process (the ``worker`` column)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_row(job: dict[str, Any], *, status: str, attempt: int, values: dict[str, float] | None = None,
+             error: str | None = None, timings: dict[str, float] | None = None,
+             info: dict[str, Any] | None = None, started_at: float = math.nan) -> dict[str, Any]:
+    """One evaluation row (schema: :data:`EVAL_COLUMNS`, the properties, :data:`TIMING_COLUMNS`).
+
+    Args:
+        job: ``coalition_key``, ``mask``, ``size``, ``replicate``, ``seed`` of the evaluation.
+        status: ``ok`` or ``failed``.
+        attempt: attempts used (1 = first try).
+        values: property -> value (ok rows); names in :data:`RESERVED_COLUMNS` are the caller's to refuse.
+        error: one-line error of the last attempt (failed rows), else None.
+        timings: any of ``finetune_s``, ``sample_s``, ``eval_s``, ``wall_s`` (missing ones are NaN).
+        info: JSON-serialisable extras (stored as a JSON string).
+        started_at: unix seconds the evaluation started (NaN when unknown).
+
+    The ``worker`` column is this process (:func:`worker_name`), ``finished_at`` is now.
+    """
+    timings = timings or {}
+    row: dict[str, Any] = {
+        "coalition_key": job["coalition_key"], "mask": job["mask"], "size": int(job["size"]),
+        "replicate": int(job["replicate"]), "seed": int(job["seed"]), "status": status,
+        "error": error, "attempt": int(attempt),
+    }
+    for name, value in (values or {}).items():
+        row[name] = float(value)
+    for name in ("finetune_s", "sample_s", "eval_s", "wall_s"):
+        row[name] = float(timings.get(name, math.nan))
+    row.update({
+        "worker": worker_name(), "started_at": float(started_at),
+        "finished_at": time.time(), "info": json.dumps(info or {}, default=str),
+    })
+    return row
 
 
 # --- the store ----------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ Example::
     result = submit("configs/airport.yaml", address="http://127.0.0.1:8265", wait=True)
     print(result.submission_id, result.status)     # contribshap-airport-6-1f2e3d4c5b6a-a1 SUCCEEDED
 
-Ray is imported lazily (inside the functions), as everywhere in ``pipeline/`` but the driver.
+Ray is imported lazily (inside the functions), as in the driver side (``driver.py``, ``ray_context.py``).
 """
 
 from __future__ import annotations

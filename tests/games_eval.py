@@ -66,7 +66,7 @@ def build_store(
     from contribshap.pipeline.config import config_hash, parse_config, plan_hash, save_resolved
     from contribshap.pipeline.estimators import estimate
     from contribshap.pipeline.games import build_game
-    from contribshap.pipeline.store import Store
+    from contribshap.pipeline.store import Store, mask_from_str
 
     root = Path(root)
     cfg = parse_config(
@@ -87,7 +87,7 @@ def build_store(
     namespace = config_hash(cfg)
     props: list[str] = []
     for job in plan_mod.jobs_for(rows, seed=seed):
-        result = game.evaluate(plan_mod.mask_from_str(job.mask), replicate=job.replicate, seed=job.seed)
+        result = game.evaluate(mask_from_str(job.mask), replicate=job.replicate, seed=job.seed)
         props = list(result.values)
         now = time.time()
         store.write_eval(namespace, {
@@ -98,7 +98,7 @@ def build_store(
     store.update_manifest(contributors=contributors, property_names=props)
     # estimates.json as `contribshap reduce --json` prints it
     scan = store.scan(namespace).rows
-    masks = np.array([plan_mod.mask_from_str(r["mask"]) for r in scan])
+    masks = np.array([mask_from_str(r["mask"]) for r in scan])
     doc: dict = {}
     for prop in props:
         vals = np.array([r[prop] for r in scan])

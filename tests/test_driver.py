@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pytest
 import yaml
-from contribshap.pipeline import driver
+from contribshap.pipeline import driver, ray_context
 from contribshap.pipeline.config import parse_config
-from contribshap.pipeline.driver import evaluate_coalitions, lpt_order, run, store_status
+from contribshap.pipeline.driver import evaluate_coalitions, lpt_order, run
 from contribshap.pipeline.games_python import GameError
 from contribshap.pipeline.plan import Job, read_plan
 from contribshap.pipeline.reduce import reduce_store
+from contribshap.pipeline.status import store_status
 from contribshap.pipeline.store import Store
 
 pytestmark = pytest.mark.usefixtures("game_env", "ray_address")
@@ -116,11 +117,11 @@ def test_slots_follow_cluster_resources_and_fractional_gpus(monkeypatch):
     from contribshap.pipeline.config import RayConfig
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
-    assert driver._slots(RayConfig(num_cpus=0, num_gpus=0.25)) == 8
-    assert driver._slots(RayConfig(num_cpus=1, num_gpus=0.5)) == 4
-    assert driver._slots(RayConfig(num_cpus=2)) == 8
-    assert driver._window(RayConfig(num_cpus=2)) == 16
-    assert driver._window(RayConfig(num_cpus=2, max_in_flight=3)) == 3
+    assert ray_context.slots(RayConfig(num_cpus=0, num_gpus=0.25)) == 8
+    assert ray_context.slots(RayConfig(num_cpus=1, num_gpus=0.5)) == 4
+    assert ray_context.slots(RayConfig(num_cpus=2)) == 8
+    assert ray_context.window(RayConfig(num_cpus=2)) == 16
+    assert ray_context.window(RayConfig(num_cpus=2, max_in_flight=3)) == 3
 
 
 def test_the_window_grows_when_nodes_join_mid_run(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""LDS, counterfactuals and store baselines on constructed cases with known answers (no torch)."""
+"""`contribshap evaluate` and the store baselines on constructed stores with known answers (no torch)."""
 
 from __future__ import annotations
 
@@ -14,97 +14,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from contribshap.pipeline import evaluate as ev
 from contribshap.pipeline.baselines import required_masks, store_baselines
+from contribshap.pipeline.plan import read_plan
+from contribshap.pipeline.readers import load_estimates
+from contribshap.pipeline.store import Store, mask_to_str
 from games_eval import WEIGHTS, additive, build_store
-
-
-def _subsets(n: int, m: int, seed: int) -> np.ndarray:
-    from contribshap.pipeline.sampling import sample_coalitions
-
-    return np.asarray(sample_coalitions(n, m, "datamodel", seed=seed, alpha=0.5), dtype=bool)
-
-
-# --- LDS ------------------------------------------------------------------------------------------------
-def test_lds_of_exact_attributions_on_an_additive_game_is_100():
-    masks = _subsets(10, 60, seed=1)
-    values = np.array([additive(m)["value"] for m in masks])
-    result = ev.lds_score(masks, WEIGHTS, values, n_bootstrap=200)
-    assert result.value == pytest.approx(100.0)
-    assert result.ci_low == pytest.approx(100.0) and result.ci_high == pytest.approx(100.0)
-    # the lower-is-better property is credited -2 w_i by Shapley: still a perfect linear datamodel
-    loss = np.array([additive(m)["loss"] for m in masks])
-    assert ev.lds_score(masks, -2 * WEIGHTS, loss, n_bootstrap=200).value == pytest.approx(100.0)
-    # the reversed ranking is -100
-    assert ev.lds_score(masks, -WEIGHTS, values, n_bootstrap=50).value == pytest.approx(-100.0)
-
-
-def test_lds_of_random_attributions_is_near_zero_and_its_ci_covers_zero():
-    """Values unrelated to the masks: the true LDS of any attribution is 0; check mean and CI coverage."""
-    rng = np.random.default_rng(0)
-    lds, covered = [], 0
-    reps = 40
-    for r in range(reps):
-        masks = _subsets(10, 80, seed=100 + r)
-        values = rng.normal(size=(2, len(masks)))  # two seeds of pure noise
-        result = ev.lds_score(masks, rng.normal(size=10), values, n_bootstrap=200, seed=r)
-        lds.append(result.value)
-        covered += result.ci_low <= 0.0 <= result.ci_high
-    assert abs(float(np.mean(lds))) < 8.0  # sd of one LDS here is ~11, of the mean ~2
-    assert covered >= 0.85 * reps  # nominal 95%
-
-
-def test_lds_averages_seeds_and_reports_each_seed():
-    masks = _subsets(8, 50, seed=3)
-    clean = masks @ WEIGHTS[:8]
-    rng = np.random.default_rng(1)
-    values = clean + rng.normal(0, 1.5, size=(3, len(masks)))
-    values[1, 4] = np.nan  # a failed evaluation is skipped, not fatal
-    result = ev.lds_score(masks, WEIGHTS[:8], values, n_bootstrap=300)
-    assert result.n_seeds == 3 and len(result.per_seed) == 3 and result.n_subsets == 50
-    assert result.ci_low <= result.value <= result.ci_high
-    # averaging seeds removes noise: the seed-mean LDS beats the average single-seed LDS
-    assert result.value > np.mean(result.per_seed)
-    expected = 100 * ev.spearman(masks @ WEIGHTS[:8], np.nanmean(values, axis=0))
-    assert result.value == pytest.approx(expected)
-
-
-def test_spearman_matches_scipy_with_ties():
-    from scipy import stats
-
-    x = np.array([1.0, 2.0, 2.0, 3.0, 5.0, 5.0])
-    y = np.array([2.0, 1.0, 4.0, 3.0, 6.0, 5.0])
-    assert ev.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
-    assert math.isnan(ev.spearman(np.ones(4), np.arange(4.0)))
-
-
-# --- counterfactual helpers ------------------------------------------------------------------------------
-def test_counterfactual_sets_pick_top_and_bottom_with_deterministic_ties():
-    scores = np.array([4.0, -3.0, 2.5, 1.0, 0.5, -1.5, 3.0, 0.25, -0.75, 2.0])
-    top, bottom = ev.counterfactual_sets(scores, 0.2)
-    assert top.tolist() == [0, 6] and bottom.tolist() == [1, 5]
-    top, bottom = ev.counterfactual_sets(np.zeros(5), 0.4)  # all tied: lowest indices are "top"
-    assert top.tolist() == [0, 1] and bottom.tolist() == [3, 4]
-    assert ev.removal_mask(4, np.array([1, 3])).tolist() == [True, False, True, False]
-    with pytest.raises(ValueError, match=r"top_k fraction must be in \(0, 1\), got 1.5"):
-        ev.counterfactual_sets(scores, 1.5)
-
-
-def test_relative_change_hand_computed():
-    out = ev.relative_change(np.array([8.0, 9.0, 10.0]), np.array([10.0, 10.0, 10.0]))
-    assert out["value"] == pytest.approx(-0.1)
-    assert out["absolute"] == pytest.approx(-1.0)
-    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t_{0.975, 2} * sd / sqrt(3), sd of (-.2, -.1, 0) = .1
-    assert out["ci_low"] == pytest.approx(-0.1 - half) and out["ci_high"] == pytest.approx(-0.1 + half)
-    single = ev.relative_change(np.array([5.0]), np.array([4.0]))
-    assert single["value"] == pytest.approx(0.25) and math.isnan(single["ci_low"])
-
-
-def test_orient_flips_an_anti_correlated_similarity():
-    masks = _subsets(10, 40, seed=5)
-    values = masks @ WEIGHTS
-    flipped, sign = ev.orient(-WEIGHTS, masks, values)
-    assert sign == -1.0 and np.allclose(flipped, WEIGHTS)
-    kept, sign = ev.orient(WEIGHTS, masks, values)
-    assert sign == 1.0 and np.allclose(kept, WEIGHTS)
 
 
 # --- store baselines -------------------------------------------------------------------------------------
@@ -156,8 +69,8 @@ def _in_process(monkeypatch):
 def test_run_evaluate_scores_every_method_and_writes_the_documents(tmp_path, monkeypatch, capsys):
     root = build_store(tmp_path / "store", target="games_eval:additive", n=6, design="paired", budget=16,
                        methods=("kernelshap",))
-    planned = {r["mask"] for r in ev.read_plan(root)}
-    probes = {ev.mask_to_string(m) for m in required_masks(6, ["loo", "add_one_in"])}
+    planned = {r["mask"] for r in read_plan(Store(root))}
+    probes = {mask_to_str(m) for m in required_masks(6, ["loo", "add_one_in"])}
     calls = _in_process(monkeypatch)
     doc = ev.run_evaluate(root, n_subsets=30, counterfactual=True, top_k=(0.2,))
     printed = capsys.readouterr().out
@@ -196,7 +109,7 @@ def test_run_evaluate_rejects_bad_settings_in_one_line(tmp_path):
     (root / "estimates" / "estimates.json").unlink()
     (root / "config.yaml").rename(root / "config.yaml.bak")  # no config: nothing can reduce it
     with pytest.raises(FileNotFoundError, match=r"estimates.json does not exist; run `contribshap reduce"):
-        ev.load_estimates(root, reduce_if_missing=True)
+        load_estimates(root, reduce_if_missing=True)
 
 
 # --- model baselines (torch) --------------------------------------------------------------------------------

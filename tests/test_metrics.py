@@ -1,23 +1,29 @@
-"""Metrics: LDS (hand cases, noise, seeds), counterfactual masks, correlations, relative error."""
+"""Metrics: correlations, relative error, LDS (known answers, noise, seeds), counterfactual sets, orientation."""
 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from contribshap.pipeline.metrics import (
-    COUNTERFACTUALS,
-    LDSResult,
-    lds,
-    lds_over_seeds,
+    counterfactual_sets,
+    lds_score,
+    orient,
     pearson,
+    relative_change,
     relative_l2_error,
+    removal_mask,
     spearman,
-    top_k_removal_masks,
 )
 from contribshap.pipeline.sampling import sample_coalitions
 from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from games_eval import WEIGHTS, additive
 
 
 def test_correlations_match_scipy_and_hand_cases() -> None:
@@ -39,63 +45,97 @@ def test_relative_l2_error() -> None:
     assert relative_l2_error([1.0, 2.0], [1.0, 0.0]) == pytest.approx(2.0)
 
 
-def test_lds_perfect_reversed_and_hand_case() -> None:
-    phi = np.array([1.0, 2.0, 3.0, -1.0, 0.5])
-    masks = sample_coalitions(5, 10, "datamodel", seed=0, alpha=0.4)
-    truth = masks @ phi
-    assert lds(phi, masks, truth, n_boot=0).value == pytest.approx(100.0)
-    assert lds(phi, masks, -truth, n_boot=0).value == pytest.approx(-100.0)
-    # hand case: sums (1, 2, 3, 4) vs measured (1, 3, 2, 4): Spearman 1 - 6·2/(4·15) = 0.8
-    hand_masks = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=bool)
-    hand_phi = np.array([1.0, 2.0, 4.0])
-    assert lds(hand_phi, hand_masks, np.array([1.0, 3.0, 2.0, 4.0]), n_boot=0).value == pytest.approx(80.0)
+def _subsets(n: int, m: int, seed: int) -> np.ndarray:
+    return np.asarray(sample_coalitions(n, m, "datamodel", seed=seed, alpha=0.5), dtype=bool)
 
 
-def test_lds_noise_ci_and_nan_handling() -> None:
+def test_lds_hand_case() -> None:
+    # sums (1, 2, 3, 4) vs measured (1, 3, 2, 4): Spearman 1 - 6·2/(4·15) = 0.8
+    masks = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=bool)
+    assert lds_score(masks, np.array([1.0, 2.0, 4.0]), np.array([1.0, 3.0, 2.0, 4.0]), n_bootstrap=20).value == \
+        pytest.approx(80.0)
+    assert math.isnan(lds_score(masks[:2], np.ones(3), np.array([1.0, 2.0])).value)  # fewer than 3 subsets
+
+
+# --- LDS ------------------------------------------------------------------------------------------------
+def test_lds_of_exact_attributions_on_an_additive_game_is_100():
+    masks = _subsets(10, 60, seed=1)
+    values = np.array([additive(m)["value"] for m in masks])
+    result = lds_score(masks, WEIGHTS, values, n_bootstrap=200)
+    assert result.value == pytest.approx(100.0)
+    assert result.ci_low == pytest.approx(100.0) and result.ci_high == pytest.approx(100.0)
+    # the lower-is-better property is credited -2 w_i by Shapley: still a perfect linear datamodel
+    loss = np.array([additive(m)["loss"] for m in masks])
+    assert lds_score(masks, -2 * WEIGHTS, loss, n_bootstrap=200).value == pytest.approx(100.0)
+    # the reversed ranking is -100
+    assert lds_score(masks, -WEIGHTS, values, n_bootstrap=50).value == pytest.approx(-100.0)
+
+
+def test_lds_of_random_attributions_is_near_zero_and_its_ci_covers_zero():
+    """Values unrelated to the masks: the true LDS of any attribution is 0; check mean and CI coverage."""
+    rng = np.random.default_rng(0)
+    lds, covered = [], 0
+    reps = 40
+    for r in range(reps):
+        masks = _subsets(10, 80, seed=100 + r)
+        values = rng.normal(size=(2, len(masks)))  # two seeds of pure noise
+        result = lds_score(masks, rng.normal(size=10), values, n_bootstrap=200, seed=r)
+        lds.append(result.value)
+        covered += result.ci_low <= 0.0 <= result.ci_high
+    assert abs(float(np.mean(lds))) < 8.0  # sd of one LDS here is ~11, of the mean ~2
+    assert covered >= 0.85 * reps  # nominal 95%
+
+
+def test_lds_averages_seeds_and_reports_each_seed():
+    masks = _subsets(8, 50, seed=3)
+    clean = masks @ WEIGHTS[:8]
     rng = np.random.default_rng(1)
-    n = 12
-    phi = rng.normal(size=n)
-    masks = sample_coalitions(n, 200, "datamodel", seed=1, alpha=0.5)
-    measured = masks @ phi + rng.normal(scale=0.5, size=len(masks))
-    measured[[0, 5]] = np.nan
-    res = lds(phi, masks, measured, n_boot=300, seed=0)
-    assert isinstance(res, LDSResult) and res.n_subsets == len(masks) - 2
-    assert 60 < res.value < 100 and res.ci_low < res.value < res.ci_high
-    assert lds(phi, masks, measured, n_boot=300, seed=0) == res  # seeded
-    noise_only = lds(rng.normal(size=n), masks, rng.normal(size=len(masks)), n_boot=300)
-    assert noise_only.ci_low < 0 < noise_only.ci_high
-    assert math.isnan(lds(phi, masks[:2], measured[1:3], n_boot=10).value)
-    assert set(res.to_dict()) == {"value", "ci_low", "ci_high", "n_subsets", "level", "per_attribution"}
+    values = clean + rng.normal(0, 1.5, size=(3, len(masks)))
+    values[1, 4] = np.nan  # a failed evaluation is skipped, not fatal
+    result = lds_score(masks, WEIGHTS[:8], values, n_bootstrap=300)
+    assert result.n_seeds == 3 and len(result.per_seed) == 3 and result.n_subsets == 50
+    assert result.ci_low <= result.value <= result.ci_high
+    # averaging seeds removes noise: the seed-mean LDS beats the average single-seed LDS
+    assert result.value > np.mean(result.per_seed)
+    expected = 100 * spearman(masks @ WEIGHTS[:8], np.nanmean(values, axis=0))
+    assert result.value == pytest.approx(expected)
 
 
-def test_lds_several_attributions_and_seeds() -> None:
-    rng = np.random.default_rng(2)
-    n = 10
-    phi = rng.normal(size=n)
-    masks = sample_coalitions(n, 80, "datamodel", seed=2, alpha=0.5)
-    seeds = (masks @ phi)[:, None] + rng.normal(scale=0.8, size=(len(masks), 3))  # (s, r)
-    stacked = np.vstack([phi, phi + rng.normal(scale=0.3, size=n)])
-    res = lds(stacked, masks, seeds, n_boot=100)
-    assert len(res.per_attribution) == 2 and res.value == pytest.approx(np.mean(res.per_attribution))
-    # averaging seeds before ranking is at least as good as the per-seed average for a linear truth
-    averaged = lds(phi, masks, seeds, n_boot=0).value
-    per_seed = lds_over_seeds(phi, masks, seeds, n_boot=100)
-    assert len(per_seed.per_attribution) == 3 and averaged >= per_seed.value - 1e-9
-    assert per_seed.ci_low <= per_seed.value <= per_seed.ci_high
-    with pytest.raises(ValueError, match="same n"):
-        lds(phi[:5], masks, seeds)
+def test_spearman_matches_scipy_with_ties():
+    from scipy import stats
+
+    x = np.array([1.0, 2.0, 2.0, 3.0, 5.0, 5.0])
+    y = np.array([2.0, 1.0, 4.0, 3.0, 6.0, 5.0])
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert math.isnan(spearman(np.ones(4), np.arange(4.0)))
 
 
-def test_top_k_removal_masks_directions_and_ties() -> None:
-    phi = np.array([0.1, 0.5, -0.2, 0.3, 0.5, np.nan])
-    masks = top_k_removal_masks(phi, 0.34)  # k = round(2.04) = 2
-    assert set(masks) == set(COUNTERFACTUALS)
-    assert np.flatnonzero(masks["keep_top"]).tolist() == [1, 4]  # tie at 0.5 keeps both
-    assert np.flatnonzero(~masks["remove_top"]).tolist() == [1, 4]
-    assert np.flatnonzero(masks["keep_bottom"]).tolist() == [2, 5]  # NaN ranks last
-    lower = top_k_removal_masks(phi, 0.2, higher_is_better=False)  # k = 1: most negative = most beneficial
-    assert np.flatnonzero(lower["keep_top"]).tolist() == [2]
-    ties = top_k_removal_masks(np.zeros(4), 0.25)
-    assert np.flatnonzero(ties["keep_top"]).tolist() == [0] and np.flatnonzero(ties["keep_bottom"]).tolist() == [3]
-    with pytest.raises(ValueError, match="k_frac must lie in"):
-        top_k_removal_masks(phi, 1.0)
+# --- counterfactual helpers ------------------------------------------------------------------------------
+def test_counterfactual_sets_pick_top_and_bottom_with_deterministic_ties():
+    scores = np.array([4.0, -3.0, 2.5, 1.0, 0.5, -1.5, 3.0, 0.25, -0.75, 2.0])
+    top, bottom = counterfactual_sets(scores, 0.2)
+    assert top.tolist() == [0, 6] and bottom.tolist() == [1, 5]
+    top, bottom = counterfactual_sets(np.zeros(5), 0.4)  # all tied: lowest indices are "top"
+    assert top.tolist() == [0, 1] and bottom.tolist() == [3, 4]
+    assert removal_mask(4, np.array([1, 3])).tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match=r"top_k fraction must be in \(0, 1\), got 1.5"):
+        counterfactual_sets(scores, 1.5)
+
+
+def test_relative_change_hand_computed():
+    out = relative_change(np.array([8.0, 9.0, 10.0]), np.array([10.0, 10.0, 10.0]))
+    assert out["value"] == pytest.approx(-0.1)
+    assert out["absolute"] == pytest.approx(-1.0)
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t_{0.975, 2} * sd / sqrt(3), sd of (-.2, -.1, 0) = .1
+    assert out["ci_low"] == pytest.approx(-0.1 - half) and out["ci_high"] == pytest.approx(-0.1 + half)
+    single = relative_change(np.array([5.0]), np.array([4.0]))
+    assert single["value"] == pytest.approx(0.25) and math.isnan(single["ci_low"])
+
+
+def test_orient_flips_an_anti_correlated_similarity():
+    masks = _subsets(10, 40, seed=5)
+    values = masks @ WEIGHTS
+    flipped, sign = orient(-WEIGHTS, masks, values)
+    assert sign == -1.0 and np.allclose(flipped, WEIGHTS)
+    kept, sign = orient(WEIGHTS, masks, values)
+    assert sign == 1.0 and np.allclose(kept, WEIGHTS)

@@ -20,7 +20,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from contribshap.pipeline import evaluate as ev
+from contribshap.pipeline.plan import read_plan
 from contribshap.pipeline.report import build_report, convergence_curve, cost_summary
+from contribshap.pipeline.store import Store
 from games_eval import build_store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -192,7 +194,7 @@ def test_cli_run_evaluate_report_end_to_end(tmp_path, ray_address):
     doc = json.loads((store / "estimates" / "evaluation.json").read_text())
     assert doc["lds"]["value"]["kernelshap"]["value"] > 90  # noisy additive game: near-perfect datamodel
     # held-out rows sit in their own plan section, apart from the estimator rows
-    sections = {r["section"] for r in ev.read_plan(store)}
+    sections = {r["section"] for r in read_plan(Store(store))}
     assert {"endpoint", "estimate", "holdout"} <= sections
     index = build_report(store)  # in-process: the CLI `report` command is a thin wrapper around it
     page = _parse(index)

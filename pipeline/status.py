@@ -1,0 +1,64 @@
+"""Progress of a store without Ray (``contribshap status``): planned / ok / failed / remaining, ETA, lock holder.
+
+Reads only the store (manifest, plan, the evaluation files through the scan cache, never rewriting it),
+so it works while a driver runs and on a copy of a store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from contribshap.pipeline.plan import ESTIMATOR_SECTIONS, jobs_for, read_plan
+from contribshap.pipeline.store import Store
+
+__all__ = ["store_status"]
+
+
+def store_status(store_path: str | Path) -> dict[str, Any]:
+    """Progress of a store without Ray: planned / ok / failed / remaining evaluations, ETA, lock holder.
+
+    The ETA assumes the mean measured ``wall_s`` per evaluation and the parallelism seen so far
+    (evaluations whose [started_at, finished_at] overlap).
+    """
+    store = Store(store_path)
+    manifest = store.read_manifest()
+    namespace = manifest["config_hash"]
+    rows = read_plan(store)
+    jobs = jobs_for(rows, seed=0, sections=ESTIMATOR_SECTIONS)
+    scan = store.scan(namespace, update_index=False)
+    status = scan.status_by_job()
+    wanted = {(j.coalition_key, j.replicate) for j in jobs}
+    ok = sum(1 for j in wanted if status.get(j) == "ok")
+    failed_rows = [r for r in scan.rows if r["status"] == "failed" and (r["coalition_key"], r["replicate"]) in wanted]
+    remaining = len(wanted) - ok
+    ok_rows = [r for r in scan.rows if r["status"] == "ok"]
+    walls = [r["wall_s"] for r in ok_rows if r.get("wall_s") is not None and math.isfinite(r["wall_s"])]
+    eta_s = None
+    if walls and remaining:
+        span = [(r["started_at"], r["finished_at"]) for r in ok_rows if math.isfinite(r.get("started_at") or math.nan)]
+        busy = sum(f - s for s, f in span)
+        elapsed = (max(f for _, f in span) - min(s for s, _ in span)) if span else 0.0
+        parallel = max(1.0, busy / elapsed) if elapsed > 0 else 1.0
+        eta_s = float(np.mean(walls)) * remaining / parallel
+    holder = None
+    if store.lock_path.is_file():
+        with contextlib.suppress(Exception):
+            holder = json.loads(store.lock_path.read_text())
+    return {
+        "store": str(store.root), "name": manifest.get("name"), "config_hash": namespace,
+        "contributors": len(manifest.get("contributors") or []),
+        "planned_coalitions": sum(1 for r in rows if r["section"] in ESTIMATOR_SECTIONS),
+        "planned": len(wanted), "ok": ok, "failed": len(failed_rows), "remaining": remaining,
+        "rounds": max((r["round"] for r in rows), default=-1) + 1,
+        "eta_s": eta_s, "unreadable": scan.unreadable, "driver": holder,
+        "failed_evaluations": [
+            {"coalition_key": r["coalition_key"], "mask": r["mask"], "replicate": r["replicate"], "error": r["error"]}
+            for r in failed_rows
+        ],
+        "other_sections": sorted({r["section"] for r in rows} - set(ESTIMATOR_SECTIONS)),
+    }
