@@ -194,3 +194,25 @@ def test_temporary_files_of_killed_writers_are_removed_by_the_next_run(store, co
     assert "0 evaluated, 0 failed, 16 already done" in done.stderr
     assert [p.exists() for p in stale] == [False] * 3
     assert [p.exists() for p in kept] == [True, True]  # a young file (a writer elsewhere), a live pid
+
+
+def test_a_disk_that_fills_during_a_run_stops_it_in_one_line_and_the_run_resumes(tmp_path, contribshap, game_env,
+                                                                                 ray_address):
+    import re
+
+    with full_disk(tmp_path / "disk", size="192k") as disk:
+        raw = {**GOOD, "store": str(disk / "st"), "game": {**GOOD["game"], "n_players": 8},
+               "design": {"kind": "leverage", "budget": 120}, "estimators": ["kernelshap"]}
+        (tmp_path / "big.yaml").write_text(yaml.safe_dump(raw))
+        args = ["run", "big.yaml", "--address", ray_address, "--no-progress"]
+        done = cli(contribshap, *args, cwd=tmp_path, env=game_env)
+        assert done.returncode == 2, done.stderr
+        assert re.fullmatch(rf"error: no space left on the device of {re.escape(str(disk / 'st'))}/\S+; free space "
+                            r"there and run the same command again \(what the store already holds is kept\)\n",
+                            done.stderr), done.stderr
+        landed = len(list((disk / "st" / "evals").rglob("*-r0.parquet")))
+        assert not [p for p in (disk / "st").rglob(".*.tmp-*")]  # no partial file left by a failed write
+        subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+        again = cli(contribshap, *args, cwd=tmp_path, env=game_env)
+        assert again.returncode == 0, again.stderr
+        assert f"{120 - landed} evaluated, 0 failed, {landed} already done" in again.stderr
