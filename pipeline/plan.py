@@ -91,7 +91,7 @@ def read_plan(store: Store) -> list[dict[str, Any]]:
     except Exception as error:
         raise StoreError(
             f"{store.plan_path} is unreadable ({type(error).__name__}); it was written atomically, so the "
-            "disk or a copy tool broke it: restore it, or use a new store / --force-new"
+            f"disk or a copy tool broke it: restore it, or {store.repair_hint()} to rebuild it from the config"
         ) from None
 
 

@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import yaml
-from contribshap.pipeline.config import Config, parse_config
+from contribshap.pipeline.config import Config, ConfigError, parse_config, read_yaml
 from contribshap.pipeline.plan import ESTIMATOR_SECTIONS, mask_from_str, read_plan
 from contribshap.pipeline.store import (
     RESERVED_COLUMNS,
@@ -44,8 +43,12 @@ def load_store_config(store: Store) -> Config:
     """The resolved config saved in ``<store>/config.yaml`` (paths are not re-checked)."""
     if not store.config_path.is_file():
         raise StoreError(f"{store.root} has no config.yaml; run `contribshap run CONFIG` to create the store")
-    return parse_config(yaml.safe_load(store.config_path.read_text()), source=str(store.config_path),
-                        check_paths=False)
+    try:
+        return parse_config(read_yaml(store.config_path), source=str(store.config_path), check_paths=False)
+    except ConfigError as error:  # damaged since the run saved it: name the first problem and the repair
+        problem = str(error).removeprefix(f"{store.config_path}: ").split("; ")[0]
+        raise StoreError(f"{store.config_path} is damaged ({problem}); run `contribshap repair {store.root} --config "
+                         "CONFIG` to write it again from the run's config") from None
 
 
 def _property_names(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:

@@ -100,7 +100,8 @@ def _load_config(store: Store, config: str | Path | None) -> Config:
     try:
         return load_config(store.config_path, check_paths=False)
     except ConfigError as error:
-        raise StoreError(f"{error} (the store's saved config); pass the run's config: contribshap repair "
+        problem = str(error).removeprefix(f"{store.config_path}: ").split("; ")[0]
+        raise StoreError(f"{store.config_path} is damaged ({problem}); pass the run's config: contribshap repair "
                          f"{store.root} --config CONFIG") from None
 
 
