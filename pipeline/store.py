@@ -12,7 +12,7 @@
   row per (coalition key, replicate).
 - Temporary files ``.<name>.tmp-<pid>`` are removed when a write fails; those a killed writer left
   behind (dead pid, older than :data:`TMP_STALE_S`) are removed by :meth:`Store.clean_temporary`, which
-  every ``run`` calls through :meth:`Store.create`.
+  every ``run`` calls through :meth:`Store.create` unless a live driver holds ``driver.lock``.
 - ``evals/<namespace>/_index.parquet``: a cache of rows already read, keyed by file name, size and
   mtime. A scan lists the folder (no file opened), then reads only files that are new or changed since
   the cache was written: a resume over 10,000 evaluations takes well under a second. The files stay the
@@ -95,7 +95,7 @@ _INDEX_NAME = "_index.parquet"
 _TMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
 #: Seconds after which a temporary file of a dead writer is removed (a writer on another host of a
 #: shared store has a pid this host cannot check; its file is younger than this while it writes).
-TMP_STALE_S = 120.0
+TMP_STALE_S = 60.0
 #: Threads reading evaluation files missing from the cache (pyarrow releases the GIL while reading).
 _READ_THREADS = 8
 
@@ -476,7 +476,8 @@ class Store:
                     f"this config {plan_hash}: design kind, seed or options changed); use a new store path "
                     "or --force-new"
                 )
-            self.clean_temporary()
+            if not self._driver_alive():  # a live driver's workers may be writing right now
+                self.clean_temporary()
             return manifest
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "evals").mkdir(exist_ok=True)
@@ -493,6 +494,12 @@ class Store:
         }
         self.write_manifest(manifest)
         return manifest
+
+    def _driver_alive(self) -> bool:
+        """True while ``driver.lock`` is held by a driver that is not stale (see :class:`DriverLock`)."""
+        lock = DriverLock(self.lock_path)
+        holder = lock._read()
+        return holder is not None and not lock._stale(holder)
 
     def clean_temporary(self, *, stale_after_s: float = TMP_STALE_S) -> list[Path]:
         """Remove temporary files and folders (``.<name>.tmp-<pid>``) that killed or failed writers left.

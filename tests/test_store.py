@@ -259,3 +259,20 @@ def test_create_refuses_a_store_under_a_file(tmp_path):
         Store(tmp_path / "f" / "s").create(name="a", config_hash="aaaa", plan_hash="pppp")
     assert str(info.value) == (f"store {tmp_path / 'f' / 's'} cannot be created: {tmp_path / 'f'} is a file, not a "
                                "folder; set store to a path outside it")
+
+
+def test_create_cleans_temporary_files_unless_a_live_driver_holds_the_store(tmp_path):
+    store = Store(tmp_path / "s")
+    store.create(name="a", config_hash="aaaa", plan_hash="pppp")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tmp = store.root / f".plan.parquet.tmp-{dead.pid}"
+    tmp.write_text("x")
+    os.utime(tmp, (time.time() - 3600,) * 2)
+    holder = {"host": socket.gethostname(), "pid": os.getppid(), "started": 0.0, "heartbeat": time.time()}
+    store.lock_path.write_text(json.dumps(holder))  # a live driver: its writers may be at work
+    store.create(name="a", config_hash="aaaa", plan_hash="pppp")
+    assert tmp.exists()
+    store.lock_path.write_text(json.dumps({**holder, "pid": dead.pid}))  # killed: its lock is stale
+    store.create(name="a", config_hash="aaaa", plan_hash="pppp")
+    assert not tmp.exists()
