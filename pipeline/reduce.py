@@ -9,11 +9,23 @@ Outputs:
 - ``estimates/estimates.json``: the ``contribshap reduce --json`` document::
 
       {"<property>": {"<method>": {"contributors": [{"id", "name", "value", "ci_low", "ci_high",
-                                                    "stderr"}, ...],
-                                   "v_empty": float, "v_full": float, "n_evaluations": int}}}
+                                                    "stderr", "identified"}, ...],
+                                   "v_empty": float, "v_full": float, "n_evaluations": int,
+                                   "identified": bool, "more_evaluations": int}}}
+
+  A contributor with ``"identified": false`` has a value or uncertainty the evaluated coalitions cannot
+  pin down (its interval is (-inf, inf)): ``ci_low``, ``ci_high`` and ``stderr`` are ``null``, and
+  ``value`` is only one of the values the rows allow. The method's ``identified`` is true when every
+  contributor is; ``more_evaluations`` is a lower bound on the further evaluations it needs (0 when
+  identified).
 
 - ``estimates/estimates.parquet``: the same as a long table, one row per property x method x
-  contributor, plus ``rank`` (1 = largest value), ``level``, ``utility_noise``.
+  contributor, plus ``rank`` (1 = largest value), ``level``, ``utility_noise``, ``identified`` (null
+  bounds and stderr where it is false).
+
+The printed table shows ``not identified`` in place of such an interval, with a footnote giving
+``more_evaluations``. The stopping rule (:func:`ci_target_met`) never fires while an estimate it checks
+is not identified.
 """
 
 from __future__ import annotations
@@ -148,15 +160,28 @@ def estimates_document(results: dict[str, dict[str, Any]], contributors: list[di
             document[prop][method] = {
                 "contributors": [
                     {"id": c["id"], "name": c["name"], "value": float(est.value[i]),
-                     "ci_low": float(est.ci_low[i]), "ci_high": float(est.ci_high[i]),
-                     "stderr": float(est.stderr[i])}
+                     **_interval(est, i), "identified": bool(est.identified[i])}
                     for i, c in enumerate(contributors)
                 ],
                 "v_empty": float(est.extras["v_empty"]),
                 "v_full": float(est.extras["v_full"]),
                 "n_evaluations": int(est.n_evaluations),
+                "identified": est.all_identified,
+                "more_evaluations": _more_evaluations(est),
             }
     return document
+
+
+def _interval(est: Any, i: int) -> dict[str, float | None]:
+    """``ci_low``, ``ci_high``, ``stderr`` of contributor i; None (null) when it is not identified."""
+    if not est.identified[i]:
+        return {"ci_low": None, "ci_high": None, "stderr": None}
+    return {"ci_low": float(est.ci_low[i]), "ci_high": float(est.ci_high[i]), "stderr": float(est.stderr[i])}
+
+
+def _more_evaluations(est: Any) -> int:
+    """Lower bound on the further evaluations an estimate needs to identify every contributor (0 if none)."""
+    return 0 if est.all_identified else max(int(est.extras.get("more_evaluations") or 0), 1)
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -174,21 +199,23 @@ def _long_table(results: dict[str, dict[str, Any]], contributors: list[dict[str,
             for i, c in enumerate(contributors):
                 records.append({
                     "property": prop, "method": method, "contributor_id": c["id"], "name": c["name"],
-                    "value": float(est.value[i]), "stderr": float(est.stderr[i]),
-                    "ci_low": float(est.ci_low[i]), "ci_high": float(est.ci_high[i]), "rank": int(ranks[i]),
+                    "value": float(est.value[i]), **_interval(est, i), "rank": int(ranks[i]),
                     "level": float(est.level), "n_evaluations": int(est.n_evaluations),
                     "utility_noise": None if est.utility_noise is None else float(est.utility_noise),
+                    "identified": bool(est.identified[i]),
                 })
     schema = pa.schema([
         ("property", pa.string()), ("method", pa.string()), ("contributor_id", pa.string()), ("name", pa.string()),
         ("value", pa.float64()), ("stderr", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
         ("rank", pa.int32()), ("level", pa.float64()), ("n_evaluations", pa.int64()), ("utility_noise", pa.float64()),
+        ("identified", pa.bool_()),
     ])
     return pa.Table.from_pylist(records, schema=schema)
 
 
 def print_table(results: dict[str, dict[str, Any]], contributors: list[dict[str, Any]]) -> None:
-    """One rich table per property x method on stderr: contributor, value, CI, rank."""
+    """One rich table per property x method on stderr: contributor, value, CI, rank; an interval the
+    evaluations cannot identify reads ``not identified``, with a footnote on the evaluations still needed."""
     from rich.console import Console
     from rich.table import Table
 
@@ -201,14 +228,21 @@ def print_table(results: dict[str, dict[str, Any]], contributors: list[dict[str,
                 table.add_column(column, justify="left" if column == "contributor" else "right")
             for i in np.argsort(ranks):
                 c = contributors[i]
+                interval = (f"[{est.ci_low[i]:.4g}, {est.ci_high[i]:.4g}]" if est.identified[i]
+                            else "not identified *")
                 table.add_row(f"{c['name']} ({c['id']})" if c["name"] != c["id"] else c["id"],
-                              f"{est.value[i]:.4g}", f"[{est.ci_low[i]:.4g}, {est.ci_high[i]:.4g}]", str(ranks[i]))
+                              f"{est.value[i]:.4g}", interval, str(ranks[i]))
+            if not est.all_identified:
+                table.caption = (f"* not identified: {int((~est.identified).sum())} of {len(est.identified)} "
+                                 f"intervals are [-inf, inf]; {method} needs at least {_more_evaluations(est)} more "
+                                 "evaluations (raise design.budget)")
             console.print(table)
 
 
 def ci_target_met(results: dict[str, dict[str, Any]], cfg: Config) -> bool:
     """True when the configured CI target holds (``stopping.ci_abs`` / ``ci_rel``) for the checked
-    property (all when unset) and method (the first estimator when unset). No target: False."""
+    property (all when unset) and method (the first estimator when unset). No target, or a checked
+    estimate with a contributor not identified: False."""
     from contribshap.pipeline.estimators import converged
 
     stopping = cfg.stopping
@@ -218,7 +252,7 @@ def ci_target_met(results: dict[str, dict[str, Any]], cfg: Config) -> bool:
     props = [stopping.property] if stopping.property else list(results)
     for prop in props:
         est = results.get(prop, {}).get(method)
-        if est is None:
+        if est is None or not est.all_identified:
             return False
         if stopping.ci_abs is not None and not converged(est, stopping.ci_abs):
             return False

@@ -71,7 +71,10 @@ def final_table(estimates: dict[str, Any]) -> list[dict[str, Any]]:
 
     Returns:
         one dict per (property, method, contributor) with keys ``property, method, rank, contributor_id,
-        name, value, ci_low, ci_high, stderr, n_evaluations``.
+        name, value, ci_low, ci_high, stderr, n_evaluations, identified, ci``: ``identified`` False when the
+        evaluations cannot pin the value or its interval down (bounds NaN; documents written before the
+        key existed count as identified); ``ci`` is the interval as display text, ``not identified (...)``
+        with the evaluations still needed.
     """
     rows = []
     for prop, by_method in estimates.items():
@@ -94,6 +97,10 @@ def final_table(estimates: dict[str, Any]) -> list[dict[str, Any]]:
                         "ci_high": _num(person.get("ci_high")),
                         "stderr": _num(person.get("stderr")),
                         "n_evaluations": int(doc.get("n_evaluations") or 0),
+                        "identified": bool(person.get("identified", True)),
+                        "ci": (f"[{_fmt(_num(person.get('ci_low')))}, {_fmt(_num(person.get('ci_high')))}]"
+                               if person.get("identified", True) else
+                               f"not identified (needs ≥ {int(doc.get('more_evaluations') or 1)} more evaluations)"),
                     }
                 )
     rows.sort(key=lambda r: (r["property"], r["method"], r["rank"]))
@@ -372,8 +379,8 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
         prop_rows = [r for r in table if r["property"] == prop and r["method"] == methods[0]]
         parts.append(
             _html_table(
-                ["rank", "contributor", "value", "ci_low", "ci_high", "stderr"],
-                [[r["rank"], r["name"], r["value"], r["ci_low"], r["ci_high"], r["stderr"]] for r in prop_rows],
+                ["rank", "contributor", "value", "CI", "stderr"],
+                [[r["rank"], r["name"], r["value"], r["ci"], r["stderr"]] for r in prop_rows],
                 left=2,
             )
         )

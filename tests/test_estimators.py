@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -359,6 +360,120 @@ def test_bootstrap_and_analytic_agree_roughly(ci: str) -> None:
     ref = _run(game, "leverage", "kernelshap", 150, ci="bootstrap" if ci == "analytic" else "analytic")
     ratio = np.median(est.stderr / ref.stderr)
     assert 0.5 < ratio < 2.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Identification: no interval narrower than the rows can support
+# ---------------------------------------------------------------------------------------------------------
+IDENTIFICATION_CASES = [  # (method, design, options)
+    ("kernelshap", "paired", {}),
+    ("kernelshap", "leverage", {}),
+    ("kernelshap", "shapley_kernel", {}),
+    ("kernelshap", "uniform", {}),
+    ("kernelshap", "paired", {"center": "size"}),
+    ("kernelshap", "leverage", {"ci": "bootstrap", "n_boot": 40}),
+    ("leverage_shap", "leverage", {}),
+    ("kernelshap_paper", "shapley_kernel", {}),
+    ("kernelshap_paper", "paired", {"ci": "bootstrap", "n_boot": 40}),
+    ("banzhaf_msr", "uniform", {}),
+    ("banzhaf_msr", "uniform", {"ci": "bootstrap", "n_boot": 40}),
+    ("datamodel", "datamodel", {"n_boot": 40}),
+    ("datamodel", "uniform", {"ci": "analytic"}),
+]
+
+
+@pytest.mark.parametrize(("method", "design", "options"), IDENTIFICATION_CASES,
+                         ids=[f"{m}@{d}{'-' + '-'.join(map(str, o.values())) if o else ''}" for m, d, o in IDENTIFICATION_CASES])
+def test_small_budgets_never_give_a_zero_width_interval_the_rows_cannot_support(method: str, design: str,
+                                                                                  options: dict) -> None:
+    """Budgets n+1 .. 2n, n = 6 and 11, with and without noise: every interval is either (-inf, inf) with
+    ``identified`` False, or of positive width, or of zero width and then exact (the rows fit exactly)."""
+    shapley_method = method in ("kernelshap", "leverage_shap", "kernelshap_paper")
+    seen = {"identified": 0, "not identified": 0, "refused": 0}
+    for n in (6, 11):
+        for budget in (n + 1, n + 2, n + 5, 2 * n):
+            for sd in (0.0, 0.05):
+                for seed in range(2):
+                    base = unanimity_sum(n, 3 * n, 3, seed=seed)
+                    game = noisy(base, sd=sd, seed=seed) if sd else base
+                    masks = sample_coalitions(n, budget, design, seed=seed)
+                    v_empty, v_full = _endpoints(base)
+                    try:
+                        est = estimate(masks, game(masks), v_empty, v_full, method=method, seed=seed, **options)
+                    except ValueError as error:  # nothing computable: the error says how many more are needed
+                        assert re.search(r"at least \d+ more", str(error)), str(error)
+                        seen["refused"] += 1
+                        continue
+                    case = (n, budget, sd, seed)
+                    hidden = ~est.identified
+                    assert np.all(est.ci_low[hidden] == -np.inf) and np.all(est.ci_high[hidden] == np.inf), case
+                    assert np.all(est.stderr[hidden] == np.inf), case
+                    assert (est.extras["more_evaluations"] > 0) == bool(hidden.any()), case
+                    width = est.ci_high - est.ci_low
+                    zero = est.identified & (width <= 1e-9 * (1.0 + np.abs(est.value)))
+                    if shapley_method:
+                        np.testing.assert_allclose(est.value[zero], base.shapley[zero], atol=1e-8, err_msg=str(case))
+                    else:
+                        assert not zero.any(), case
+                    seen["identified"] += int(est.identified.sum())
+                    seen["not identified"] += int(hidden.sum())
+    assert seen["identified"] > 0, seen  # the grid reaches identified budgets for every method
+
+
+def test_the_ci_demo_shape_is_not_identified_and_says_what_it_needs() -> None:
+    """11 contributors, 14 coalitions of the paired design: 7 complementary pairs span 7 of the 10
+    directions the Shapley values need, so no value is identified (the split within a pair is free)."""
+    game = unanimity_sum(11, 33, 3, seed=0)
+    masks = sample_coalitions(11, 14, "paired", seed=0)
+    v_empty, v_full = _endpoints(game)
+    est = estimate(masks, game(masks), v_empty, v_full)
+    assert not est.identified.any() and not est.all_identified
+    assert np.all(est.ci_low == -np.inf) and np.all(est.ci_high == np.inf) and np.all(est.stderr == np.inf)
+    assert est.extras["rank"] == 7 and est.extras["more_evaluations"] == 8  # 3 pairs for rank, 1 for a residual
+    assert abs(est.value.sum() - (v_full - v_empty)) < 1e-9  # the point values still add up
+    assert max_halfwidth(est) == np.inf and not converged(est, 1e12)
+    grown = sample_coalitions(11, 30, "paired", seed=0)  # the same plan grown (prefix-stable)
+    est = estimate(grown, game(grown), v_empty, v_full)
+    assert est.all_identified and est.extras["more_evaluations"] == 0 and np.all(est.ci_high > est.ci_low)
+
+
+def test_rank_deficiency_is_per_player() -> None:
+    """Players 0 and 1 always together: only their sum is identified; the others are."""
+    game = unanimity_sum(6, 18, 3, seed=3)
+    masks = sample_coalitions(6, 0, "exact")
+    masks = masks[masks[:, 0] == masks[:, 1]]
+    v_empty, v_full = _endpoints(game)
+    est = estimate(masks, game(masks), v_empty, v_full)
+    assert est.identified.tolist() == [False, False, True, True, True, True]
+    assert np.all(np.isfinite(est.ci_low[2:])) and np.all(est.ci_high[2:] > est.ci_low[2:])
+
+
+def test_additive_game_is_exact_with_zero_width_once_identified() -> None:
+    game = additive(np.linspace(-1.0, 2.0, 8))
+    est = _run(game, "leverage", "kernelshap", 40)
+    assert est.all_identified
+    np.testing.assert_allclose(est.value, game.shapley, atol=1e-9)
+    np.testing.assert_allclose(est.ci_high - est.ci_low, 0.0, atol=1e-9)
+
+
+def test_banzhaf_player_never_out_is_not_identified() -> None:
+    game = unanimity_sum(6, 12, 2, seed=1)
+    masks = sample_coalitions(6, 40, "uniform", seed=0)
+    masks = masks[masks[:, 0]]  # player 0 in every row
+    est = estimate(masks, game(masks), *_endpoints(game), method="banzhaf_msr")
+    assert not est.identified[0] and np.isnan(est.value[0]) and est.identified[1:].all()
+
+
+def test_identified_round_trips_and_old_dicts_load_as_identified() -> None:
+    game = unanimity_sum(11, 33, 3, seed=0)
+    masks = sample_coalitions(11, 14, "paired", seed=0)
+    est = estimate(masks, game(masks), *_endpoints(game))
+    back = Estimate.from_dict(json.loads(json.dumps(est.to_dict())))
+    assert back == est and not back.identified.any()
+    old = est.to_dict()
+    del old["identified"]
+    assert Estimate.from_dict(old).identified.tolist() == [True] * 11
+    assert Estimate.from_dict(old) != est
 
 
 # ---------------------------------------------------------------------------------------------------------

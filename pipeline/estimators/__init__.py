@@ -73,6 +73,31 @@ within strata (``n_boot`` times, seeded) and refit. Both add the replicate noise
 sampling variance cannot see (enumerated layers, endpoints). ``ci="auto"`` (default) is analytic for the
 regression methods and ``banzhaf_msr``, bootstrap for ``datamodel``. Intervals are normal:
 value ± z_{(1+level)/2} · stderr. A small stderr is not accuracy: it says nothing about a biased design.
+
+Identification
+--------------
+Few evaluations may not determine a player's value, or its uncertainty. Every method then sets
+``Estimate.identified[i] = False``, ``stderr[i] = inf`` and the interval (-inf, inf) for the players
+affected, and ``extras["more_evaluations"]`` to a lower bound on the further evaluations it needs;
+where nothing can be computed at all it refuses with one line naming that number. A zero-width interval
+is only reported where the rows fit the estimator's model exactly for every player (an additive game; a
+pairwise game under a paired design), so it is then exact; never from a few rows that happen to fit.
+
+- Regression methods (``kernelshap``, ``leverage_shap``, ``kernelshap_paper``): player i is identified
+  when (1) e_i lies in the row space of the weighted design with the efficiency constraint (a paired
+  design spans one direction per complementary pair: fewer than n-1 pairs leave directions free and the
+  pseudo-inverse picks one split of them); (2) φ_i depends on no sampled unit fitted exactly whatever
+  its value (leverage 1, the per-size intercepts of the centred fit included: fewer rows than
+  parameters) and on no sampled size stratum holding a single unit (no within-stratum spread); (3) its
+  variance is not zero while the fit is not exact (a few rows that happen to fit). ``kernelshap``'s
+  size-centred fit, and so the blend, is used only when it identifies every player; else the plain fit.
+- ``banzhaf_msr``: a player needs at least 2 rows with it and 2 without it (NaN value with none on a side).
+- ``datamodel``: the coefficient's direction must be in the row space of the centred design, up to a
+  shift common to all players (confounded with the intercept on a one-size design; harmless for a linear
+  attribution compared within itself); and the fit needs a residual degree of freedom (u >= rank + 2).
+- ``exact_shapley`` (complete exact design) and ``loo`` (all n leave-one-out rows) refuse incomplete
+  rows, so what they return is identified; their interval is the measured utility noise alone (zero
+  width without replicates: exact for a deterministic utility).
 """
 
 from __future__ import annotations
@@ -140,7 +165,11 @@ class Estimate:
         level: confidence level in (0, 1), e.g. 0.95.
         utility_noise: pooled standard deviation of replicate evaluations of the same coalition, or None
             when no coalition was evaluated twice.
-        extras: JSON-able details (``n_unique``, ``ci``, ``n_nan_dropped``, ``total``, layer counts...).
+        extras: JSON-able details (``n_unique``, ``ci``, ``n_nan_dropped``, ``total``, layer counts,
+            ``more_evaluations``...).
+        identified: bool (n,), False for a player whose value or uncertainty the evaluated coalitions
+            cannot identify (see "Identification" in the module docstring); its ``stderr`` is inf and
+            its interval (-inf, inf). Defaults to all True.
     """
 
     value: np.ndarray
@@ -152,10 +181,21 @@ class Estimate:
     level: float
     utility_noise: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    identified: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.identified is None:
+            self.identified = np.ones(self.value.shape, dtype=bool)
+        self.identified = np.asarray(self.identified, dtype=bool)
 
     @property
     def n_players(self) -> int:
         return int(self.value.shape[0])
+
+    @property
+    def all_identified(self) -> bool:
+        """True when every player's value and interval are identified."""
+        return bool(np.all(self.identified))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (arrays as lists of floats; NaN kept as float NaN)."""
@@ -169,11 +209,12 @@ class Estimate:
             "level": float(self.level),
             "utility_noise": None if self.utility_noise is None else float(self.utility_noise),
             "extras": _jsonable(self.extras),
+            "identified": [bool(x) for x in self.identified],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Estimate:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (a dict without ``identified`` loads as all identified)."""
         return cls(
             value=np.asarray(data["value"], dtype=np.float64),
             stderr=np.asarray(data["stderr"], dtype=np.float64),
@@ -184,6 +225,7 @@ class Estimate:
             level=float(data["level"]),
             utility_noise=None if data.get("utility_noise") is None else float(data["utility_noise"]),
             extras=dict(data.get("extras", {})),
+            identified=None if data.get("identified") is None else np.asarray(data["identified"], dtype=bool),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -200,6 +242,7 @@ class Estimate:
             and self.level == other.level
             and self.utility_noise == other.utility_noise
             and self.extras == other.extras
+            and np.array_equal(self.identified, other.identified)
         )
 
 
@@ -223,15 +266,16 @@ def _jsonable(obj: Any) -> Any:
 # Stopping rule
 # --------------------------------------------------------------------------------------------------------
 def max_halfwidth(est: Estimate) -> float:
-    """Largest CI half-width over players, (ci_high - ci_low) / 2; ``inf`` if any bound is NaN."""
+    """Largest CI half-width over players, (ci_high - ci_low) / 2; ``inf`` if any bound is NaN or infinite
+    or any player is not identified."""
     half = (np.asarray(est.ci_high) - np.asarray(est.ci_low)) / 2.0
-    if half.size == 0 or np.any(~np.isfinite(half)):
+    if half.size == 0 or np.any(~np.isfinite(half)) or not est.all_identified:
         return math.inf
     return float(half.max())
 
 
 def converged(est: Estimate, target: float, *, relative_to: float | None = None) -> bool:
-    """True when the largest CI half-width is at most ``target``.
+    """True when every player is identified and the largest CI half-width is at most ``target``.
 
     Args:
         est: an :class:`Estimate`.
@@ -244,7 +288,7 @@ def converged(est: Estimate, target: float, *, relative_to: float | None = None)
     if not target > 0:
         raise ValueError(f"target must be > 0; got {target!r}.")
     bound = float(target) if relative_to is None else float(target) * abs(float(relative_to))
-    return max_halfwidth(est) <= bound
+    return est.all_identified and max_halfwidth(est) <= bound
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -311,15 +355,17 @@ def estimate(
     # 3. the method
     result = spec.fit(data, ci=ci, n_boot=n_boot, seed=seed, options=options)
     value, var, extras, ci = result.value, result.var, result.extras, result.ci
+    identified = np.ones(data.n, dtype=bool) if result.identified is None else np.asarray(result.identified, bool)
 
     # 4. package
     from scipy import stats
 
-    stderr = np.sqrt(np.maximum(var, 0.0))
+    stderr = np.where(identified, np.sqrt(np.maximum(var, 0.0)), np.inf)
     z = float(stats.norm.ppf(0.5 + float(level) / 2.0))
     extras.update(
         {
             "ci": ci,
+            "more_evaluations": int(result.more_evaluations) if not identified.all() else 0,
             "n_unique": int(data.n_unique),
             "n_nan_dropped": int(data.n_nan),
             "total": data.total,
@@ -330,11 +376,12 @@ def estimate(
     return Estimate(
         value=value,
         stderr=stderr,
-        ci_low=value - z * stderr,
-        ci_high=value + z * stderr,
+        ci_low=np.where(identified, value - z * stderr, -np.inf),
+        ci_high=np.where(identified, value + z * stderr, np.inf),
         n_evaluations=int(data.n_rows),
         method=method,
         level=float(level),
         utility_noise=data.noise_sd,
         extras=extras,
+        identified=identified,
     )

@@ -140,12 +140,18 @@ class MethodResult:
         var: float (n,), its variance (sampling + utility noise).
         ci: the interval kind actually used (``"analytic"``, ``"bootstrap"`` or ``"noise"``).
         extras: JSON-able method details.
+        identified: bool (n,): False where the rows cannot identify the player's value or its variance
+            (its interval becomes (-inf, inf)); None means every player is identified.
+        more_evaluations: lower bound on the further evaluations needed until every player is identified
+            (0 when all are).
     """
 
     value: np.ndarray
     var: np.ndarray
     ci: str
     extras: dict[str, Any]
+    identified: np.ndarray | None = None
+    more_evaluations: int = 0
 
 
 FitFunction = Callable[..., MethodResult]
@@ -220,3 +226,22 @@ def check_ci(ci: str) -> None:
     """Refuse an unknown ``ci`` value, listing the valid ones."""
     if ci not in CI_KINDS:
         raise ValueError(f"ci must be one of {', '.join(CI_KINDS)}; got {ci!r}.")
+
+
+def distrust_zero_variance(var: np.ndarray, identified: np.ndarray, *, scale: float,
+                           depends: np.ndarray | None = None) -> np.ndarray:
+    """``identified`` (n,) with players whose sampling variance is zero turned False, unless the whole fit is
+    exact (every player identified, every variance zero: an additive game, say).
+
+    A player at zero variance while the fit is not exact sits on a few rows that happen to fit exactly
+    (too few rows to see its error): a zero-width interval there would be a confident answer the data do
+    not support. ``scale``: the size of the values (zero means below (1e-9 · scale)²); ``depends`` (n,)
+    bool: players whose estimate depends on sampled rows at all (others are exact by design).
+    """
+    floor = (1e-9 * max(float(scale), 1e-300)) ** 2
+    zero = var <= floor
+    if depends is not None:
+        zero &= depends
+    if zero.any() and not (identified.all() and np.all(var <= floor)):
+        return identified & ~zero
+    return identified

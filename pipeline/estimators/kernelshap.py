@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from contribshap.pipeline.estimators._base import CI_KINDS, Data, MethodResult, register_method
+from contribshap.pipeline.estimators._base import (
+    CI_KINDS,
+    Data,
+    MethodResult,
+    distrust_zero_variance,
+    register_method,
+)
 from contribshap.pipeline.sampling import kernel_weights, layer_kernel_mass
 
 CENTER_KINDS: tuple[str, ...] = ("auto", "size", "none")
@@ -113,9 +119,13 @@ class _Fit:
     lin: np.ndarray  # (n, u): φ - t/n is linear in y' through this operator
     g: np.ndarray  # (u, n): influence of each row on φ (HC3-adjusted residual times its column of lin)
     rank: int
+    identified: np.ndarray | None = None  # (n,) bool: value and variance identified (see _identified)
 
 
-def _fit(x_fit: np.ndarray, y_fit: np.ndarray, w: np.ndarray, q: np.ndarray, unit: np.ndarray) -> _Fit:
+def _fit(x_fit: np.ndarray, y_fit: np.ndarray, w: np.ndarray, q: np.ndarray, unit: np.ndarray,
+         stratum: np.ndarray, fraction: np.ndarray, intercept_hat: np.ndarray | None = None) -> _Fit:
+    """One weighted solve. ``intercept_hat`` (u,): leverage of the per-size intercepts a size-centred fit
+    profiled out (w_S / Σ_{|T|=|S|} w_T); it counts towards a unit's leverage for identification."""
     beta, h = _solve_constrained(x_fit, y_fit, w)
     # x_fitᵀW y_fit = x_fitᵀW y' when x_fit is size-centred, so lin applies to the uncentred y' as well
     lin = q @ h @ (x_fit * w[:, None]).T
@@ -125,7 +135,41 @@ def _fit(x_fit: np.ndarray, y_fit: np.ndarray, w: np.ndarray, q: np.ndarray, uni
     unit_hat = np.bincount(unit, weights=hat)[unit]
     adjusted = resid / np.maximum(1.0 - unit_hat, 0.05)
     rank = int(np.linalg.matrix_rank(x_fit * np.sqrt(w)[:, None]))
-    return _Fit(offset=q @ beta, lin=lin, g=(lin * adjusted).T, rank=rank)
+    full_hat = unit_hat if intercept_hat is None else np.bincount(unit, weights=hat + intercept_hat)[unit]
+    identified = _identified(x_fit, w, q, lin, full_hat, rank, stratum, fraction, unit)
+    return _Fit(offset=q @ beta, lin=lin, g=(lin * adjusted).T, rank=rank, identified=identified)
+
+
+def _units_per_stratum(stratum: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Number of distinct sampling units in each stratum (indexed by stratum)."""
+    pairs = np.unique(np.column_stack([stratum, unit]), axis=0)
+    return np.bincount(pairs[:, 0], minlength=int(stratum.max()) + 1)
+
+
+def _identified(x_fit: np.ndarray, w: np.ndarray, q: np.ndarray, lin: np.ndarray, unit_hat: np.ndarray, rank: int,
+                stratum: np.ndarray, fraction: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """(n,) bool: which players' values *and* sampling variances the rows identify.
+
+    1. Value: φ_i = t/n + (Qβ)_i is identified iff e_i has no component along the null space of the
+       weighted design (Q · null(√W X)); otherwise the pseudo-inverse picked one of many solutions (a
+       paired design with fewer than n-1 pairs: S and N∖S span one direction only).
+    2. Variance: the sandwich sees a row's error only through its residual and the spread of units within
+       a stratum. A sampling unit with leverage 1 is fitted exactly whatever its value (zero residual), and a
+       sampled stratum with a single unit has no spread: a player whose φ_i depends on such a unit
+       (lin ≠ 0 on its rows) has no variance estimate. Enumerated strata (fraction 1) are exempt: they
+       carry no sampling variance.
+    """
+    # 1. value
+    _, _, vt = np.linalg.svd(x_fit * np.sqrt(w)[:, None], full_matrices=True)
+    player_null = q @ vt[rank:].T  # (n, d - rank)
+    value_ok = (player_null**2).sum(axis=1) <= 1e-10
+    # 2. variance
+    sampled = fraction[stratum] < 1.0
+    blind = sampled & ((unit_hat > 1.0 - 1e-8) | (_units_per_stratum(stratum, unit)[stratum] < 2))  # (u,)
+    scale = np.abs(lin).max(axis=1, keepdims=True)
+    depends = np.abs(lin) > 1e-9 * np.where(scale > 0, scale, 1.0)  # (n, u)
+    variance_ok = ~(depends & blind[None, :]).any(axis=1)
+    return value_ok & variance_ok
 
 
 def _blend_weights(plain: _Fit, centred: _Fit, stratum: np.ndarray, unit: np.ndarray,
@@ -149,12 +193,14 @@ def _blend(plain: np.ndarray, centred: np.ndarray, lam: np.ndarray, player_axis:
 
 def _regression(
     data: Data, method: str, ci: str, n_boot: int, seed: int, deterministic: bool, center: str = "none"
-) -> tuple[np.ndarray, np.ndarray, dict]:
+) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray, int]:
+    """Returns (value (n,), variance (n,), extras, identified (n,) bool, more evaluations needed)."""
     n, u = data.n, data.n_unique
     if u < n - 1:
+        more = n - u
         raise ValueError(
             f"method {method!r} needs at least n-1={n - 1} distinct proper coalitions with finite values; "
-            f"got {u}. Evaluate more coalitions (raise the budget)."
+            f"got {u}. Evaluate at least {more} more coalition{'s' if more > 1 else ''} (raise the budget)."
         )
     # 1. weights, basis, reduced problem  y' = y - t/n·|S| = (Z Q) β; strata and sampling units
     w = _regression_weights(data, method)
@@ -173,13 +219,15 @@ def _regression(
         # utility noise unknown: a fully enumerated layer still carries noise, so no FPC (conservative)
         fraction = np.zeros_like(fraction)
 
-    # 2. the plain fit, the size-centred fit (a free intercept per size; needs n-1 dof left), the blend
-    plain = _fit(x, yprime, w, q, unit)
+    # 2. the plain fit, the size-centred fit (a free intercept per size; needs n-1 dof left and a variance
+    #    estimate for every player), the blend
+    plain = _fit(x, yprime, w, q, unit, stratum, fraction)
     centred = None
     if center in ("size", "auto"):
         xc, yc = _center_by_size(x, yprime, w, size_index)
-        candidate = _fit(xc, yc, w, q, unit)
-        centred = candidate if candidate.rank == n - 1 else None
+        layer_w = np.bincount(size_index, weights=w)
+        candidate = _fit(xc, yc, w, q, unit, stratum, fraction, intercept_hat=w / layer_w[size_index])
+        centred = candidate if candidate.rank == n - 1 and candidate.identified.all() else None
     lam = None
     if centred is None:
         chosen, used = plain, "none"
@@ -193,6 +241,7 @@ def _regression(
             lin=_blend(plain.lin, centred.lin, lam),
             g=_blend(plain.g, centred.g, lam, player_axis=1),
             rank=max(plain.rank, centred.rank),
+            identified=plain.identified & centred.identified,
         )
         used = "auto"
     value = total / n + chosen.offset
@@ -213,7 +262,16 @@ def _regression(
     else:
         raise ValueError(f"ci must be one of {', '.join(CI_KINDS)}; got {ci!r}.")
 
-    # 4. utility noise the sampling variance cannot see: enumerated share of strata + the endpoints
+    # 4. a zero sampling variance is trusted only when the whole fit is identified and exact (an additive
+    #    game, or a pairwise one under a paired design); otherwise a player at zero sits on a few units that
+    #    happen to fit exactly (too few rows to see its error), and its variance is not identified
+    sampled_rows = fraction[stratum] < 1.0
+    scale = np.abs(chosen.lin).max(axis=1, keepdims=True)
+    depends = (np.abs(chosen.lin) > 1e-9 * np.where(scale > 0, scale, 1.0)) & sampled_rows[None, :]
+    identified = distrust_zero_variance(var, chosen.identified, depends=depends.any(axis=1),
+                                        scale=max(float(np.abs(yprime).max()), abs(total) / n))
+
+    # 5. utility noise the sampling variance cannot see: enumerated share of strata + the endpoints
     if data.noise_var is not None:
         share = fraction[stratum]
         var = var + (chosen.lin**2) @ (data.noise_var_rows() * share)
@@ -221,12 +279,23 @@ def _regression(
         d_total = 1.0 / n - chosen.lin @ (sizes / n)
         d_empty = -d_total - chosen.lin @ np.ones(u)
         var = var + d_total**2 * data.noise_var / data.reps_full + d_empty**2 * data.noise_var / data.reps_empty
+
+    # 6. a lower bound on the evaluations still needed: one sampling unit (a complementary pair counts once)
+    #    per missing rank, one more for a residual to see the error by, and one more in every sampled stratum
+    #    that has a single unit
+    more = 0
+    n_units = len(np.unique(unit))
+    if not identified.all():
+        per_stratum = _units_per_stratum(stratum, unit)
+        lonely = int(sum(1 for h in np.unique(stratum) if per_stratum[h] == 1 and fraction[h] < 1.0))
+        units_needed = max((n - 1 - plain.rank) + max(0, 1 - (n_units - plain.rank)), lonely, 1)
+        more = math.ceil(units_needed * u / n_units)
     layer_counts = np.bincount(size_index, minlength=n + 1).tolist()
-    extras: dict[str, Any] = {"rank": chosen.rank, "layer_counts": layer_counts, "n_units": len(np.unique(unit)),
+    extras: dict[str, Any] = {"rank": chosen.rank, "layer_counts": layer_counts, "n_units": n_units,
                               "center": used}
     if lam is not None:
         extras["center_weight"] = lam.tolist()
-    return value, var, extras
+    return value, var, extras, identified, more
 
 
 def _stratified_cov(
@@ -297,9 +366,10 @@ def _fit_method(method: str):
         center = options.get("center", default_center)
         if center not in CENTER_KINDS:
             raise ValueError(f"center must be one of {', '.join(CENTER_KINDS)}; got {center!r}.")
-        value, var, extras = _regression(data, method, ci, n_boot, seed, bool(options.get("deterministic", False)),
-                                         center)
-        return MethodResult(value=value, var=var, ci=ci, extras=extras)
+        value, var, extras, identified, more = _regression(
+            data, method, ci, n_boot, seed, bool(options.get("deterministic", False)), center
+        )
+        return MethodResult(value=value, var=var, ci=ci, extras=extras, identified=identified, more_evaluations=more)
 
     fit.__name__ = fit.__qualname__ = f"fit_{method}"
     return fit
