@@ -137,7 +137,7 @@ __all__ = [
 ]
 
 # The built-in method families, imported in this order (it is the order of :func:`method_names`).
-_BUILTIN_MODULES: tuple[str, ...] = ("kernelshap", "exact", "banzhaf", "loo", "datamodel")
+_BUILTIN_MODULES: tuple[str, ...] = ("kernelshap", "exact", "banzhaf", "loo", "datamodel", "regression_msr")
 for _module in _BUILTIN_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 

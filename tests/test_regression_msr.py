@@ -1,0 +1,137 @@
+"""``regression_msr``: exact on enumerated designs, efficiency, symmetry, null players, an unbiased residual
+correction where the surrogate cannot fit, interval coverage, and the surrogate's closed-form Shapley values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from contribshap.pipeline.estimators import METHODS, Estimate, estimate, method_spec
+from contribshap.pipeline.estimators.regression_msr import _fit_surrogate
+from contribshap.pipeline.sampling import sample_coalitions
+from games_core import (
+    KnownGame,
+    brute_force_shapley,
+    glove,
+    noisy,
+    pairwise,
+    size_effect,
+    unanimity_sum,
+    weighted_voting,
+)
+
+
+def _endpoints(game: KnownGame) -> tuple[float, float]:
+    n = game.n
+    return float(game(np.zeros(n, bool))[0]), float(game(np.ones(n, bool))[0])
+
+
+def _run(game: KnownGame, design: str, budget: int, seed: int = 0, **options) -> Estimate:
+    masks = sample_coalitions(game.n, budget, design, seed=seed)
+    v_empty, v_full = _endpoints(game)
+    return estimate(masks, game(masks), v_empty, v_full, method="regression_msr", seed=seed, **options)
+
+
+def test_registered_as_an_efficient_method():
+    assert "regression_msr" in METHODS
+    assert method_spec("regression_msr").efficient
+
+
+@pytest.mark.parametrize("options", [{"folds": 0}, {"surrogate": "trees"}, {"center": "middle"}])
+def test_bad_options_are_refused_with_the_choices(options):
+    game = unanimity_sum(6, 8, 3, seed=0)
+    with pytest.raises(ValueError, match="must be"):
+        _run(game, "leverage", 30, **options)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Exactness, efficiency, symmetry, null player
+# ---------------------------------------------------------------------------------------------------------
+EXACT_GAMES = [
+    unanimity_sum(8, 20, 4, seed=3),
+    pairwise(np.linspace(-1, 2, 7), np.random.default_rng(1).normal(size=(7, 7))),
+    glove(3, 4),
+    weighted_voting(np.array([5.0, 4, 3, 2, 2, 1, 1, 1]), 10.0),
+    size_effect(unanimity_sum(7, 10, 3, seed=5), lambda k: np.sqrt(k) * 3.0),
+]
+
+
+@pytest.mark.parametrize("game", EXACT_GAMES, ids=lambda g: g.name)
+def test_exact_on_the_enumerated_design(game):
+    est = _run(game, "exact", 0)
+    np.testing.assert_allclose(est.value, game.shapley, atol=1e-8)
+    assert est.value.sum() == pytest.approx(game.shapley.sum(), abs=1e-10)
+
+
+@pytest.mark.parametrize("design", ["leverage", "paired", "shapley_kernel", "uniform"])
+def test_efficiency_on_sampled_designs(design):
+    game = size_effect(unanimity_sum(12, 30, 4, seed=2), lambda k: np.log1p(k))
+    est = _run(game, design, 90, seed=4)
+    assert est.value.sum() == pytest.approx(game.shapley.sum(), abs=1e-9)
+    assert np.all(np.isfinite(est.stderr)) and np.all(est.ci_low <= est.ci_high)
+
+
+def test_symmetric_and_null_players():
+    # players 0 and 1 are symmetric, player 5 is null; exact on the enumerated design, close when sampled
+    weights = np.array([3.0, 3.0, 2.0, 1.0, 1.0, 0.0])
+    game = weighted_voting(weights, 5.0)
+    exact = _run(game, "exact", 0)
+    assert exact.value[0] == pytest.approx(exact.value[1], abs=1e-10)
+    assert exact.value[5] == pytest.approx(0.0, abs=1e-10)
+    sampled = _run(game, "leverage", 40, seed=1)
+    assert abs(sampled.value[5]) <= 3 * sampled.stderr[5] + 1e-9
+    assert abs(sampled.value[0] - sampled.value[1]) <= 3 * np.hypot(sampled.stderr[0], sampled.stderr[1]) + 1e-9
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The residual correction is unbiased where the surrogate cannot fit, and the intervals cover
+# ---------------------------------------------------------------------------------------------------------
+def test_correction_unbiased_on_a_game_the_surrogate_cannot_fit():
+    # order-4 and order-5 unanimity terms: far from additive + pairwise, so most of φ comes from the correction
+    n = 8
+    rng = np.random.default_rng(11)
+    members = [rng.choice(n, size=k, replace=False) for k in (4, 5, 4, 5, 3)]
+    coef = np.array([3.0, -2.0, 2.5, 4.0, -1.5])
+
+    def fn(z: np.ndarray) -> np.ndarray:
+        return np.array([[z[r, m].all() for m in members] for r in range(len(z))], dtype=np.float64) @ coef
+
+    game = KnownGame("high-order unanimity", n, fn, brute_force_shapley(fn, n))
+    values = np.array([_run(game, "leverage", 60, seed=s).value for s in range(80)])
+    bias = values.mean(axis=0) - game.shapley
+    spread = values.std(axis=0, ddof=1)
+    # the mean over 80 plans sits within a few of its standard errors of the truth...
+    assert np.all(np.abs(bias) <= 4 * spread / np.sqrt(len(values)) + 1e-3)
+    # ...and the bias is small against the error of a single estimate
+    assert np.linalg.norm(bias) < 0.25 * np.sqrt(np.mean(np.sum((values - game.shapley) ** 2, axis=1)))
+
+
+def test_interval_coverage_on_a_noisy_game():
+    # pairwise game + a high-order term, noisy evaluations (each coalition evaluated twice), 95% intervals
+    n = 8
+    base = pairwise(np.linspace(-1, 1, n), np.random.default_rng(3).normal(scale=0.5, size=(n, n)))
+    hits = []
+    for seed in range(60):
+        game = noisy(base, sd=0.2, seed=seed)
+        masks = sample_coalitions(n, 50, "leverage", seed=seed)
+        masks = np.repeat(masks, 2, axis=0)
+        v_empty, v_full = float(base(np.zeros(n, bool))[0]), float(base(np.ones(n, bool))[0])
+        est = estimate(masks, game(masks), v_empty, v_full, method="regression_msr", seed=seed)
+        hits.append((est.ci_low <= base.shapley) & (base.shapley <= est.ci_high))
+    coverage = float(np.mean(hits))
+    assert 0.85 <= coverage <= 1.0, coverage
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The surrogate: closed-form Shapley values against brute force
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ratio", [0.0, 1.0, 8.0])
+def test_surrogate_shapley_closed_form_matches_brute_force(ratio):
+    n = 7
+    rng = np.random.default_rng(5)
+    z = (rng.random((40, n)) < 0.5).astype(np.float64)
+    z = np.vstack([z[(z.sum(1) > 0) & (z.sum(1) < n)], np.ones((1, n))])
+    y = rng.normal(size=len(z))
+    w = np.append(rng.random(len(z) - 1) + 0.5, 1e6)
+    surrogate = _fit_surrogate(z, y, w, (ratio,))
+    np.testing.assert_allclose(surrogate.shapley(), brute_force_shapley(surrogate.predict, n), atol=1e-9)
+    assert surrogate.predict(np.zeros((1, n)))[0] == pytest.approx(0.0, abs=1e-12)  # f(∅) = 0
