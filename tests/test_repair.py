@@ -154,15 +154,17 @@ def test_the_plan_of_an_adaptive_run_is_rebuilt_to_the_round_it_reached():
 def test_an_unreadable_plan_or_saved_config_is_moved_aside_and_written_again(store, contribshap, game_env):
     rows = _plan_rows(store)
     expected = json.loads((store / "estimates" / "estimates.json").read_text())
-    (store / "plan.parquet").write_bytes(b"PAR1 broken")
     (store / "config.yaml").write_bytes(b"\x89PNG\r\n")
+    before = snapshot(store)
+    _fails(cli(contribshap, "reduce", "st", cwd=store.parent, env=game_env),
+           f"{store / 'config.yaml'} is damaged (not a text file (byte 0 is not UTF-8)); run `contribshap repair "
+           f"{store} --config CONFIG` to write it again from the run's config")
+    assert snapshot(store) == before
+    (store / "plan.parquet").write_bytes(b"PAR1 broken")
     before = snapshot(store)
     _fails(cli(contribshap, "status", "st", cwd=store.parent, env=game_env),
            f"{store / 'plan.parquet'} is unreadable (ArrowInvalid); it was written atomically, so the disk or a copy "
            f"tool broke it: restore it, or run `contribshap repair {store}` to rebuild it from the config")
-    _fails(cli(contribshap, "reduce", "st", cwd=store.parent, env=game_env),
-           f"{store / 'config.yaml'} is damaged (not a text file (byte 0 is not UTF-8)); run `contribshap repair "
-           f"{store} --config CONFIG` to write it again from the run's config")
     _fails(cli(contribshap, "repair", "st", cwd=store.parent, env=game_env),
            f"{store / 'config.yaml'} is damaged (not a text file (byte 0 is not UTF-8)); pass the run's config: "
            f"contribshap repair {store} --config CONFIG")
