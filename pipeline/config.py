@@ -433,6 +433,8 @@ def parse_config(raw: Any, *, source: str = "<config>", check_paths: bool = True
         check_paths: also check local paths (see :func:`load_config`).
         check_store: also check that the store folder can be created and written.
     """
+    if raw is None:
+        raise ConfigError(f"{source}: the file is empty; write the config's keys (at least game and design)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the file must be a YAML mapping of keys (got {type(raw).__name__})")
     try:
@@ -505,6 +507,8 @@ def load_config(path: str | Path, *, check_paths: bool = True, check_store: bool
         ConfigError: one line: ``<file>: <key>: <problem>; <fix> | <key>: ...`` (every problem at once).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; pass the path of a YAML config")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a YAML config")
     raw = read_yaml(path)

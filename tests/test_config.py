@@ -168,3 +168,13 @@ def test_the_store_location_is_checked_on_request(tmp_path):
     assert parse_config(raw, check_paths=False).store == str(tmp_path / "file" / "st")  # only when asked
     with pytest.raises(ConfigError, match=r"^x.yaml: store: .* cannot be created: "):
         parse_config(raw, source="x.yaml", check_paths=False, check_store=True)
+
+
+def test_a_folder_or_an_empty_file_is_not_a_config(tmp_path):
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    for path, problem in ((tmp_path, f"config file {tmp_path} is a folder; pass the path of a YAML config"),
+                          (tmp_path / "empty.yaml", f"{tmp_path / 'empty.yaml'}: the file is empty; write the "
+                                                    "config's keys (at least game and design)")):
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert str(info.value) == problem
