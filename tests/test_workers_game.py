@@ -96,3 +96,38 @@ def test_empty_image_set_is_a_clear_error(game):
               seed=0, device=resolve_device("cpu"))
     with pytest.raises(ValueError, match="expected \\(4,\\)"):
         game.evaluate(np.ones(3, bool), replicate=0, seed=0)
+
+
+def test_artifact_stage_is_atomic_idempotent_and_cleans_dead_writers(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from contribshap.workers.prepare import clean_stale_tmp, stage
+
+    calls = []
+
+    def make(folder):
+        calls.append(folder.name)
+        (folder / "weights.txt").write_text("w")
+        return {"value": 1}
+
+    first = stage(tmp_path / "model-abc", make)
+    again = stage(tmp_path / "model-abc", make)
+    assert (first["reused"], again["reused"], again["value"]) == (False, True, 1)
+    assert calls == [f".model-abc.tmp-{os.getpid()}"] and (tmp_path / "model-abc" / "weights.txt").is_file()
+
+    # a writer killed mid-stage leaves .<name>.tmp-<pid>; the next prepare removes it, a live writer's stays
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f".model-def.tmp-{int(dead.stdout)}").mkdir()
+    (tmp_path / f".model-ghi.tmp-{os.getppid()}").mkdir()
+    assert clean_stale_tmp(tmp_path) == [f".model-def.tmp-{int(dead.stdout)}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".model-ghi.tmp-{os.getppid()}", "model-abc"]
+
+    # a failing build leaves no artifact under the final name
+    def broken(folder):
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        stage(tmp_path / "model-xyz", broken)
+    assert not (tmp_path / "model-xyz").exists()

@@ -57,3 +57,19 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
 def test_unknown_model_kind_lists_valid_kinds():
     with pytest.raises(ValueError, match=r"valid kinds: .*unet"):
         model_kind("vae-gan")
+
+
+def test_from_pretrained_refuses_pickle_only_folders(tmp_path):
+    from contribshap.workers.models import from_pretrained_safetensors
+    from diffusers import UNet2DModel
+
+    model = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), norm_num_groups=4,
+                        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    model.save_pretrained(tmp_path / "safe")
+    loaded = from_pretrained_safetensors(UNet2DModel, tmp_path / "safe", key="model.pretrained")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
+    model.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    with pytest.raises(ValueError, match=r"model.pretrained: .*pickled has only pickle weights \['diffusion_pytorch_model.bin'\]"):
+        from_pretrained_safetensors(UNet2DModel, tmp_path / "pickled", key="model.pretrained")
+    with pytest.raises(FileNotFoundError, match=r"model.pretrained: .*missing does not exist"):
+        from_pretrained_safetensors(UNet2DModel, tmp_path / "missing", key="model.pretrained")

@@ -195,6 +195,8 @@ class DiffusionGame:
                                         prepared.extractor, prepared.reference, replicate=replicate,
                                         device=prepared.device)
         info.update({"steps": steps, "lr": lr, "final_loss": stats.final_loss})
+        if prepared.device.type == "cuda":  # peak of this worker process so far (bench/gpu_smoke.sh reports it)
+            info["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(prepared.device) / 2**30, 3)
         return EvalResult(values=values, timings={"finetune_s": finetune_s, **timings}, info=info)
 
     # -- helpers ------------------------------------------------------------------------------------

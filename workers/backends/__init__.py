@@ -70,11 +70,11 @@ class Backend(Protocol):
         ...
 
     def theta_star_start(self) -> torch.nn.Module:
-        """A trainable copy of θ* (``finetune.mode: ft``)."""
+        """A trainable start model holding θ* (``finetune.mode: ft``); the prepared θ* itself is never changed."""
         ...
 
     def recovered_start(self) -> torch.nn.Module:
-        """A trainable copy of the recovered pruned model (``finetune.mode: sparsified_ft``)."""
+        """A trainable start model holding the recovered pruned model (``finetune.mode: sparsified_ft``)."""
         ...
 
     def fresh_start(self, seed: int) -> torch.nn.Module:

@@ -8,6 +8,7 @@ pretrained weights) and ``load(config, folder, *, device) -> Extractor``. Built-
   the 32 pre-ReLU activations of its hidden layer, probabilities its softmax. Its held-out accuracy is
   written to ``<folder>/extractor.json`` and reported by prepare.
 - ``inception``: clean-fid's TorchScript Inception-v3 (``inception-2015-12-05.pt``) from a local file.
+  ``torch.jit.load`` executes code from that file: it must be a file you trust.
 """
 
 from __future__ import annotations
@@ -186,6 +187,11 @@ def _fit_inception(config: Any, dataset: Any, folder: Path, *, seed: int, device
 
 
 def _load_inception(config: Any, folder: Path, *, device: torch.device) -> Extractor:
+    """Load clean-fid's TorchScript Inception from ``feature_extractor.weights`` with ``torch.jit.load``.
+
+    Security: a TorchScript file is a program; loading it executes code from the file. Use only a file you
+    trust (clean-fid's ``inception-2015-12-05.pt`` downloaded from its official URL, kept read-only).
+    """
     path = Path(config.weights).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"feature_extractor.weights: {path} does not exist; copy clean-fid's inception-2015-12-05.pt there")
