@@ -1,4 +1,4 @@
-"""``regression_msr``: a pairwise surrogate with exact Shapley values plus a residual correction (numpy only).
+"""``regression_msr``: a surrogate with exact Shapley values plus a residual correction (numpy only).
 
 Regression-adjusted Monte Carlo (the idea of "Regression-adjusted Monte Carlo Estimators for Shapley Values
 and Probabilistic Values", arXiv 2506.11849, and of SurrogateSHAP, arXiv 2601.22276): fit a surrogate f of
@@ -11,12 +11,15 @@ Paper notation → code
 ---------------------
 =============================  ==========================================================================
 z_S ∈ {0,1}^n, y_S             ``data.z`` rows, ``data.y - v_empty`` (values relative to v(∅))
-f(S) = Σ_i β_i z_i             the surrogate: additive + pairwise (kADD-like, k = 2) + a function h(|S|)
-  + Σ_{i<j} β_ij z_i z_j       of the coalition size (h(0) = 0), fitted by weighted kernel ridge
-  + h(|S|)                     regression (dual form: α), rows weighted like ``kernelshap`` (M_k / c_k)
-k(S, T)                        a·c + b·c(c-1)/2 + g·[|S| = |T|] with c = |S ∩ T| (linear, pairwise and
-                               size features; each amplitude is the inverse of its ridge penalty)
-φ_i(f)                         β_i + ½ Σ_j β_ij + h(n)/n  (closed form; the size part is symmetric)
+f(S) = Σ_A β_A Π_{j∈A} z_j     the surrogate: interaction (unanimity) features of every order |A| <= K
+  + h(|S|)                     (K = n by default, 2 for ``surrogate="pairwise"``, kADD-like) + a function
+                               h(|S|) of the coalition size (h(0) = 0), fitted by weighted kernel ridge
+                               regression (dual form: α), rows weighted like ``kernelshap`` (M_k / c_k)
+k(S, T)                        a Σ_{k<=K} θ^(k-1) C(c, k) + g·[|S| = |T|] with c = |S ∩ T|: the inner
+                               product of all those features, order k weighted a θ^(k-1) (the ridge
+                               penalty of a feature is the inverse of its amplitude)
+φ_i(f)                         Σ_{A∋i} β_A / |A| + h(n)/n = a Σ_T α_T z_Ti Σ_k θ^(k-1)/k · C(|T|-1, k-1)
+                               + h(n)/n  (closed form; pairwise: β_i + ½ Σ_j β_ij)
 r_S = v(S) - f(S)              the residual game on the evaluated coalitions; r(∅) = 0, r(N) = v(N) - f(N)
 φ̂(r)                           ``kernelshap`` (post-stratified kernel regression, size-centred blend) on r
 =============================  ==========================================================================
@@ -47,9 +50,11 @@ Efficiency holds by construction: Σ_i φ_i(f) = f(N) - f(∅) and the residual 
 r(N) - r(∅) = v(N) - f(N) - (v(∅) - f(∅)), so Σ_i φ̂_i = v(N) - v(∅); the result is re-projected onto
 that plane against rounding.
 
-Ridge penalties: among a small grid (pairwise/linear amplitude ratio in {0, 1, 8}/n × 17 overall scales;
-the size feature's amplitude is tied to the linear one) by weighted leave-one-out error, in closed form from
-one eigendecomposition per ratio. The full coalition N is always a training row with a (near-)interpolating
+Ridge penalties: among a small grid (order decay θ in {0, 1, 8}/n × 17 overall scales a; the size
+feature's amplitude is g = n·a) by weighted leave-one-out error, in closed form from one eigendecomposition
+per decay. All orders against pairwise only (relative L2 error at 10n, leverage design, 5 seeds): unanimity
+sum 0.100 / 0.119 (n = 10), 0.203 / 0.261 (n = 20), 0.209 / 0.293 (n = 50); voting 0.396 / 0.420, 0.710 /
+0.710, 0.959 / 0.959; data valuation 0.140 / 0.181, 0.208 / 0.252, 0.424 / 0.410. The full coalition N is always a training row with a (near-)interpolating
 weight, so f(N) ≈ v(N).
 
 Uncertainty
@@ -61,8 +66,8 @@ in-sample residuals understate the error of a surrogate fitted to them. The surr
 adds no variance term of its own (a surrogate that moves with the sample is corrected by the residuals it
 leaves). A player the residual regression cannot identify gets ``identified = False`` and an infinite
 interval. Options: ``folds`` (int >= 1, default 1: no cross-fitting), ``center`` (the residual regression's
-size centring, as ``kernelshap``; default ``"auto"``), ``surrogate`` (``"pairwise"`` (default) or
-``"additive"``: linear + size only), ``ci``, ``n_boot``, ``deterministic``.
+size centring, as ``kernelshap``; default ``"auto"``), ``surrogate`` (``"all_orders"`` (default),
+``"pairwise"`` or ``"additive"``: highest interaction order n, 2 or 1), ``ci``, ``n_boot``, ``deterministic``.
 """
 
 from __future__ import annotations
@@ -75,57 +80,69 @@ import numpy as np
 from contribshap.pipeline.estimators._base import Data, MethodResult, method_spec, register_method
 from contribshap.pipeline.sampling import layer_kernel_mass
 
-SURROGATE_KINDS: tuple[str, ...] = ("pairwise", "additive")
-"""Valid values of the ``surrogate`` option of ``regression_msr`` (default ``"pairwise"``)."""
+SURROGATE_KINDS: tuple[str, ...] = ("all_orders", "pairwise", "additive")
+"""Valid values of the ``surrogate`` option of ``regression_msr`` (default ``"all_orders"``): the highest
+interaction order of the surrogate (n, 2 or 1)."""
 
-# Grid of the ridge search: pairwise/linear amplitude ratio (times 1/n) and overall scale of the kernel.
-_PAIR_RATIOS = (0.0, 1.0, 8.0)
+# Grid of the ridge search: order decay θ (times 1/n; θ = 0 is additive) and overall scale of the kernel.
+_DECAYS = (0.0, 1.0, 8.0)
 _SCALES = np.logspace(-4, 4, 17)
 _ENDPOINT_WEIGHT = 1e6  # weight of the full coalition relative to the largest row weight (interpolation)
 
 
 # --------------------------------------------------------------------------------------------------------
-# Surrogate: weighted kernel ridge regression on additive + pairwise + size features
+# Surrogate: weighted kernel ridge regression on interaction features up to an order, plus size features
 # --------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class _Surrogate:
-    """f(S) = Σ_T α_T k(S, T) over training coalitions T (rows of ``z``), k with amplitudes a, b, g."""
+    """f(S) = Σ_T α_T k(S, T) over training coalitions T (rows of ``z``); see :func:`_kernel`."""
 
     z: np.ndarray  # (t, n) float 0/1 training coalitions (the full coalition included)
     alpha: np.ndarray  # (t,) dual coefficients
-    a: float
-    b: float
-    g: float
+    a: float  # amplitude of the interaction features (inverse ridge penalty of the linear ones)
+    theta: float  # decay per order: a feature of order k has amplitude a·θ^(k-1)
+    order: int  # highest interaction order
+    g: float  # amplitude of the size features
     loo: np.ndarray  # (t,) leave-one-out residuals y_T - f_{-T}(T) of the training rows
 
     def predict(self, z: np.ndarray) -> np.ndarray:
         """f on coalitions z (m, n) bool/0-1 -> (m,)."""
-        return _kernel(np.asarray(z, dtype=np.float64), self.z, self.a, self.b, self.g) @ self.alpha
+        return _kernel(np.asarray(z, dtype=np.float64), self.z, self.a, self.theta, self.order, self.g) @ self.alpha
 
     def shapley(self) -> np.ndarray:
-        """Exact Shapley values (n,): φ_i = β_i + ½ Σ_j β_ij + h(n)/n, from the dual coefficients."""
+        """Exact Shapley values (n,), from the dual coefficients.
+
+        A feature Π_{j∈A} z_j (|A| = k) is a unanimity game: 1/k to each member. Its coefficient is
+        β_A = a θ^(k-1) Σ_T α_T [A ⊆ T], so φ_i = a Σ_T α_T z_Ti Σ_k θ^(k-1)/k · C(|T|-1, k-1)
+        (pairwise: β_i + ½ Σ_j β_ij), plus the size part h(n)/n = g Σ_{T=N} α_T / n.
+        """
         n = self.z.shape[1]
-        sizes = self.z.sum(axis=1)
-        linear = self.a * (self.alpha @ self.z)
-        pairwise = 0.5 * self.b * ((self.alpha * (sizes - 1.0)) @ self.z)
+        sizes = self.z.sum(axis=1).astype(np.int64)
+        per_size = np.array([sum(self.theta ** (k - 1) / k * math.comb(s - 1, k - 1) for k in range(1, self.order + 1))
+                             if s > 0 else 0.0 for s in range(n + 1)])
+        interactions = self.a * ((self.alpha * per_size[sizes]) @ self.z)
         size_part = self.g * float(self.alpha[sizes == n].sum()) / n
-        return linear + pairwise + size_part
+        return interactions + size_part
 
 
-def _kernel(z1: np.ndarray, z2: np.ndarray, a: float, b: float, g: float) -> np.ndarray:
-    """k(S, T) = a·c + b·c(c-1)/2 + g·[|S| = |T|], c = |S ∩ T|; shapes (m1, n), (m2, n) -> (m1, m2)."""
-    c = z1 @ z2.T
+def _kernel(z1: np.ndarray, z2: np.ndarray, a: float, theta: float, order: int, g: float) -> np.ndarray:
+    """k(S, T) = a Σ_{k=1..order} θ^(k-1) C(c, k) + g·[|S| = |T|], c = |S ∩ T| (the inner product of all
+    interaction features Π_{j∈A} z_j, |A| <= order, weighted a θ^(|A|-1), and of one indicator per size);
+    shapes (m1, n), (m2, n) -> (m1, m2)."""
+    n = z1.shape[1]
+    table = np.array([sum(theta ** (k - 1) * math.comb(c, k) for k in range(1, order + 1)) for c in range(n + 1)])
+    c = np.rint(z1 @ z2.T).astype(np.int64)
     same = z1.sum(axis=1)[:, None] == z2.sum(axis=1)[None, :]
-    return a * c + b * c * (c - 1.0) / 2.0 + g * same
+    return a * table[c] + g * same
 
 
-def _fit_surrogate(z: np.ndarray, y: np.ndarray, w: np.ndarray, ratios: tuple[float, ...]) -> _Surrogate:
+def _fit_surrogate(z: np.ndarray, y: np.ndarray, w: np.ndarray, order: int, decays: tuple[float, ...]) -> _Surrogate:
     """Weighted kernel ridge: min Σ_T w_T (y_T - f(T))² + ‖f‖²_k, amplitudes by weighted leave-one-out error.
 
     Args:
         z: (t, n) float 0/1 training coalitions, the last row the full coalition.
         y: (t,) targets (v - v(∅)). w: (t,) positive row weights (the full coalition's very large).
-        ratios: pairwise/linear amplitude ratios to try (times 1/n).
+        order: highest interaction order. decays: order decays θ to try (times 1/n).
     """
     n = z.shape[1]
     d = 1.0 / w  # noise variance of each row in the dual: (K + D) α = y
@@ -133,10 +150,9 @@ def _fit_surrogate(z: np.ndarray, y: np.ndarray, w: np.ndarray, ratios: tuple[fl
     scored = np.ones(len(y), dtype=bool)
     scored[-1] = False  # the full coalition is a constraint, not scored
     best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
-    for ratio in ratios:
-        # unit amplitudes of this shape: linear 1, pairwise ratio/n, size n (a nearly free size curve)
-        a0, b0, g0 = 1.0, ratio / n, float(n)
-        k0 = _kernel(z, z, a0, b0, g0)
+    for decay in decays:
+        # unit amplitudes of this shape: interactions 1, size n (a nearly free size curve)
+        k0 = _kernel(z, z, 1.0, decay / n, order, float(n))
         # (s K0 + D)^{-1} = D^{-1/2} U (s Λ + I)^{-1} Uᵀ D^{-1/2} with D^{-1/2} K0 D^{-1/2} = U Λ Uᵀ
         lam, u = np.linalg.eigh(k0 / np.outer(sqrt_d, sqrt_d))
         lam = np.maximum(lam, 0.0)
@@ -149,10 +165,10 @@ def _fit_surrogate(z: np.ndarray, y: np.ndarray, w: np.ndarray, ratios: tuple[fl
             score = float(np.sum(w[scored] * loo[scored] ** 2))
             if best is None or score < best[0]:
                 alpha = (u @ (shrink * proj)) / sqrt_d
-                best = (score, s, ratio, alpha, loo)
+                best = (score, s, decay, alpha, loo)
     assert best is not None
-    _, s, ratio, alpha, loo = best
-    return _Surrogate(z=z, alpha=alpha, a=s, b=s * ratio / n, g=s * n, loo=loo)
+    _, s, decay, alpha, loo = best
+    return _Surrogate(z=z, alpha=alpha, a=s, theta=decay / n, order=order, g=s * n, loo=loo)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -211,17 +227,18 @@ def _method_result(value: np.ndarray, var: np.ndarray, ci: str, extras: dict, id
 def fit_regression_msr(data: Data, *, ci: str, n_boot: int, seed: int, options: dict[str, Any]) -> MethodResult:
     """φ̂ = φ(f) + kernelshap(v - f) (see the module docstring)."""
     # 1. options
+    n, u = data.n, data.n_unique
     folds = options.get("folds", 1)
     if not isinstance(folds, int | np.integer) or folds < 1:
         raise ValueError(f"folds must be an int >= 1 (1: no cross-fitting, the default; K >= 2: K folds); "
                          f"got {folds!r}.")
-    surrogate_kind = options.get("surrogate", "pairwise")
+    surrogate_kind = options.get("surrogate", "all_orders")
     if surrogate_kind not in SURROGATE_KINDS:
         raise ValueError(f"surrogate must be one of {', '.join(SURROGATE_KINDS)}; got {surrogate_kind!r}.")
-    ratios = _PAIR_RATIOS if surrogate_kind == "pairwise" else (0.0,)
+    order = {"pairwise": 2, "all_orders": n, "additive": 1}[surrogate_kind]
+    decays = (0.0,) if order == 1 else _DECAYS
     residual_options = {k: options[k] for k in ("center", "deterministic") if k in options}
     residual_options.setdefault("center", "auto")
-    n, u = data.n, data.n_unique
 
     # 2. training rows: proper coalitions with kernelshap's post-stratified weights, plus the full coalition
     zf = data.z.astype(np.float64)
@@ -246,13 +263,13 @@ def fit_regression_msr(data: Data, *, ci: str, n_boot: int, seed: int, options: 
         fold = _assign_folds(unit, stratum, sampled, k_eff, rng)
         for k in range(k_eff):
             f_k = _fit_surrogate(z_all[np.append(fold != k, True)], y_all[np.append(fold != k, True)],
-                                 w_all[np.append(fold != k, True)], ratios)
+                                 w_all[np.append(fold != k, True)], order, decays)
             surrogates.append(f_k)
             rows = fold == k
             residual[rows] = y[rows] - f_k.predict(zf[rows])
         loo = residual.copy()  # out-of-fold residuals are already honest
     else:
-        surrogates.append(_fit_surrogate(z_all, y_all, w_all, ratios))
+        surrogates.append(_fit_surrogate(z_all, y_all, w_all, order, decays))
         residual[:] = y - surrogates[0].predict(zf)
         loo = surrogates[0].loo[:u]
     phi_f = np.mean([f.shapley() for f in surrogates], axis=0)
@@ -292,7 +309,7 @@ def fit_regression_msr(data: Data, *, ci: str, n_boot: int, seed: int, options: 
         "surrogate": surrogate_kind,
         "surrogate_shapley": phi_f.tolist(),
         "surrogate_scale": fitted.a,
-        "surrogate_pair_ratio": fitted.b * n / fitted.a if fitted.a > 0 else 0.0,
+        "surrogate_decay": fitted.theta * n,
         # weighted leave-one-out residual sum of squares over that of v minus its equal split (< 1: f helps)
         "residual_ratio": rss_r / rss_v if rss_v > 0 else 0.0,
     })
@@ -304,5 +321,5 @@ register_method(
     fit_regression_msr,
     options={"ci", "n_boot", "deterministic", "center", "folds", "surrogate"},
     efficient=True,
-    summary="pairwise surrogate (exact Shapley) + kernelshap on its residuals (regression-adjusted)",
+    summary="kernel-ridge surrogate (exact Shapley) + kernelshap on its residuals (regression-adjusted)",
 )
