@@ -139,11 +139,13 @@ def reduce(
     """Estimate per property and method from STORE; write estimates/; print a table (or --json)."""
     from contribshap.pipeline.config import KNOWN_METHODS
     from contribshap.pipeline.reduce import estimates_document, reduce_store
+    from contribshap.pipeline.status import require_ok_evaluations
     from contribshap.pipeline.store import Store
 
     for name in method or []:
         if name not in KNOWN_METHODS:
             raise ContribshapError(f"--method: unknown method {name!r}; valid methods: {', '.join(KNOWN_METHODS)}")
+    require_ok_evaluations(store, what="nothing to reduce")  # before anything is written (exit code 3)
     results = reduce_store(store, methods=list(method) if method else None, write=True, show=not as_json)
     if as_json:
         contributors = Store(store).read_manifest()["contributors"]
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         code = command.main(args=argv, prog_name="contribshap", standalone_mode=False)
     except ContribshapError as error:
         _echo_err(f"error: {error}")
-        return 2
+        return getattr(error, "exit_code", 2)  # 3: the store holds no ok evaluation (status.py)
     except OSError as error:  # a file the command could not read or write: full disk, read-only store, ...
         from contribshap.pipeline.store import describe_os_error
 

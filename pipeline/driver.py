@@ -10,7 +10,9 @@ Run, step by step (:func:`run`):
  1. open the store: create it, or check that it belongs to this config hash and design; take
     ``driver.lock`` (a second live driver on the same store is refused; a stale lock is taken over).
  2. connect to Ray on first need: ``address`` (CLI, config, or ``RAY_ADDRESS``); ``auto`` joins the
-    cluster of this machine; no address starts a quiet local instance without dashboard.
+    cluster of this machine; no address starts a quiet local instance without dashboard. Some node must
+    have the per-task ``ray.num_cpus`` / ``ray.num_gpus`` (a cluster given by address gets a bounded wait
+    to add one); otherwise the run fails with one line before it writes the resolved config or the plan.
  3. prepare: one Ray task builds the game and runs ``game.prepare()``; contributors go to the manifest.
  4. per round: extend ``plan.parquet`` (written before any dispatch), then todo = plan x replicates -
     ok evaluations; submit in longest-processing-time order (largest/most expensive coalitions first)
@@ -18,7 +20,9 @@ Run, step by step (:func:`run`):
     as nodes come and go), handle results as they finish: block in ``ray.wait`` for the first, then take
     every other finished one in the same pass. The config travels inline with each task (a few KB: a
     ``ray.put`` reference would add an object-store fetch and borrower bookkeeping per task).
- 5. reduce; stop when the configured CI target is met or the budget is spent.
+ 5. reduce; stop when the configured CI target is met or the budget is spent. A round after which the
+    store holds no ok evaluation at all (every one failed) ends the run with
+    :class:`~contribshap.pipeline.status.NoUsableEvaluationsError` (exit code 3), never a silent success.
 
 Failures: a worker process that dies is retried by Ray (``ray.max_retries``). An exception whose class
 (or a base class) is named in ``ray.retry_exceptions`` is retried inside the task up to
@@ -67,6 +71,7 @@ from contribshap.pipeline.plan import (
     write_plan,
 )
 from contribshap.pipeline.ray_context import DriverError, LazyRay, one_line, window
+from contribshap.pipeline.status import require_ok_evaluations
 from contribshap.pipeline.store import RESERVED_COLUMNS, DriverLock, Store, StoreError, make_row
 from contribshap.pipeline.tasks import (
     counterfactual_samples_task,
@@ -305,55 +310,60 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
                  code_version=_code_version())
     lock = DriverLock(store.lock_path, stale_after_s=cfg.ray.stale_lock_s, heartbeat_s=cfg.ray.heartbeat_s)
     summary = RunSummary(store=store.root, namespace=namespace)
-    with lock:
-        save_resolved(cfg, store.config_path)
-        # 2. Ray (connected on first need)
-        with LazyRay(address, cfg.ray) as ray_context:
-            config_text, search_paths = _config_text(cfg), _search_paths()
-            # 3. prepare once
-            contributors = _ensure_prepared(cfg, store, namespace, config_text, search_paths, ray_context)
-            ids = [c["id"] for c in contributors]
-            _check_budget(cfg, len(ids))
-            budgets = round_budgets(cfg.design.kind, len(ids), cfg.design.budget,
-                                    round_size=cfg.stopping.round_size, max_rounds=cfg.stopping.max_rounds)
-            # 4. rounds: plan (before dispatch), dispatch the todo, reduce, maybe stop
-            for round_index, draws in enumerate(budgets):
-                manifest = store.read_manifest()
-                planned_draws = int(manifest.get("planned_draws") or 0)
-                rows = read_plan(store)
-                if draws > planned_draws or not rows:
-                    last_round = max((r["round"] for r in rows), default=-1)
-                    index = round_index if planned_draws == 0 else max(round_index, last_round + 1)
-                    request = PlanRequest(cfg.design.kind, len(ids), draws, cfg.plan_seed(), cfg.design.options,
-                                          cfg.replicates.coalition, cfg.replicates.endpoints)
-                    rows, added = extend_plan(rows, ids, request, round_index=index)
-                    write_plan(store, rows)
-                    store.update_manifest(planned_draws=max(draws, planned_draws))
-                    summary.planned += added
-                jobs = jobs_for(rows, seed=cfg.seed, sections=ESTIMATOR_SECTIONS)
-                scan = store.scan(namespace)
-                done = scan.ok_jobs()
-                todo = [j for j in jobs if (j.coalition_key, j.replicate) not in done]
-                ordered = lpt_order(todo, [r for r in scan.rows if r["status"] == "ok"])
-                if ordered:
-                    ray_context.ensure()
-                result = dispatch(ordered, cfg=cfg, store=store, namespace=namespace, config_text=config_text,
-                                  search_paths=search_paths, lock=lock, progress=progress,
-                                  description=f"round {round_index}", known_rows=scan.rows)
-                summary.rounds = round_index + 1
-                summary.evaluated += result.ok
-                summary.failed += result.failed
-                _record_properties(store, result.rows or scan.rows)
-                # 5. reduce and check the CI target
-                if not reduce:
-                    continue
-                estimates = reduce_store(store.root, cfg=cfg, write=True, show=False)
-                if round_index + 1 < len(budgets) and ci_target_met(estimates, cfg):
-                    summary.stopped_because = f"CI target met after round {round_index}"
-                    break
-            if not summary.stopped_because:
-                summary.stopped_because = "budget spent"
-            summary.skipped = len(jobs) - summary.evaluated - summary.failed
+    # 2. Ray: connected (and its resources checked) on first need, before the store is written
+    with lock, LazyRay(address, cfg.ray) as ray_context:
+        config_text, search_paths = _config_text(cfg), _search_paths()
+        # 3. prepare once
+        contributors = _ensure_prepared(cfg, store, namespace, config_text, search_paths, ray_context)
+        ids = [c["id"] for c in contributors]
+        _check_budget(cfg, len(ids))
+        budgets = round_budgets(cfg.design.kind, len(ids), cfg.design.budget,
+                                round_size=cfg.stopping.round_size, max_rounds=cfg.stopping.max_rounds)
+        # 4. rounds: plan (written before dispatch), dispatch the todo, reduce, maybe stop
+        for round_index, draws in enumerate(budgets):
+            # 4a. the plan of this round and what it leaves to do (in memory)
+            planned_draws = int(store.read_manifest().get("planned_draws") or 0)
+            rows = read_plan(store)
+            extend = draws > planned_draws or not rows
+            if extend:
+                last_round = max((r["round"] for r in rows), default=-1)
+                index = round_index if planned_draws == 0 else max(round_index, last_round + 1)
+                request = PlanRequest(cfg.design.kind, len(ids), draws, cfg.plan_seed(), cfg.design.options,
+                                      cfg.replicates.coalition, cfg.replicates.endpoints)
+                rows, added = extend_plan(rows, ids, request, round_index=index)
+                summary.planned += added
+            jobs = jobs_for(rows, seed=cfg.seed, sections=ESTIMATOR_SECTIONS)
+            scan = store.scan(namespace)
+            done = scan.ok_jobs()
+            todo = [j for j in jobs if (j.coalition_key, j.replicate) not in done]
+            ordered = lpt_order(todo, [r for r in scan.rows if r["status"] == "ok"])
+            # 4b. Ray before any write: unsatisfiable resources leave the store as it was
+            if ordered:
+                ray_context.ensure()
+            save_resolved(cfg, store.config_path)
+            if extend:
+                write_plan(store, rows)
+                store.update_manifest(planned_draws=max(draws, planned_draws))
+            # 4c. dispatch; a round that leaves no ok evaluation at all is never a silent success
+            result = dispatch(ordered, cfg=cfg, store=store, namespace=namespace, config_text=config_text,
+                              search_paths=search_paths, lock=lock, progress=progress,
+                              description=f"round {round_index}", known_rows=scan.rows)
+            summary.rounds = round_index + 1
+            summary.evaluated += result.ok
+            summary.failed += result.failed
+            if result.failed and not result.ok and not done:
+                require_ok_evaluations(store.root, what="every evaluation failed")
+            _record_properties(store, result.rows or scan.rows)
+            # 5. reduce and check the CI target
+            if not reduce:
+                continue
+            estimates = reduce_store(store.root, cfg=cfg, write=True, show=False)
+            if round_index + 1 < len(budgets) and ci_target_met(estimates, cfg):
+                summary.stopped_because = f"CI target met after round {round_index}"
+                break
+        if not summary.stopped_because:
+            summary.stopped_because = "budget spent"
+        summary.skipped = len(jobs) - summary.evaluated - summary.failed
     summary.wall_s = time.perf_counter() - clock
     return summary
 

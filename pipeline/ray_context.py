@@ -8,6 +8,10 @@ only code that imports Ray; the task bodies (:mod:`contribshap.pipeline.tasks`) 
   cluster of this machine; no address starts a quiet local instance (no dashboard, warnings only).
 - :class:`LazyRay`: connects on first need (a resume with nothing left to do never starts Ray) and shuts
   down a local instance it started.
+- :func:`require_resources`: right after connecting, before any task is submitted, some node must have
+  ``ray.num_cpus`` CPUs and ``ray.num_gpus`` GPUs (a task no node can hold would wait forever). On a
+  cluster given by address (it may autoscale) the driver waits up to :data:`RESOURCE_WAIT_REMOTE_S` for
+  such a node to join (the local instance does not grow: no wait), then fails with one line.
 - :func:`slots` / :func:`window`: how many tasks the cluster runs at once with the per-task resources,
   and the in-flight window (2 x slots unless ``ray.max_in_flight``), read from ``ray.cluster_resources()``.
 """
@@ -16,11 +20,30 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from contribshap.pipeline.config import ContribshapError, RayConfig
 
-__all__ = ["DriverError", "LazyRay", "connect", "one_line", "slots", "window"]
+__all__ = [
+    "DriverError",
+    "LazyRay",
+    "connect",
+    "one_line",
+    "require_resources",
+    "resource_problem",
+    "slots",
+    "window",
+]
+
+#: Seconds a driver waits for a node that can run one task: on a cluster given by address (an autoscaler
+#: may add one), and on the local instance (which will not grow).
+RESOURCE_WAIT_REMOTE_S = 60.0
+RESOURCE_WAIT_LOCAL_S = 0.0
+#: Seconds between two reads of the nodes while waiting.
+RESOURCE_POLL_S = 2.0
 
 
 class DriverError(ContribshapError):
@@ -91,10 +114,14 @@ class LazyRay:
         self.started_here = False
 
     def ensure(self) -> None:
-        """Connect now unless already connected."""
+        """Connect now unless already connected; then check that some node can run one task."""
         if not self.connected:
             self.started_here = connect(self.address, self.ray_cfg)
             self.connected = True
+            wait_s = getattr(self.ray_cfg, "resource_wait_s", None)  # a config key, where the schema has one
+            if wait_s is None:
+                wait_s = RESOURCE_WAIT_LOCAL_S if self.started_here else RESOURCE_WAIT_REMOTE_S
+            require_resources(self.ray_cfg, wait_s=float(wait_s))
 
     def __enter__(self) -> LazyRay:
         return self
@@ -122,3 +149,82 @@ def slots(ray_cfg: RayConfig) -> int:
 def window(ray_cfg: RayConfig) -> int:
     """Tasks in flight at once: ``ray.max_in_flight``, else 2 x :func:`slots`."""
     return ray_cfg.max_in_flight or 2 * slots(ray_cfg)
+
+
+# --- resources ------------------------------------------------------------------------------------------------
+def _node_resources() -> list[dict[str, float]]:
+    """Resources of every alive node of the connected cluster (``ray.nodes()``)."""
+    import ray
+
+    return [dict(node.get("Resources") or {}) for node in ray.nodes() if node.get("Alive")]
+
+
+def resource_problem(ray_cfg: RayConfig, nodes: list[dict[str, float]]) -> str | None:
+    """Why no node can run one task with ``ray.num_cpus`` CPUs and ``ray.num_gpus`` GPUs; None when one can.
+
+    Args:
+        ray_cfg: the ``ray`` section (per-task ``num_cpus``, ``num_gpus``).
+        nodes: resources of each alive node, e.g. ``[{"CPU": 8.0, "GPU": 1.0}]``.
+
+    Returns:
+        One clause: the setting, what the cluster has and the fix, e.g. ``"ray.num_gpus: 1 per evaluation,
+        but the Ray cluster has no GPU (1 node); set ray.num_gpus: 0 to run on CPUs, or add a GPU node"``.
+
+    Example:
+        >>> resource_problem(RayConfig(num_cpus=1), [{"CPU": 2.0}]) is None
+        True
+    """
+    need_cpu, need_gpu = float(ray_cfg.num_cpus), float(ray_cfg.num_gpus)
+    cpus = [n.get("CPU", 0.0) for n in nodes]
+    gpus = [n.get("GPU", 0.0) for n in nodes]
+    if any(c >= need_cpu and g >= need_gpu for c, g in zip(cpus, gpus, strict=True)):
+        return None
+    where = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}"
+    if need_gpu > 0 and not any(g >= need_gpu for g in gpus):
+        if not any(gpus):
+            return (f"ray.num_gpus: {need_gpu:g} per evaluation, but the Ray cluster has no GPU ({where}); "
+                    "set ray.num_gpus: 0 to run on CPUs, or add a GPU node")
+        return (f"ray.num_gpus: {need_gpu:g} per evaluation, but no node of the Ray cluster has {need_gpu:g} GPUs "
+                f"({where}, at most {max(gpus):g} on one); set ray.num_gpus <= {max(gpus):g}, or add a node with "
+                f"{need_gpu:g} GPUs")
+    if need_cpu > 0 and not any(c >= need_cpu for c in cpus):
+        return (f"ray.num_cpus: {need_cpu:g} per evaluation, but no node of the Ray cluster has {need_cpu:g} CPUs "
+                f"({where}, at most {max(cpus, default=0.0):g} on one); set ray.num_cpus <= "
+                f"{max(cpus, default=0.0):g}, or add a node with {need_cpu:g} CPUs")
+    best = max(cpus[i] for i, g in enumerate(gpus) if g >= need_gpu)
+    return (f"ray.num_cpus: {need_cpu:g} with ray.num_gpus: {need_gpu:g} per evaluation, but no node of the Ray "
+            f"cluster has both ({where}; the GPU nodes have at most {best:g} CPUs); set ray.num_cpus <= {best:g}, "
+            "or add a GPU node with more CPUs")
+
+
+def require_resources(ray_cfg: RayConfig, *, wait_s: float = 0.0,
+                      nodes: Callable[[], list[dict[str, float]]] = _node_resources,
+                      sleep: Callable[[float], None] = time.sleep) -> None:
+    """Fail before any dispatch when no node can ever run one task (it would wait forever, silently).
+
+    Args:
+        ray_cfg: the ``ray`` section (per-task ``num_cpus`` / ``num_gpus``).
+        wait_s: seconds to wait for a node that can (an autoscaling cluster adding one); one line on
+            stderr says what it waits for. 0: decide at once.
+        nodes: reads the alive nodes' resources (default: ``ray.nodes()``).
+        sleep: the wait between two reads (tests pass a fake clock).
+
+    Raises:
+        DriverError: one line from :func:`resource_problem`, plus how long it waited.
+    """
+    problem = resource_problem(ray_cfg, nodes())
+    if problem is None:
+        return
+    waited = 0.0
+    if wait_s > 0:
+        print(f"waiting up to {wait_s:g} s for a Ray node that can run one evaluation: {problem}",
+              file=sys.stderr, flush=True)
+        while problem is not None and waited < wait_s:
+            step = min(RESOURCE_POLL_S, wait_s - waited)
+            sleep(step)
+            waited += step
+            problem = resource_problem(ray_cfg, nodes())
+        if problem is None:
+            return
+    after = f" (waited {waited:g} s for the cluster to add one)" if waited else ""
+    raise DriverError(f"{problem}{after}")

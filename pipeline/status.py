@@ -1,7 +1,9 @@
 """Progress of a store without Ray (``contribshap status``): planned / ok / failed / remaining, ETA, lock holder.
 
 Reads only the store (manifest, plan, the evaluation files through the scan cache, never rewriting it),
-so it works while a driver runs and on a copy of a store.
+so it works while a driver runs and on a copy of a store. :func:`require_ok_evaluations` turns "nothing
+usable" (no ok evaluation at all) into :class:`NoUsableEvaluationsError` (exit code 3) for ``run`` and
+``reduce``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,43 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from contribshap.pipeline.config import ContribshapError
 from contribshap.pipeline.plan import ESTIMATOR_SECTIONS, jobs_for, read_plan
 from contribshap.pipeline.store import Store
 
-__all__ = ["store_status"]
+__all__ = ["EXIT_NOTHING_USABLE", "NoUsableEvaluationsError", "require_ok_evaluations", "store_status"]
+
+#: Exit code of ``contribshap run`` / ``reduce`` when the store holds no ok evaluation (every one failed).
+EXIT_NOTHING_USABLE = 3
+
+
+class NoUsableEvaluationsError(ContribshapError):
+    """The store holds evaluations, but none is ok: there is nothing to estimate from (exit code 3)."""
+
+    exit_code = EXIT_NOTHING_USABLE
+
+
+def require_ok_evaluations(store_path: str | Path, *, what: str) -> None:
+    """Raise :class:`NoUsableEvaluationsError` when no planned evaluation of the store is ok.
+
+    Args:
+        store_path: the store folder.
+        what: the sentence's subject, e.g. ``"every evaluation failed"`` (run) or ``"nothing to reduce"``.
+
+    The message is one line: the counts, where the errors are (``contribshap status``) and the fix.
+    """
+    info = store_status(store_path)
+    if info["ok"] > 0:
+        return
+    if info["failed"] == 0:
+        raise NoUsableEvaluationsError(
+            f"{what}: store {info['store']} has no ok evaluation yet ({info['planned']} planned); run "
+            "`contribshap run` to evaluate the plan"
+        )
+    raise NoUsableEvaluationsError(
+        f"{what}: store {info['store']} has no ok evaluation ({info['failed']} of {info['planned']} planned "
+        f"failed); see the errors with `contribshap status {info['store']}`, fix the game and run again"
+    )
 
 
 def store_status(store_path: str | Path) -> dict[str, Any]:

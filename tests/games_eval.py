@@ -7,6 +7,7 @@ the mask (the "noise" of :func:`noisy_additive` is a fixed function of the coali
   lower-is-better property). Shapley values are w_i (and -2 w_i): LDS of the exact attributions is 100.
 - :func:`noisy_additive`: the additive game plus a coalition-dependent perturbation of sd 0.3 (weights span
   -3..4), so LDS is high but below 100.
+- :func:`always_fails`: raises on every coalition (driver and CLI tests of a run with nothing usable).
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def noisy_additive(mask: np.ndarray) -> dict[str, float]:
     rng = np.random.default_rng([bits, len(mask)])
     base = additive(mask)
     return {name: value + float(rng.normal(0.0, 0.3)) for name, value in base.items()}
+
+
+def always_fails(mask: np.ndarray) -> dict[str, float]:
+    """A game whose every evaluation raises (a run of it produces nothing usable)."""
+    raise RuntimeError(f"cannot evaluate {''.join('1' if b else '0' for b in np.asarray(mask, dtype=bool))}")
 
 
 def build_store(

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import yaml
 from contribshap.pipeline import driver, ray_context
-from contribshap.pipeline.config import parse_config
+from contribshap.pipeline.config import config_hash, parse_config
 from contribshap.pipeline.driver import evaluate_coalitions, lpt_order, run
 from contribshap.pipeline.games_python import GameError
 from contribshap.pipeline.plan import Job, read_plan
 from contribshap.pipeline.reduce import reduce_store
-from contribshap.pipeline.status import store_status
+from contribshap.pipeline.status import NoUsableEvaluationsError, store_status
 from contribshap.pipeline.store import Store
 
 pytestmark = pytest.mark.usefixtures("game_env", "ray_address")
@@ -75,8 +75,10 @@ def test_a_dead_worker_is_retried_and_the_coalition_lands_once(tmp_path):
 
 
 def test_reserved_property_names_are_refused(tmp_path):
-    summary = run(_cfg(tmp_path, "reserved", n=2), progress=False)
-    rows = Store(summary.store).scan(summary.namespace).rows
+    cfg = _cfg(tmp_path, "reserved", n=2)
+    with pytest.raises(NoUsableEvaluationsError, match=r"^every evaluation failed: "):
+        run(cfg, progress=False)
+    rows = Store(cfg.store).scan(config_hash(cfg)).rows
     assert {r["status"] for r in rows} == {"failed"}
     assert rows[0]["error"] == "ValueError: property name(s) ['seed'] are reserved store columns; rename them"
 
@@ -182,3 +184,90 @@ def test_gpu_evaluations_reuse_their_worker_process(tmp_path):
     assert summary.evaluated == len(rows) == 16
     per_worker = Counter(row["worker"] for row in rows)
     assert max(per_worker.values()) > 1, per_worker
+
+
+# --- driver-side bad input through the real CLI: one exact line, the exit code, the store as it was ----------
+def _write(path, raw: dict):
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _contribshap(contribshap, *args, cwd, env, timeout=180):
+    import subprocess
+
+    return subprocess.run([*contribshap, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_run_where_every_evaluation_fails_exits_3_and_reduce_refuses(tmp_path, contribshap, game_env, ray_address):
+    from conftest import snapshot
+
+    raw = {"name": "fails", "store": "st", "game": {"kind": "python", "target": "games_eval:always_fails", "n_players": 3},
+           "design": {"kind": "exact"}, "estimators": ["exact_shapley"], "ray": {"num_cpus": 1, "max_retries": 0}}
+    _write(tmp_path / "fails.yaml", raw)
+    store = tmp_path / "st"
+    done = _contribshap(contribshap, "run", "fails.yaml", "--address", ray_address, "--no-progress", cwd=tmp_path,
+                        env=game_env)
+    assert (done.returncode, done.stderr) == (3, (
+        f"error: every evaluation failed: store {store} has no ok evaluation (8 of 8 planned failed); see the "
+        f"errors with `contribshap status {store}`, fix the game and run again\n")), done.stderr
+    assert not (store / "estimates").exists()
+    # reduce --json: one line and exit 3, not `{}` and exit 0; nothing written
+    before = snapshot(store)
+    reduced = _contribshap(contribshap, "reduce", "st", "--json", cwd=tmp_path, env=game_env)
+    assert (reduced.returncode, reduced.stdout, reduced.stderr) == (3, "", (
+        f"error: nothing to reduce: store {store} has no ok evaluation (8 of 8 planned failed); see the errors "
+        f"with `contribshap status {store}`, fix the game and run again\n"))
+    assert snapshot(store) == before
+    status = _contribshap(contribshap, "status", "st", cwd=tmp_path, env=game_env)
+    assert status.returncode == 0 and "ok 0, failed 8, remaining 8" in status.stdout
+    assert "failed: 000 r0: RuntimeError: cannot evaluate 000" in status.stdout
+
+
+def test_unsatisfiable_resources_fail_before_dispatch_and_leave_the_store(tmp_path, contribshap, game_env, ray_address):
+    """A task no node can hold would wait forever: one line instead, before the store is written.
+
+    The runs below start their own local Ray (no ``--address``: no wait for an autoscaler) with 2 CPUs.
+    """
+    import shutil
+
+    from conftest import snapshot
+
+    raw = {"name": "res", "store": "st", "game": {"kind": "python", "target": "games_pipeline:airport", "n_players": 4},
+           "design": {"kind": "leverage", "budget": 8}, "estimators": ["kernelshap"]}
+    _write(tmp_path / "good.yaml", raw)
+    done = _contribshap(contribshap, "run", "good.yaml", "--address", ray_address, "--no-progress", cwd=tmp_path,
+                        env=game_env)
+    assert done.returncode == 0, done.stderr
+    store = tmp_path / "st"
+    before = snapshot(store)
+    more = {**raw, "design": {"kind": "leverage", "budget": 14}}  # the same store, with work left to dispatch
+    cases = {
+        "cpus.yaml": ({"num_cpus": 64, "local_num_cpus": 2},
+                      "ray.num_cpus: 64 per evaluation, but no node of the Ray cluster has 64 CPUs (1 node, at most 2 "
+                      "on one); set ray.num_cpus <= 2, or add a node with 64 CPUs"),
+    }
+    if shutil.which("nvidia-smi") is None:  # the local instance sees no GPU
+        cases["gpus.yaml"] = ({"num_gpus": 1, "local_num_cpus": 2},
+                              "ray.num_gpus: 1 per evaluation, but the Ray cluster has no GPU (1 node); set "
+                              "ray.num_gpus: 0 to run on CPUs, or add a GPU node")
+    for name, (ray_section, expected) in cases.items():
+        _write(tmp_path / name, {**more, "ray": ray_section})
+        failed = _contribshap(contribshap, "run", name, "--no-progress", cwd=tmp_path, env=game_env)
+        assert (failed.returncode, failed.stderr.splitlines()[-1:]) == (2, [f"error: {expected}"]), failed.stderr
+        assert [line for line in failed.stderr.splitlines() if line.startswith("error:")] == [f"error: {expected}"]
+        assert snapshot(store) == before, name
+
+
+def test_resources_are_awaited_on_a_cluster_that_may_grow(capsys):
+    from contribshap.pipeline.config import RayConfig
+    from contribshap.pipeline.ray_context import DriverError, require_resources
+
+    cpu_only, with_gpu = [{"CPU": 4.0}], [{"CPU": 4.0}, {"CPU": 8.0, "GPU": 1.0}]
+    reads, naps = [cpu_only, cpu_only, with_gpu], []
+    require_resources(RayConfig(num_gpus=1), wait_s=60, nodes=lambda: reads.pop(0), sleep=naps.append)
+    assert naps == [2.0, 2.0] and "waiting up to 60 s for a Ray node that can run one evaluation: " in capsys.readouterr().err
+    with pytest.raises(DriverError) as info:
+        require_resources(RayConfig(num_gpus=1), wait_s=5, nodes=lambda: cpu_only, sleep=lambda s: None)
+    assert str(info.value) == ("ray.num_gpus: 1 per evaluation, but the Ray cluster has no GPU (1 node); set "
+                               "ray.num_gpus: 0 to run on CPUs, or add a GPU node (waited 5 s for the cluster to add one)")
+    require_resources(RayConfig(num_cpus=0, num_gpus=0.25), nodes=lambda: [{"CPU": 1.0, "GPU": 1.0}])
