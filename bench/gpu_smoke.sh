@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# GPU smoke test of the paper's three settings (CIFAR-20, CelebA-HQ, ArtBench) with tiny data.
+# GPU smoke test of the paper's three settings (CIFAR-20, CelebA-HQ, ArtBench) with tiny data, through the product.
 #
-# For each setting it writes synthetic data in the real on-disk format, builds the game from
-# configs/<setting>.yaml with the paths and step counts overridden, runs prepare and a few coalitions, and
-# reports seconds per coalition (fine-tune / sample+decode / properties), the per-unit rates needed to
-# extrapolate to the paper's budgets (seconds per fine-tune step, per image x DDIM step) and peak memory.
+# For each setting it writes synthetic data in the real on-disk format, writes configs/<setting>.yaml with the
+# paths and step counts overridden (3 contributors, design exact: 8 evaluations), runs it with the real CLI
+# (`contribshap run CONFIG --store ...`: a local Ray, prepare as a Ray task, every coalition on Ray workers),
+# reduces it (`contribshap reduce --json`), and reports from the store: seconds per coalition (fine-tune /
+# sample+decode / properties), the per-unit rates needed to extrapolate to the paper's budgets (seconds per
+# fine-tune step, per image x DDIM step) and the workers' peak GPU memory.
 #
 # Profiles (random-init weights either way; nothing is downloaded):
 #   paper  the paper's architectures: CIFAR UNet 128/256/256/256 (35.7M), the LDM CelebA-HQ latent UNet
@@ -13,8 +15,9 @@
 #   tiny   the test-suite sizes (seconds on a CPU). Default on CPU.
 #
 # Usage:  bench/gpu_smoke.sh [--device auto|cpu|cuda] [--profile auto|tiny|paper]
-#                            [--settings cifar20,celebahq,artbench] [--coalitions 3]
+#                            [--settings cifar20,celebahq,artbench] [--keep DIR]
 #                            [--out bench/results/gpu_smoke.json] [--dry-run]
+# --dry-run writes the fixtures and configs and runs `contribshap check` on each (no Ray, no training).
 # Target: < 8 minutes on one GPU with the paper profile. Output: a table on stdout and the JSON file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,10 +25,11 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec "$PYTHON" - "$@" <<'PY'
 import argparse
-import copy
 import json
+import math
+import os
 import platform
-import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,17 +43,13 @@ ROOT = Path.cwd()
 sys.path.insert(0, str(ROOT / "tests"))
 import usecase_fixtures as fx  # noqa: E402
 
-import contribshap.workers.usecases  # noqa: E402,F401
-from contribshap.pipeline.config import parse_config  # noqa: E402
-from contribshap.workers.usecases import build_usecase_game  # noqa: E402
-
-parser = argparse.ArgumentParser(description="GPU smoke test of the three use cases")
+parser = argparse.ArgumentParser(description="GPU smoke test of the three use cases through contribshap run")
 parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 parser.add_argument("--profile", default="auto", choices=["auto", "tiny", "paper"])
 parser.add_argument("--settings", default="cifar20,celebahq,artbench")
-parser.add_argument("--coalitions", type=int, default=3, help="coalitions evaluated per setting (plus the full one)")
+parser.add_argument("--keep", default=None, help="write fixtures and stores here and keep them (default: a temporary folder)")
 parser.add_argument("--out", default="bench/results/gpu_smoke.json")
-parser.add_argument("--dry-run", action="store_true", help="write fixtures, parse configs, build games; skip prepare/coalitions")
+parser.add_argument("--dry-run", action="store_true", help="write fixtures and configs, run `contribshap check`; no training")
 args = parser.parse_args()
 device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
 profile = args.profile if args.profile != "auto" else ("paper" if device == "cuda" else "tiny")
@@ -57,13 +57,23 @@ settings = [s for s in args.settings.split(",") if s]
 unknown = sorted(set(settings) - {"cifar20", "celebahq", "artbench"})
 if unknown:
     sys.exit(f"--settings {unknown} are unknown; valid: cifar20, celebahq, artbench")
+script = Path(sys.executable).with_name("contribshap")
+CLI = [str(script)] if script.exists() else [sys.executable, "-m", "contribshap.pipeline.cli"]
 
 
-def deep_update(base, override):
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+def cli(*command: str, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """Run the real CLI; a failure ends the script with its last lines of stderr."""
+    done = subprocess.run([*CLI, *command], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if done.returncode != 0:
+        sys.exit(f"contribshap {' '.join(command)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return done
+
+
+def read_evals(store: Path) -> list[dict]:
+    """One dict per evaluation file of the store (``evals/<namespace>/<key>-r<replicate>.parquet``)."""
+    import pyarrow.parquet as pq
+
+    return [pq.read_table(path).to_pylist()[0] for path in sorted((store / "evals").rglob("*-r*.parquet"))]
 
 
 def run_settings(tmp: Path) -> dict:
@@ -72,7 +82,7 @@ def run_settings(tmp: Path) -> dict:
 
     # --- per-setting fixtures + config overrides -----------------------------------------------------
     def cifar20():
-        classes = [40, 55, 60, 80]
+        classes = [40, 55, 80]
         root = fx.write_fake_cifar100(tmp / "cifar-100-python", classes=classes, n_per_class=64 if paper else 6)
         inception = fx.write_fake_inception(tmp / "inception-2015-12-05.pt")
         game = {**run, "data": {"root": str(root), "classes": classes}, "feature_extractor": {"weights": str(inception), "batch_size": 250}}
@@ -88,7 +98,7 @@ def run_settings(tmp: Path) -> dict:
 
     def celebahq():
         size = 256 if paper else 16
-        root = fx.write_fake_celebahq(tmp / "celeba", n_identities=4, n_per_identity=16 if paper else 4, size=size, n_small=0)
+        root = fx.write_fake_celebahq(tmp / "celeba", n_identities=3, n_per_identity=16 if paper else 4, size=size, n_small=0)
         vq_dir = tmp / "ldm" / "vqvae"
         if paper:  # the CompVis ldm-celebahq-256 VQModel layout (256 px -> 3x64x64), random weights
             from diffusers import VQModel
@@ -105,7 +115,7 @@ def run_settings(tmp: Path) -> dict:
         else:
             fx.write_tiny_vqmodel(vq_dir)
             clip = fx.write_tiny_clip_vision(tmp / "clip")
-        game = {**run, "data": {"root": str(root), "labels_csv": str(root / "labels.csv"), "n_identities": 4, "image_size": size},
+        game = {**run, "data": {"root": str(root), "labels_csv": str(root / "labels.csv"), "n_identities": 3, "image_size": size},
                 "model": {"vqvae": str(vq_dir), "encode_batch_size": 16},
                 "feature_extractor": {"kind": "clip", "weights": str(clip), "n_clusters": 4, "reference_size": 64}}
         if paper:  # the paper's latent UNet as in the YAML
@@ -120,7 +130,7 @@ def run_settings(tmp: Path) -> dict:
 
     def artbench():
         size = 256 if paper else 16
-        root = fx.write_fake_artbench(tmp / "art", artists=["claude-monet", "paul-cezanne", "paul-gauguin", "vincent-van-gogh"],
+        root = fx.write_fake_artbench(tmp / "art", artists=["claude-monet", "paul-cezanne", "vincent-van-gogh"],
                                       n_per_artist=16 if paper else 3, size=size)
         sd, clip = tmp / "sd15", tmp / "clip-l"
         head = fx.write_linear_head(tmp / "head.pth", dim=768 if paper else 12)
@@ -161,70 +171,76 @@ def run_settings(tmp: Path) -> dict:
     builders = {"cifar20": cifar20, "celebahq": celebahq, "artbench": artbench}
     results = {}
     for name in settings:
-        # 1. fixtures + config
+        # 1. fixtures + the shipped config with paths and sizes overridden, written as YAML
         start = time.perf_counter()
-        raw = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
-        raw = deep_update(raw, {"store": str(tmp / name / "store"), "game": builders[name]()})
-        cfg = parse_config(raw, source=f"{name}-smoke")
+        folder = tmp / name
+        folder.mkdir(parents=True, exist_ok=True)
+        raw = fx.deep_update(fx.load_yaml(f"{name}.yaml"), {"game": builders[name]()})
+        raw.update({"store": str(folder / "store"), "design": {"kind": "exact"}, "estimators": ["exact_shapley"],
+                    "replicates": {"coalition": 1, "endpoints": 1},
+                    "ray": {"num_cpus": 1, "num_gpus": 1 if device == "cuda" else 0}})
+        config_path = folder / f"{name}.yaml"
+        config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         fixtures_s = time.perf_counter() - start
-        if device == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        # 2. prepare
-        game = build_usecase_game(cfg.game, artifacts_dir=tmp / name / "store" / "artifacts", seed=0)
         if args.dry_run:
-            results[name] = {"fixtures_s": round(fixtures_s, 2), "n_contributors": len(game.contributors()), "dry_run": True}
-            print(f"{name}: fixtures + config + game OK ({fixtures_s:.1f} s)", flush=True)
+            cli("check", str(config_path), timeout=600)
+            results[name] = {"fixtures_s": round(fixtures_s, 2), "config": str(config_path), "dry_run": True}
+            print(f"{name}: fixtures + config + contribshap check OK ({fixtures_s:.1f} s)", flush=True)
             continue
+
+        # 2. contribshap run: prepare (a Ray task), 8 coalitions on Ray workers, reduce; then reduce --json
         start = time.perf_counter()
-        game.prepare()
-        prepare_s = time.perf_counter() - start
-        n = len(game.contributors())
-        rng = np.random.default_rng(0)
-        masks = [np.isin(np.arange(n), rng.choice(n, size=max(1, n // 2), replace=False)) for _ in range(args.coalitions)]
-        masks.append(np.ones(n, bool))
-        # 3. coalitions (the first one also loads the prepared artifacts: reported separately)
-        rows = []
-        for i, mask in enumerate(masks):
-            start = time.perf_counter()
-            result = game.evaluate(mask, replicate=0, seed=100 + i)
-            rows.append({"wall_s": time.perf_counter() - start, **result.timings, "values": result.values})
-        steady = rows[1:] if len(rows) > 1 else rows
-        g = cfg.game
-        mean = {k: float(np.mean([r[k] for r in steady])) for k in ("wall_s", "finetune_s", "sample_s", "eval_s")}
+        cli("run", str(config_path), "--store", str(folder / "store"), "--no-progress")
+        run_s = time.perf_counter() - start
+        estimates = json.loads(cli("reduce", str(folder / "store"), "--json", timeout=600).stdout)
+
+        # 3. timings and rates from the store's rows (the null model is not trained: left out of the means)
+        rows = [r for r in read_evals(folder / "store") if r["status"] == "ok"]
+        trained = [r for r in rows if r["size"] > 0]
+        infos = [json.loads(r["info"] or "{}") for r in rows]
+        prepare_s = sum(json.loads(p.read_text()).get("seconds", 0.0)
+                        for p in (folder / "store" / "artifacts").glob("*/artifact.json"))
+        g = raw["game"]
+        steps, n_images, ddim = g["finetune"]["steps"], g["sampling"]["n_images"], g["sampling"]["steps"]
+        mean = {k: float(np.mean([r[k] for r in trained])) for k in ("wall_s", "finetune_s", "sample_s", "eval_s")}
+        peaks = [i["peak_gpu_gib"] for i in infos if "peak_gpu_gib" in i]
         results[name] = {
-            "n_contributors": n,
-            "model_kind": g.model.kind,
-            "finetune_steps": g.finetune.steps,
-            "finetune_batch": g.finetune.batch_size,
-            "n_images": g.sampling.n_images,
-            "ddim_steps": g.sampling.steps,
+            "n_contributors": len(next(iter(estimates.values()))["exact_shapley"]["contributors"]),
+            "model_kind": g["model"]["kind"],
+            "n_evaluations": len(rows),
+            "finetune_steps": steps,
+            "finetune_batch": g["finetune"]["batch_size"],
+            "n_images": n_images,
+            "ddim_steps": ddim,
             "fixtures_s": round(fixtures_s, 2),
+            "run_s": round(run_s, 1),
             "prepare_s": round(prepare_s, 2),
-            "first_coalition_s": round(rows[0]["wall_s"], 2),
             "coalition_s": round(mean["wall_s"], 3),
             "finetune_s": round(mean["finetune_s"], 3),
             "sample_s": round(mean["sample_s"], 3),
             "eval_s": round(mean["eval_s"], 3),
-            "s_per_finetune_step": mean["finetune_s"] / max(1, g.finetune.steps),
-            "s_per_image_step": mean["sample_s"] / (g.sampling.n_images * g.sampling.steps),
-            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
-            "values_full": rows[-1]["values"],
+            "s_per_finetune_step": mean["finetune_s"] / max(1, steps),
+            "s_per_image_step": mean["sample_s"] / (n_images * ddim),
+            "peak_gpu_gib": max(peaks) if peaks else None,
+            "shapley": {prop: [c["value"] for c in doc["exact_shapley"]["contributors"]] for prop, doc in estimates.items()},
+            "finite": all(math.isfinite(c["value"]) for doc in estimates.values() for c in doc["exact_shapley"]["contributors"]),
         }
-        del game
     return results
 
 
 total_start = time.perf_counter()
-with tempfile.TemporaryDirectory(prefix="gpu_smoke-") as tmp:
-    results = run_settings(Path(tmp))
+if args.keep:
+    results = run_settings(Path(args.keep).resolve())
+else:
+    with tempfile.TemporaryDirectory(prefix="gpu_smoke-") as tmp:
+        results = run_settings(Path(tmp))
 doc = {
     "device": device,
     "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
     "profile": profile,
     "torch": torch.__version__,
     "host": platform.node(),
-    "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    "cpus": os.cpu_count(),
     "total_s": round(time.perf_counter() - total_start, 1),
     "settings": results,
 }

@@ -65,6 +65,10 @@ class Backend(Protocol):
         """Every training item in the model's space: float32 (N, C, h, w) (pixels, or cached latents)."""
         ...
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images float32 (N, C', H, W) in [-1, 1] -> the model space (N, C, h, w) (identity for pixels)."""
+        ...
+
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         """Model space (N, C, h, w) -> images float32 (N, C', H, W) in [-1, 1] on CPU."""
         ...

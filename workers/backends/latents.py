@@ -41,7 +41,10 @@ def latents_hash(config: Any) -> str:
 
 
 def encode_stage(folder: Path, codec: LatentCodec, dataset: Any, owner: np.ndarray) -> dict[str, Any]:
-    """Stage ``latents-*``: encode every training image of ``dataset()`` once (see the module docstring)."""
+    """Stage ``latents-*``: encode every training image of ``dataset()`` once with ``codec.encode``.
+
+    ``codec``: anything with ``encode(images) -> latents`` (a latent backend passes itself).
+    """
     from contribshap.workers.prepare import stage
     from safetensors.torch import save_file
 

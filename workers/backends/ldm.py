@@ -124,7 +124,7 @@ class LDMBackend:
         return {"latents": latents, "theta_star": theta, "pruned": pruned, "recovered": recovered}
 
     def prepare(self, paths: dict[str, Path], dataset: DatasetFn, owner: np.ndarray, *, progress: bool) -> dict[str, Any]:
-        out = {"latents": encode_stage(paths["latents"], self.codec, dataset, owner)}
+        out = {"latents": encode_stage(paths["latents"], self, dataset, owner)}
         latents = read_latents(paths["latents"], owner)
         out.update(self.unet.prepare(paths, lambda: latents, progress=progress, first=2, total=7))
         return out
@@ -134,6 +134,9 @@ class LDMBackend:
 
     def training_data(self, paths: dict[str, Path], dataset: DatasetFn, owner: np.ndarray) -> torch.Tensor:
         return read_latents(paths["latents"], owner)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.codec.encode(images)
 
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(samples)

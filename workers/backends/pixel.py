@@ -159,6 +159,9 @@ class PixelBackend:
     def training_data(self, paths: dict[str, Path], dataset: DatasetFn, owner: np.ndarray) -> torch.Tensor:
         return dataset().images
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         return samples
 

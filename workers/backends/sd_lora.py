@@ -417,7 +417,7 @@ class SDLoraBackend:
         from contribshap.workers.prepare import stage
 
         c, unet = self.config, self.sd.unet
-        out = {"latents": encode_stage(paths["latents"], self.codec, dataset, owner)}
+        out = {"latents": encode_stage(paths["latents"], self, dataset, owner)}
         latents = read_latents(paths["latents"], owner)
 
         # θ*: the LoRA trained on all latents (or model.lora_weights).
@@ -475,6 +475,9 @@ class SDLoraBackend:
 
     def training_data(self, paths: dict[str, Path], dataset: DatasetFn, owner: np.ndarray) -> torch.Tensor:
         return read_latents(paths["latents"], owner)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.codec.encode(images)
 
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(samples)
