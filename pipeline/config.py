@@ -174,8 +174,8 @@ class RayConfig(_Strict):
     """Ray Core settings (none of them change results).
 
     Attributes:
-        address: ``null`` starts a quiet local instance on 127.0.0.1; ``auto`` joins the cluster this
-            process runs on; ``host:port`` joins that cluster.
+        address: ``null`` starts a new quiet local instance (Ray's token authentication on); ``auto``
+            joins the cluster this process runs on; ``host:port`` joins that cluster.
         num_cpus / num_gpus: resources per evaluation task (fractional GPUs allowed, e.g. 0.25).
         max_in_flight: most tasks submitted at once; ``null`` = 2 x the cluster's slots, re-read as
             nodes join.
@@ -185,6 +185,9 @@ class RayConfig(_Strict):
         temp_dir: Ray session folder of a local instance (``null``: Ray's default).
         heartbeat_s: how often the driver refreshes ``driver.lock``; a lock older than
             ``stale_lock_s`` is taken over.
+        resource_wait_s: how long the driver waits for a cluster to offer the per-evaluation resources
+            (an autoscaler adding a GPU node) before it stops with a one-line error; ``null``: 60 s
+            when joining a cluster, 0 for the local instance.
     """
 
     address: str | None = None
@@ -197,6 +200,7 @@ class RayConfig(_Strict):
     temp_dir: str | None = None
     heartbeat_s: float = Field(default=10.0, gt=0)
     stale_lock_s: float = Field(default=120.0, gt=0)
+    resource_wait_s: float | None = Field(default=None, ge=0)
 
     @field_validator("num_gpus")
     @classmethod

@@ -56,6 +56,14 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
 
 
+def ray_token_available() -> bool:
+    """True when a Ray auth token is at hand: ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return Path(path).is_file()
+
+
 def connect(address: str | None, ray_cfg: RayConfig) -> bool:
     """Connect to Ray; returns True when this call started a local instance (the caller shuts it down).
 
@@ -66,17 +74,22 @@ def connect(address: str | None, ray_cfg: RayConfig) -> bool:
 
     A local instance is always a new one (``address="local"``: a ``ray_current_cluster`` file left by an
     ended ``ray start`` is ignored), starts no dashboard and logs only warnings. It keeps Ray's token
-    authentication as the environment sets it (``RAY_AUTH_MODE``): Ray 2.60 binds all interfaces whatever
-    ``_node_ip_address`` says, so the instance is reachable from the network.
+    authentication on (Ray 2.60's default for a new local instance; the token lives in
+    ``~/.ray/auth_token``): Ray binds all interfaces whatever ``_node_ip_address`` says, so the token is
+    what keeps the instance closed. Joining a cluster: Ray's clients default to ``RAY_AUTH_MODE=disabled``,
+    which a token-protected cluster refuses after ~20 s of retries; when the environment leaves
+    ``RAY_AUTH_MODE`` unset and a token is at hand (:func:`ray_token_available`), token mode is used.
 
     Raises:
         DriverError: the cluster at ``address`` cannot be reached (one line with the fix).
     """
+    address = address or ray_cfg.address or os.environ.get("RAY_ADDRESS") or None
+    if address and "RAY_AUTH_MODE" not in os.environ and "ray" not in sys.modules and ray_token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"  # read once, when Ray's core library loads
     import ray
 
     if ray.is_initialized():
         return False
-    address = address or ray_cfg.address or os.environ.get("RAY_ADDRESS") or None
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
@@ -91,6 +104,12 @@ def connect(address: str | None, ray_cfg: RayConfig) -> bool:
             logging_level=logging.WARNING,
         )
     except ConnectionError as error:
+        cause = error.__cause__
+        if cause is not None and type(cause).__name__ == "AuthenticationError":
+            raise DriverError(
+                f"Ray at {address!r} refused the connection: it needs its auth token; set RAY_AUTH_MODE=token "
+                "and put the cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN)"
+            ) from None
         raise DriverError(
             f"cannot reach Ray at {address!r} ({one_line(error)}); start the cluster, or drop --address "
             "to run on a local instance"
@@ -118,7 +137,7 @@ class LazyRay:
         if not self.connected:
             self.started_here = connect(self.address, self.ray_cfg)
             self.connected = True
-            wait_s = getattr(self.ray_cfg, "resource_wait_s", None)  # a config key, where the schema has one
+            wait_s = self.ray_cfg.resource_wait_s
             if wait_s is None:
                 wait_s = RESOURCE_WAIT_LOCAL_S if self.started_here else RESOURCE_WAIT_REMOTE_S
             require_resources(self.ray_cfg, wait_s=float(wait_s))

@@ -10,6 +10,7 @@ namespace). The check talks to the session's Ray GCS from a fresh process twice:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,23 @@ def test_local_ray_refuses_clients_without_the_token(ray_address: str, tmp_path:
 def test_product_never_disables_ray_auth() -> None:
     """No module of the product turns token authentication off for the instance it starts."""
     root = Path(__file__).resolve().parent.parent
+    disabling = re.compile(r"""["']RAY_AUTH_MODE["']\s*(?:\]\s*=|,|:)\s*["']disabled["']|RAY_AUTH_MODE=disabled["' ]""")
     offenders = [str(p.relative_to(root)) for folder in ("pipeline", "workers")
-                 for p in (root / folder).rglob("*.py") if "RAY_AUTH_MODE" in p.read_text() and "disabled" in p.read_text()]
+                 for p in (root / folder).rglob("*.py") if disabling.search(p.read_text())]
     assert offenders == []
+    assert disabling.search('os.environ.setdefault("RAY_AUTH_MODE", "disabled")')  # the pattern bites
+
+
+def test_cli_joins_a_token_protected_ray_without_being_told_the_mode(tmp_path: Path, ray_address: str,
+                                                                     contribshap: list[str]) -> None:
+    """Ray's clients default to no auth; ``contribshap run --address`` uses the token it finds instead."""
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "configs/examples/airport6.yaml", tmp_path / "airport6.yaml")
+    shutil.copy(root / "configs/examples/my_games.py", tmp_path / "my_games.py")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    done = subprocess.run([*contribshap, "run", "airport6.yaml", "--address", ray_address, "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "runs/airport-6/estimates/estimates.json").is_file()
