@@ -64,6 +64,14 @@ def ray_token_available() -> bool:
     return Path(path).is_file()
 
 
+def _keep_local_node_on_loopback() -> None:
+    """Make the local instance about to start use 127.0.0.1 for every listener (see :func:`connect`)."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # the processes Ray starts read it at import
+    ray_constants.ENABLE_RAY_CLUSTER = False  # this process has imported it already
+
+
 def connect(address: str | None, ray_cfg: RayConfig) -> bool:
     """Connect to Ray; returns True when this call started a local instance (the caller shuts it down).
 
@@ -73,19 +81,29 @@ def connect(address: str | None, ray_cfg: RayConfig) -> bool:
         ray_cfg: the ``ray`` section (``local_num_cpus``, ``temp_dir`` of a local instance).
 
     A local instance is always a new one (``address="local"``: a ``ray_current_cluster`` file left by an
-    ended ``ray start`` is ignored), starts no dashboard and logs only warnings. It keeps Ray's token
-    authentication on (Ray 2.60's default for a new local instance; the token lives in
-    ``~/.ray/auth_token``): Ray binds all interfaces whatever ``_node_ip_address`` says, so the token is
-    what keeps the instance closed. Joining a cluster: Ray's clients default to ``RAY_AUTH_MODE=disabled``,
-    which a token-protected cluster refuses after ~20 s of retries; when the environment leaves
-    ``RAY_AUTH_MODE`` unset and a token is at hand (:func:`ray_token_available`), token mode is used.
+    ended ``ray start`` is ignored), starts no dashboard, logs only warnings, and is closed twice over:
+
+    - **loopback only**: Ray 2.60 replaces a loopback ``_node_ip_address`` by the host's address and then
+      listens on every interface. Its own switch for single-machine use (``ENABLE_RAY_CLUSTER``, set by the
+      environment variable ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) keeps the node address at 127.0.0.1, and
+      then the GCS, raylet, object manager, workers and agents all listen on 127.0.0.1 alone (checked by
+      the test suite with the process table's listening sockets);
+    - **token authentication** on (``RAY_AUTH_MODE=token`` unless the environment says otherwise; Ray makes
+      the token in ``~/.ray/auth_token`` on first use).
+
+    Joining a cluster: Ray's clients default to ``RAY_AUTH_MODE=disabled``, which a token-protected
+    cluster refuses after ~20 s of retries; when the environment leaves ``RAY_AUTH_MODE`` unset and a token
+    is at hand (:func:`ray_token_available`), token mode is used.
 
     Raises:
         DriverError: the cluster at ``address`` cannot be reached (one line with the fix).
     """
     address = address or ray_cfg.address or os.environ.get("RAY_ADDRESS") or None
-    if address and "RAY_AUTH_MODE" not in os.environ and "ray" not in sys.modules and ray_token_available():
-        os.environ["RAY_AUTH_MODE"] = "token"  # read once, when Ray's core library loads
+    if "ray" not in sys.modules:  # both are read once, when Ray's core library loads
+        if address is None:
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        elif "RAY_AUTH_MODE" not in os.environ and ray_token_available():
+            os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
     if ray.is_initialized():
@@ -94,11 +112,11 @@ def connect(address: str | None, ray_cfg: RayConfig) -> bool:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
             return False
+        _keep_local_node_on_loopback()
         ray.init(
             address="local",
             num_cpus=ray_cfg.local_num_cpus,
             include_dashboard=False,
-            # asked for loopback; Ray 2.60 swaps it for the host address (docs/pipeline.md, Scheduling)
             _node_ip_address="127.0.0.1",
             _temp_dir=str(Path(ray_cfg.temp_dir).expanduser().resolve()) if ray_cfg.temp_dir else None,
             logging_level=logging.WARNING,

@@ -1,7 +1,7 @@
 """Shared fixtures: one local Ray for the whole test session (started on first use), store helpers.
 
-Ray starts once (~4 s) with 2 CPUs + 2 logical GPUs and Ray's token authentication on, as the product's
-embedded instance does (``ray.init(address="local")``); in-process drivers reuse it, and CLI subprocesses
+Ray starts once (~4 s) with 2 CPUs + 2 logical GPUs, on 127.0.0.1 only and with Ray's token authentication
+on, as the product's embedded instance does (``ray.init(address="local")``); in-process drivers reuse it, and CLI subprocesses
 join it through ``--address``. ``RAY_AUTH_MODE=token`` is set for the whole session so every client (the
 CLI, ``ray start`` heads, workers) uses the token Ray keeps under the home folder. ``make test`` runs the
 suite inside a loopback-only network namespace (tests/isolated.sh), so nothing is reachable from outside.
@@ -18,6 +18,9 @@ import pytest
 
 # Every Ray client of the test session authenticates with the token (created on the first local start).
 os.environ["RAY_AUTH_MODE"] = "token"
+# Every Ray the session starts (its own, the CLI's local instances, `ray start` heads) keeps its node on
+# 127.0.0.1, as the product's embedded instance does (see contribshap.pipeline.ray_context.connect).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent

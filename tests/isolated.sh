@@ -19,6 +19,6 @@ if [ "${CONTRIBSHAP_NO_NETNS:-0}" != "1" ] && command -v unshare >/dev/null && c
     echo "tests/isolated.sh: running in a loopback-only network namespace" >&2
     exec unshare -n -- bash -c 'ip link set lo up && exec "$@"' isolated "$@"
 fi
-echo "tests/isolated.sh: note: cannot create a network namespace here (needs root, unshare and ip);" \
-     "running on the host network, Ray's token authentication still on" >&2
+echo "tests/isolated.sh: note: no network namespace (CONTRIBSHAP_NO_NETNS=1, or not permitted: needs root, unshare and ip);" \
+     "running on the host network; Ray stays on 127.0.0.1 with token auth" >&2
 exec "$@"

@@ -63,3 +63,34 @@ def test_cli_joins_a_token_protected_ray_without_being_told_the_mode(tmp_path: P
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "runs/airport-6/estimates/estimates.json").is_file()
+
+
+_LISTENERS = """
+import os, psutil
+from contribshap.pipeline.config import RayConfig
+from contribshap.pipeline.ray_context import connect
+import ray
+
+connect(None, RayConfig(local_num_cpus=1))
+ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker process is up too
+tree = {p.pid for p in psutil.Process().children(recursive=True)}
+found = [(c.laddr.ip, c.laddr.port, c.pid) for c in psutil.net_connections(kind="inet")
+         if c.status == psutil.CONN_LISTEN and c.pid in tree]
+print("RAY_PROCESSES", len(tree), "LISTENERS", len(found))
+for ip, port, pid in found:
+    print("LISTEN", ip, port, psutil.Process(pid).name())
+ray.shutdown()
+"""
+
+
+def test_embedded_ray_listens_on_loopback_only(tmp_path: Path) -> None:
+    """Every socket the embedded instance's processes listen on is bound to 127.0.0.1 (or ::1)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    done = subprocess.run([sys.executable, "-c", _LISTENERS], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    listeners = [line.split() for line in lines if line.startswith("LISTEN ")]
+    assert len(listeners) >= 3, done.stdout  # GCS, raylet, worker at least: the check saw Ray's sockets
+    exposed = [line for line in listeners if line[1] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+    assert exposed == []
