@@ -324,7 +324,7 @@ def test_errors_are_one_line_with_choices() -> None:
         estimate(masks, game(masks), 0.0, 21.0, center="layer")
     with pytest.raises(ValueError, match="unknown option"):  # the paper's baseline has no centring
         estimate(masks, game(masks), 0.0, 21.0, method="kernelshap_paper", center="size")
-    assert len(METHODS) == len(set(METHODS)) == 7
+    assert len(METHODS) == len(set(METHODS)) == 8
 
 
 def test_to_dict_from_dict_round_trip() -> None:
