@@ -40,6 +40,24 @@ def latents_hash(config: Any) -> str:
     return config_hash(config.data, codec)
 
 
+def latent_stage_hashes(config: Any, *, seed: int, given: tuple[str, Any] | None) -> dict[str, str]:
+    """Artifact hashes of a latent backend: the latent cache, θ*, the pruned and the recovered model.
+
+    Args:
+        config: ``DiffusionGameConfig``. seed: the run's seed.
+        given: ``(tag, model_section)`` when θ* comes from a local file (its hash then covers only the
+            tag and the model section: ``("pretrained", model)`` for ldm, ``("lora", model)`` for sd_lora);
+            ``None`` when prepare trains θ* on the latents.
+    """
+    from contribshap.workers.prepare import config_hash
+
+    latents = latents_hash(config)
+    theta = config_hash(*given) if given else config_hash(latents, config.model, config.train, seed)
+    pruned = config_hash(theta, config.prune, seed)
+    recovered = config_hash(pruned, config.recover, latents, seed)
+    return {"latents": latents, "theta_star": theta, "pruned": pruned, "recovered": recovered}
+
+
 def encode_stage(folder: Path, codec: LatentCodec, dataset: Any, owner: np.ndarray) -> dict[str, Any]:
     """Stage ``latents-*``: encode every training image of ``dataset()`` once with ``codec.encode``.
 

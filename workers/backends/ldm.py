@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from contribshap.workers.backends import DatasetFn
-from contribshap.workers.backends.latents import encode_stage, latents_hash, read_latents
+from contribshap.workers.backends.latents import encode_stage, latent_stage_hashes, read_latents
 from contribshap.workers.backends.pixel import UNetStages
 from contribshap.workers.models import (
     ModelKind,
@@ -114,14 +114,8 @@ class LDMBackend:
         self.unet = UNetStages(config, seed=seed, noise_scheduler=self.noise_scheduler, device=self.device)
 
     def artifact_hashes(self) -> dict[str, str]:
-        from contribshap.workers.prepare import config_hash
-
-        c = self.config
-        latents = latents_hash(c)
-        theta = config_hash("pretrained", c.model) if c.model.pretrained else config_hash(latents, c.model, c.train, self.seed)
-        pruned = config_hash(theta, c.prune, self.seed)
-        recovered = config_hash(pruned, c.recover, latents, self.seed)
-        return {"latents": latents, "theta_star": theta, "pruned": pruned, "recovered": recovered}
+        model = self.config.model
+        return latent_stage_hashes(self.config, seed=self.seed, given=("pretrained", model) if model.pretrained else None)
 
     def prepare(self, paths: dict[str, Path], dataset: DatasetFn, owner: np.ndarray, *, progress: bool) -> dict[str, Any]:
         out = {"latents": encode_stage(paths["latents"], self, dataset, owner)}

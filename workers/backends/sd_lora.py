@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from contribshap.workers.backends import DatasetFn
-from contribshap.workers.backends.latents import encode_stage, latents_hash, read_latents
+from contribshap.workers.backends.latents import encode_stage, latent_stage_hashes, read_latents
 from contribshap.workers.models import ModelKind, from_pretrained_safetensors, register_model
 from contribshap.workers.training import resolve_device, train
 
@@ -404,14 +404,8 @@ class SDLoraBackend:
         self._pruned_spec: dict[str, Any] | None = None
 
     def artifact_hashes(self) -> dict[str, str]:
-        from contribshap.workers.prepare import config_hash
-
-        c = self.config
-        latents = latents_hash(c)
-        theta = config_hash("lora", c.model) if c.model.lora_weights else config_hash(latents, c.model, c.train, self.seed)
-        pruned = config_hash(theta, c.prune, self.seed)
-        recovered = config_hash(pruned, c.recover, latents, self.seed)
-        return {"latents": latents, "theta_star": theta, "pruned": pruned, "recovered": recovered}
+        model = self.config.model
+        return latent_stage_hashes(self.config, seed=self.seed, given=("lora", model) if model.lora_weights else None)
 
     def prepare(self, paths: dict[str, Path], dataset: DatasetFn, owner: np.ndarray, *, progress: bool) -> dict[str, Any]:
         from contribshap.workers.prepare import stage
