@@ -35,6 +35,10 @@ class Data:
         v_empty, v_full: the endpoints; reps_empty, reps_full: their replicate counts.
         noise_var, noise_sd: pooled replicate variance / standard deviation (None without replicates).
         n_rows: evaluations used (after dropping NaN); n_nan: evaluations dropped.
+        noise_var_each: float (u,), each coalition's own utility-noise variance (one evaluation), its
+            replicate variance shrunk toward ``noise_var`` (:func:`shrunk_noise_var`); None without replicates.
+        noise_var_empty, noise_var_full: the same for the endpoints (None without replicates).
+        noise_dof: replicate degrees of freedom behind ``noise_var`` (Σ (reps - 1)), 0 without replicates.
     """
 
     n: int
@@ -50,6 +54,10 @@ class Data:
     noise_sd: float | None
     n_rows: int
     n_nan: int
+    noise_var_each: np.ndarray | None = None
+    noise_var_empty: float | None = None
+    noise_var_full: float | None = None
+    noise_dof: int = 0
 
     @property
     def n_unique(self) -> int:
@@ -60,10 +68,39 @@ class Data:
         return self.v_full - self.v_empty
 
     def noise_var_rows(self) -> np.ndarray:
-        """Variance of each averaged value ȳ_S from utility noise (zeros when noise is unknown)."""
+        """Variance of each averaged value ȳ_S from utility noise: the coalition's own (shrunk) noise variance
+        over its replicate count (zeros when noise is unknown)."""
         if self.noise_var is None:
             return np.zeros(self.n_unique)
-        return self.noise_var / self.reps
+        each = self.noise_var if self.noise_var_each is None else self.noise_var_each
+        return each / self.reps
+
+    def noise_var_endpoints(self) -> tuple[float, float]:
+        """Variance of the averaged v(∅) and v(N) from utility noise (zeros when noise is unknown)."""
+        if self.noise_var is None:
+            return 0.0, 0.0
+        empty = self.noise_var if self.noise_var_empty is None else self.noise_var_empty
+        full = self.noise_var if self.noise_var_full is None else self.noise_var_full
+        return empty / self.reps_empty, full / self.reps_full
+
+
+NOISE_PRIOR_DOF = 4.0
+"""Weight of the pooled noise variance in a coalition's own, in replicate degrees of freedom (see
+:func:`shrunk_noise_var`)."""
+
+
+def shrunk_noise_var(ss: np.ndarray, reps: np.ndarray, pooled: float, prior_dof: float = NOISE_PRIOR_DOF) -> np.ndarray:
+    """Per-coalition noise variance, its own replicate variance shrunk toward the pooled one:
+    (SS_S + ν₀ σ̂²) / (r_S - 1 + ν₀), ν₀ = ``prior_dof``.
+
+    Utility noise is heteroscedastic (seed-to-seed SD differs tenfold between coalitions), so the pooled
+    value misstates a given coalition's noise; its own variance from r_S replicates has only r_S - 1 degrees
+    of freedom, so it is weighted against the pooled value as if that were ν₀ further replicates. One
+    evaluation (r_S = 1) gets the pooled value; many replicates get essentially their own.
+    ``ss`` (u,): sum of squared deviations from the coalition's mean; ``reps`` (u,): replicate counts.
+    """
+    return (np.asarray(ss, dtype=np.float64) + prior_dof * pooled) / (np.asarray(reps, dtype=np.float64) - 1.0
+                                                                      + prior_dof)
 
 
 def prepare(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float, draw_counts: Any) -> Data:
@@ -110,6 +147,7 @@ def prepare(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float
     is_empty, is_full = sizes == 0, sizes == n
     reps_empty = int(reps[is_empty].sum()) if is_empty.any() else 1
     reps_full = int(reps[is_full].sum()) if is_full.any() else 1
+    each = None if noise_var is None else shrunk_noise_var(ss, reps, noise_var)
     keep = ~(is_empty | is_full)
     return Data(
         n=n,
@@ -125,6 +163,10 @@ def prepare(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float
         noise_sd=None if noise_var is None else math.sqrt(noise_var),
         n_rows=len(values),
         n_nan=n_nan,
+        noise_var_each=None if each is None else each[keep],
+        noise_var_empty=None if each is None or not is_empty.any() else float(each[is_empty][0]),
+        noise_var_full=None if each is None or not is_full.any() else float(each[is_full][0]),
+        noise_dof=dof,
     )
 
 

@@ -117,27 +117,40 @@ class _Fit:
 
     offset: np.ndarray  # (n,), orthogonal to 1 for a single fit
     lin: np.ndarray  # (n, u): φ - t/n is linear in y' through this operator
-    g: np.ndarray  # (u, n): influence of each row on φ (HC3-adjusted residual times its column of lin)
+    g: np.ndarray  # (u, n): influence of each row on φ (HC2-adjusted residual times its column of lin)
     rank: int
     identified: np.ndarray | None = None  # (n,) bool: value and variance identified (see _identified)
+    params: float | np.ndarray = 0.0  # parameters fitted: rank, plus the per-size intercepts when centred
 
 
 def _fit(x_fit: np.ndarray, y_fit: np.ndarray, w: np.ndarray, q: np.ndarray, unit: np.ndarray,
-         stratum: np.ndarray, fraction: np.ndarray, intercept_hat: np.ndarray | None = None) -> _Fit:
+         stratum: np.ndarray, fraction: np.ndarray, intercept_hat: np.ndarray | None = None,
+         n_intercepts: int = 0) -> _Fit:
     """One weighted solve. ``intercept_hat`` (u,): leverage of the per-size intercepts a size-centred fit
-    profiled out (w_S / Σ_{|T|=|S|} w_T); it counts towards a unit's leverage for identification."""
+    profiled out (w_S / Σ_{|T|=|S|} w_T); ``n_intercepts``: how many (the observed sizes).
+
+    The small-sample correction is HC2-style per sampling unit: a unit's residuals are divided by
+    sqrt(1 - h_unit) (at most 20-fold), h_unit the summed leverage of its rows in the whole model, which
+    makes the squared residual unbiased for the error variance under homoscedasticity (HC3's 1 - h, used
+    before, over-corrects once the intercepts count, and the t quantile of _t_inflation already covers the
+    noise of the variance estimate: the CR2 / Bell-McCaffrey recipe). For the size-centred fit the model
+    is [per-size intercepts | centred design], whose hat matrix is the intercepts' (diagonal
+    w_S / Σ_layer w) plus the centred design's (Frisch-Waugh), so ``intercept_hat`` is added: leaving it
+    out shrinks the residuals of thin layers without correcting them, and the interval comes out narrow.
+    """
     beta, h = _solve_constrained(x_fit, y_fit, w)
     # x_fitᵀW y_fit = x_fitᵀW y' when x_fit is size-centred, so lin applies to the uncentred y' as well
     lin = q @ h @ (x_fit * w[:, None]).T
     resid = y_fit - x_fit @ beta
-    # HC3-style small-sample correction: residual of each unit divided by (1 - its leverage)
     hat = w * np.einsum("ij,jk,ik->i", x_fit, h, x_fit)
+    if intercept_hat is not None:
+        hat = hat + intercept_hat
     unit_hat = np.bincount(unit, weights=hat)[unit]
-    adjusted = resid / np.maximum(1.0 - unit_hat, 0.05)
+    adjusted = resid / np.sqrt(np.maximum(1.0 - unit_hat, 0.0025))
     rank = int(np.linalg.matrix_rank(x_fit * np.sqrt(w)[:, None]))
-    full_hat = unit_hat if intercept_hat is None else np.bincount(unit, weights=hat + intercept_hat)[unit]
-    identified = _identified(x_fit, w, q, lin, full_hat, rank, stratum, fraction, unit)
-    return _Fit(offset=q @ beta, lin=lin, g=(lin * adjusted).T, rank=rank, identified=identified)
+    identified = _identified(x_fit, w, q, lin, unit_hat, rank, stratum, fraction, unit)
+    return _Fit(offset=q @ beta, lin=lin, g=(lin * adjusted).T, rank=rank, identified=identified,
+                params=float(rank + n_intercepts))
 
 
 def _units_per_stratum(stratum: np.ndarray, unit: np.ndarray) -> np.ndarray:
@@ -160,7 +173,8 @@ def _identified(x_fit: np.ndarray, w: np.ndarray, q: np.ndarray, lin: np.ndarray
        carry no sampling variance.
     """
     # 1. value
-    _, _, vt = np.linalg.svd(x_fit * np.sqrt(w)[:, None], full_matrices=True)
+    # only V (d × d) is needed: the thin SVD gives all of it when u >= d (U of u × u would be wasted work)
+    _, _, vt = np.linalg.svd(x_fit * np.sqrt(w)[:, None], full_matrices=x_fit.shape[0] < x_fit.shape[1])
     player_null = q @ vt[rank:].T  # (n, d - rank)
     value_ok = (player_null**2).sum(axis=1) <= 1e-10
     # 2. variance
@@ -226,7 +240,8 @@ def _regression(
     if center in ("size", "auto"):
         xc, yc = _center_by_size(x, yprime, w, size_index)
         layer_w = np.bincount(size_index, weights=w)
-        candidate = _fit(xc, yc, w, q, unit, stratum, fraction, intercept_hat=w / layer_w[size_index])
+        candidate = _fit(xc, yc, w, q, unit, stratum, fraction, intercept_hat=w / layer_w[size_index],
+                         n_intercepts=int(np.count_nonzero(layer_w)))
         centred = candidate if candidate.rank == n - 1 and candidate.identified.all() else None
     lam = None
     if centred is None:
@@ -242,6 +257,7 @@ def _regression(
             g=_blend(plain.g, centred.g, lam, player_axis=1),
             rank=max(plain.rank, centred.rank),
             identified=plain.identified & centred.identified,
+            params=plain.params + lam * (centred.params - plain.params),
         )
         used = "auto"
     value = total / n + chosen.offset
@@ -249,14 +265,28 @@ def _regression(
     # 3. sampling variance
     if ci == "analytic":
         var = _stratified_cov(chosen.g, chosen.g, stratum, unit, fraction)
+        if lam is not None:
+            # λ was chosen on these data to minimise this very estimate, so the estimate at λ is optimistic;
+            # report no less than (1-λ)·Var(φ_p) + λ·Var(φ_c), an upper bound of the blend's variance for
+            # every fixed λ (Cauchy-Schwarz), which the selection of λ cannot push below either fit's own
+            bound = (1.0 - lam) * _stratified_cov(plain.g, plain.g, stratum, unit, fraction) + lam * _stratified_cov(
+                centred.g, centred.g, stratum, unit, fraction)
+            var = np.maximum(var, bound)
     elif ci == "bootstrap":
 
         def refit(wb: np.ndarray) -> np.ndarray:
-            b_plain = q @ _solve_constrained(x, yprime, wb)[0]
-            if used == "none":
-                return b_plain
-            b_centred = q @ _solve_constrained(*_center_by_size(x, yprime, wb, size_index), wb)[0]
-            return b_centred if used == "size" else _blend(b_plain, b_centred, lam)
+            if used != "auto":
+                xb, yb = (x, yprime) if used == "none" else _center_by_size(x, yprime, wb, size_index)
+                return q @ _solve_constrained(xb, yb, wb)[0]
+            # the blend weight is re-estimated inside every replicate (its selection is part of the estimator)
+            keep = wb > 0
+            xk, yk, wk, sk = x[keep], yprime[keep], wb[keep], size_index[keep]
+            b_plain = _fit(xk, yk, wk, q, unit[keep], stratum[keep], fraction)
+            layer_wb = np.bincount(sk, weights=wk)
+            b_centred = _fit(*_center_by_size(xk, yk, wk, sk), wk, q, unit[keep], stratum[keep], fraction,
+                             intercept_hat=wk / layer_wb[sk])
+            lam_b = _blend_weights(b_plain, b_centred, stratum[keep], unit[keep], fraction)
+            return _blend(b_plain.offset, b_centred.offset, lam_b)
 
         var = _bootstrap_regression(refit, w, n, stratum, unit, fraction, n_boot, seed)
     else:
@@ -271,16 +301,28 @@ def _regression(
     identified = distrust_zero_variance(var, chosen.identified, depends=depends.any(axis=1),
                                         scale=max(float(np.abs(yprime).max()), abs(total) / n))
 
-    # 5. utility noise the sampling variance cannot see: enumerated share of strata + the endpoints
+    # 5. utility noise the sampling variance cannot see: enumerated share of strata + the endpoints, each
+    #    coalition with its own (shrunk) replicate variance
+    noise = np.zeros(n)
     if data.noise_var is not None:
         share = fraction[stratum]
-        var = var + (chosen.lin**2) @ (data.noise_var_rows() * share)
+        noise = (chosen.lin**2) @ (data.noise_var_rows() * share)
         # ∂φ/∂v_full and ∂φ/∂v_empty (φ is affine in both; t enters φ as t/n and through y')
         d_total = 1.0 / n - chosen.lin @ (sizes / n)
         d_empty = -d_total - chosen.lin @ np.ones(u)
-        var = var + d_total**2 * data.noise_var / data.reps_full + d_empty**2 * data.noise_var / data.reps_empty
+        var_empty, var_full = data.noise_var_endpoints()
+        noise = noise + d_total**2 * var_full + d_empty**2 * var_empty
 
-    # 6. a lower bound on the evaluations still needed: one sampling unit (a complementary pair counts once)
+    # 6. finite-sample inflation: the variance estimate rests on few units per stratum, so it is itself
+    #    noisy; widen by the t quantile at its effective degrees of freedom (see _t_inflation)
+    dof = _effective_dof(chosen.g, stratum, unit, fraction, chosen.params)
+    noise_dof = float(max(data.noise_dof, 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total_dof = (var + noise) ** 2 / (var**2 / dof + noise**2 / noise_dof)
+    total_dof = np.where(var + noise > 0, total_dof, np.inf)
+    var = (var + noise) * _t_inflation(total_dof)
+
+    # 7. a lower bound on the evaluations still needed: one sampling unit (a complementary pair counts once)
     #    per missing rank, one more for a residual to see the error by, and one more in every sampled stratum
     #    that has a single unit
     more = 0
@@ -295,7 +337,64 @@ def _regression(
                               "center": used}
     if lam is not None:
         extras["center_weight"] = lam.tolist()
+    extras["dof"] = [float(d) if np.isfinite(d) else None for d in total_dof]
     return value, var, extras, identified, more
+
+
+INFLATION_LEVEL = 0.95
+"""The level at which :func:`_t_inflation` matches the t interval exactly."""
+
+
+def _t_inflation(dof: np.ndarray, level: float = INFLATION_LEVEL) -> np.ndarray:
+    """(t_{ν, (1+level)/2} / z_{(1+level)/2})² per player: a variance times this, with the normal interval
+    of :func:`~contribshap.pipeline.estimators.estimate`, is the t interval at ν degrees of freedom (exactly
+    at ``level`` = 0.95, the default; close to ν/(ν-2), the variance of t_ν, at other levels). ν is clipped
+    to >= 1; ν = inf gives 1."""
+    from scipy import stats
+
+    p = 0.5 + level / 2.0
+    nu = np.maximum(np.asarray(dof, dtype=np.float64), 1.0)
+    t = np.where(np.isfinite(nu), stats.t.ppf(p, np.where(np.isfinite(nu), nu, 1.0)), stats.norm.ppf(p))
+    return (t / stats.norm.ppf(p)) ** 2
+
+
+def _effective_dof(g: np.ndarray, stratum: np.ndarray, unit: np.ndarray, fraction: np.ndarray,
+                   params: float | np.ndarray) -> np.ndarray:
+    """Effective degrees of freedom (n,) of the stratified variance Σ_h V_h of each column of g.
+
+    Satterthwaite over strata: ν_s = (Σ_h V_h)² / Σ_h V_h² / (c_h - 1), c_h the units of sampled stratum h
+    (a stratum with 2 units gives its term 1 degree of freedom). The residuals come from a fit that spent
+    ``params`` (rank, plus the per-size intercepts of the centred fit) of the U sampled units, so ν_s is
+    scaled by (U - params) / U (at least 1 / U): the share of the units' spread that is left to the
+    residuals. inf where the variance is zero.
+    """
+    n_units = int(unit.max()) + 1
+    gu = np.zeros((n_units, g.shape[1]))
+    np.add.at(gu, unit, g)
+    unit_stratum = np.zeros(n_units, dtype=np.int64)
+    unit_stratum[unit] = stratum
+    present = np.zeros(n_units, dtype=bool)
+    present[unit] = True
+    total = np.zeros(g.shape[1])
+    squares = np.zeros(g.shape[1])
+    sampled_units = 0
+    for h in np.unique(stratum):
+        members = present & (unit_stratum == h)
+        c = int(members.sum())
+        fpc = 1.0 - fraction[h]
+        if c < 2 or fpc <= 0:
+            continue
+        sampled_units += c
+        a = gu[members] - gu[members].mean(axis=0)
+        part = fpc * c / (c - 1) * (a * a).sum(axis=0)
+        total += part
+        squares += part**2 / (c - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nu = np.where(squares > 0, total**2 / squares, np.inf)
+    if sampled_units == 0:
+        return nu
+    share = np.maximum(sampled_units - np.asarray(params, dtype=np.float64), 1.0) / sampled_units
+    return nu * share
 
 
 def _stratified_cov(
