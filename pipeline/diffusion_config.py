@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 BUILTIN_PROPERTIES: tuple[str, ...] = ("fid", "log_fid", "kid", "inception_score", "diversity", "quality")
 """Property names implemented in ``contribshap.workers.properties`` (a ``"module:function"`` string adds your own)."""
@@ -48,6 +48,26 @@ class _Section(BaseModel):
     def paths(self) -> dict[str, Path | None]:
         """Local paths this section needs, as ``{dotted key: path}`` (None = not configured)."""
         return {}
+
+
+class _OmitNewDefaults(_Section):
+    """Base of sections that grew keys: keys in ``omit_at_default`` are left out of the dump while they hold their default.
+
+    Artifact hashes are hashes of section dumps; a key added later must not change the hash (and so force
+    a rebuild of θ*) of every existing config that does not use it. Loading a dump without the key gives
+    the default back, so the round trip stays exact.
+    """
+
+    omit_at_default: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler):  # handler: pydantic's SerializerFunctionWrapHandler
+        data = handler(self)
+        for key in self.omit_at_default:
+            if isinstance(data, dict) and getattr(self, key) == type(self).model_fields[key].get_default(
+                    call_default_factory=True):
+                data.pop(key, None)
+        return data
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -72,7 +92,48 @@ class PlantedContributor(_Section):
     jitter: float = Field(0.05, ge=0.0)
 
 
-class DigitsSource(_Section):
+class ContributorSpec(_Section):
+    """One contributor of a scenario whose right answer is known by construction (``data.contributors``).
+
+    Genuine images are drawn without replacement from the training pool (after the held-out split), one
+    class after the other in turn, so contributors with the same ``classes`` have the same class mix.
+
+    Attributes:
+        name: the contributor id (letters, digits, ``_.-``; unique).
+        kind: ``genuine`` (real images), ``noise`` (i.i.d. uniform noise in [-1, 1]), ``duplicates``
+            (jittered copies of ``n_sources`` real images), ``copy`` (the very images of contributor
+            ``of``: twins) or ``subset`` (the first ``n_images`` of ``of``'s images; default half).
+        n_images: images owned (required for genuine / noise / duplicates; subset: default half of ``of``).
+        classes: genuine / duplicates: draw from these digit classes only (default: every kept class).
+        corruption: ``none``, ``pixel_noise`` (each pixel replaced by uniform noise with probability
+            ``level``) or ``blur`` (Gaussian blur of σ = 3·``level`` pixels); applied to genuine images.
+        level: corruption strength in [0, 1] (0 = clean).
+        of: ``copy`` / ``subset``: the name of an earlier contributor.
+        n_sources / jitter: ``duplicates``: distinct source images (default 5), std of the jitter (0.05).
+    """
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["genuine", "noise", "duplicates", "copy", "subset"] = "genuine"
+    n_images: int | None = Field(None, ge=1)
+    classes: list[int] | None = None
+    corruption: Literal["none", "pixel_noise", "blur"] = "none"
+    level: float = Field(0.0, ge=0.0, le=1.0)
+    of: str | None = None
+    n_sources: int = Field(5, ge=1)
+    jitter: float = Field(0.05, ge=0.0)
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ContributorSpec:
+        if self.kind in ("copy", "subset") and self.of is None:
+            raise ValueError(f"contributor {self.name!r}: kind={self.kind} needs `of: <earlier contributor name>`")
+        if self.kind in ("genuine", "noise", "duplicates") and self.n_images is None:
+            raise ValueError(f"contributor {self.name!r}: kind={self.kind} needs n_images")
+        if self.kind not in ("copy", "subset") and self.of is not None:
+            raise ValueError(f"contributor {self.name!r}: `of` is only for kind copy / subset (got kind={self.kind})")
+        return self
+
+
+class DigitsSource(_OmitNewDefaults):
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes; no download).
 
     Attributes:
@@ -80,14 +141,47 @@ class DigitsSource(_Section):
             a seeded random, near-equal split of the images).
         classes: keep only these digit classes (default: all 10). The fidelity study uses 5.
         planted: extra contributors (noise, near-duplicates), appended after the genuine ones.
-        split_seed: seed of the ``random:K`` split and of the planted images (default 0).
+        split_seed: seed of the ``random:K`` split, of the planted images and of the held-out split (default 0).
+        holdout_fraction: fraction of every class held out of the contributors' data before anything else
+            (default 0: none). Half of it (rounded up) is the reference set of FID/KID (``reference:
+            heldout``), the other half trains the feature extractor; neither is ever a training image
+            of the diffusion model. Seeded by ``split_seed``, per class, so it is the same on every worker.
+        contributors: a scenario: explicit contributors (:class:`ContributorSpec`) instead of ``scheme``
+            (default None: ``scheme`` decides). Planted contributors are still appended after them.
     """
+
+    omit_at_default: ClassVar[tuple[str, ...]] = ("holdout_fraction", "contributors")
 
     source: Literal["digits"] = "digits"
     scheme: str = "by_class"
     classes: list[int] | None = None
     planted: list[PlantedContributor] = Field(default_factory=list)
     split_seed: int = 0
+    holdout_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    contributors: list[ContributorSpec] | None = None
+
+    @model_validator(mode="after")
+    def _check_contributors(self) -> DigitsSource:
+        if self.contributors is None:
+            return self
+        problems = []
+        if not self.contributors:
+            problems.append("data.contributors is empty; list at least one contributor or remove the key")
+        if self.scheme != "by_class":
+            problems.append(f"data.contributors replaces data.scheme; remove scheme={self.scheme!r}")
+        seen: list[str] = []
+        for spec in self.contributors:
+            if spec.name in seen:
+                problems.append(f"data.contributors: name {spec.name!r} is used twice")
+            if spec.of is not None and spec.of not in seen:
+                problems.append(f"data.contributors: {spec.name!r} has of={spec.of!r}, which is not an earlier contributor")
+            bad = [c for c in spec.classes or [] if self.classes is not None and c not in self.classes]
+            if bad:
+                problems.append(f"data.contributors: {spec.name!r} asks for classes {bad} outside data.classes")
+            seen.append(spec.name)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("scheme")
     @classmethod
@@ -106,7 +200,7 @@ class DigitsSource(_Section):
         return classes
 
 
-class FolderSource(_Section):
+class FolderSource(_OmitNewDefaults):
     """A local folder of images plus a CSV mapping each file to its contributor.
 
     ``contributors_csv`` has a header and the columns ``file`` (path relative to ``root``) and
@@ -118,19 +212,24 @@ class FolderSource(_Section):
         contributors_csv: mapping file (default ``<root>/contributors.csv``).
         image_size: side in pixels after resizing (default 32).
         channels: 1 (grayscale) or 3 (RGB) (default 3).
+        reference_csv: optional CSV (column ``file``, relative to ``root``) of held-out images that no
+            contributor owns: the FID/KID reference set of ``reference: heldout`` (default None).
     """
+
+    omit_at_default: ClassVar[tuple[str, ...]] = ("reference_csv",)
 
     source: Literal["folder"] = "folder"
     root: Path
     contributors_csv: Path | None = None
     image_size: int = Field(32, ge=4)
     channels: Literal[1, 3] = 3
+    reference_csv: Path | None = None
 
     def csv_path(self) -> Path:
         return self.contributors_csv if self.contributors_csv is not None else self.root / "contributors.csv"
 
     def paths(self) -> dict[str, Path | None]:
-        return {"data.root": self.root, "data.contributors_csv": self.csv_path()}
+        return {"data.root": self.root, "data.contributors_csv": self.csv_path(), "data.reference_csv": self.reference_csv}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -550,8 +649,11 @@ class DiffusionGameConfig(_Section):
     """``game.kind: diffusion``: every setting of the prune / fine-tune / sample / measure job.
 
     Attributes:
-        reference: which real images the reference statistics use: ``clean`` (the genuine data, without
-            planted contributors; default) or ``all`` (every training image).
+        reference: which real images the reference statistics use: ``clean`` (the genuine training
+            data, without planted contributors; default, kept for existing configs), ``all`` (every
+            training image) or ``heldout`` (images no contributor owns and the extractor never saw:
+            digits ``data.holdout_fraction`` > 0, folder ``data.reference_csv``; the valid choice, and
+            the demo's). ``clean`` and ``all`` measure the model against its own training images.
         null_model: v(∅): ``random_init`` (a seeded randomly initialised model of the full architecture)
             or ``base`` (θ* itself, for settings where fine-tuning adds to a base model such as LoRA).
 
@@ -571,7 +673,7 @@ class DiffusionGameConfig(_Section):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     properties: list[str] = Field(default_factory=lambda: list(BUILTIN_PROPERTIES))
     feature_extractor: FeatureExtractorConfig = Field(default_factory=DigitsCNNExtractor)
-    reference: Literal["clean", "all"] = "clean"
+    reference: Literal["clean", "all", "heldout"] = "clean"
     null_model: Literal["random_init", "base"] = "random_init"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
@@ -627,6 +729,14 @@ class DiffusionGameConfig(_Section):
                 "feature_extractor.kind=digits_cnn needs data.source=digits (it trains on digit labels); "
                 "use kind: inception with a local weights file"
             )
+        if self.reference == "heldout":
+            has_heldout = (getattr(self.data, "holdout_fraction", 0.0) > 0.0
+                           or getattr(self.data, "reference_csv", None) is not None)
+            if not has_heldout:
+                problems.append(
+                    f"reference=heldout but data.source={self.data.source} holds no images out; set "
+                    "data.holdout_fraction (digits, e.g. 0.3) or data.reference_csv (folder), or use reference: clean"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -647,7 +757,9 @@ class DiffusionGameConfig(_Section):
         """
         data = self.data
         if isinstance(data, DigitsSource):
-            if data.scheme == "by_class":
+            if data.contributors is not None:
+                genuine = len(data.contributors)
+            elif data.scheme == "by_class":
                 genuine = len(data.classes) if data.classes is not None else 10
             else:
                 genuine = int(data.scheme.partition(":")[2])

@@ -131,3 +131,76 @@ def test_source_registry_lists_valid_names():
         _load_cached.__wrapped__(Fake, "{}")
     register_source("fake-test")(lambda config: None)
     assert "fake-test" in source_names()
+
+
+def test_holdout_split_is_disjoint_from_training_and_extractor_images():
+    from contribshap.workers.data import holdout_split
+
+    config = _config(data={"holdout_fraction": 0.3, "planted": [{"kind": "noise", "name": "noise", "n_images": 20}]},
+                     reference="heldout")
+    labels = np.repeat(np.arange(10), 50)
+    train, extractor, reference = holdout_split(labels, 0.3, seed=0)
+    assert len(np.intersect1d(train, reference)) == len(np.intersect1d(train, extractor)) == 0
+    assert len(np.intersect1d(extractor, reference)) == 0
+    assert np.array_equal(np.sort(np.concatenate([train, extractor, reference])), np.arange(500))
+    assert np.bincount(labels[reference]).tolist() == [8] * 10 and np.bincount(labels[extractor]).tolist() == [7] * 10
+    assert np.array_equal(holdout_split(labels, 0.3, seed=0)[2], reference)  # seeded: the same on every worker
+
+    # the loaded dataset: no reference image is a training image or an extractor image (digits has no duplicates)
+    data = load_dataset(config.data)
+    rows = lambda t: {bytes(r) for r in t.reshape(len(t), -1).numpy()}  # noqa: E731
+    training, held_ref, held_ext = rows(data.images), rows(data.reference_images), rows(data.extractor_images)
+    assert len(held_ref) == len(data.reference_images) and not held_ref & training and not held_ref & held_ext
+    assert not held_ext & training
+    assert len(data) + len(data.reference_images) + len(data.extractor_images) == 1797 + 20
+    assert config.n_contributors() == 11 and len(data.contributors) == 11
+
+
+def test_new_data_keys_at_their_defaults_keep_the_dump_and_the_hash():
+    from contribshap.workers.prepare import config_hash
+
+    plain = _config(data={"planted": [{"kind": "noise", "name": "noise"}]})
+    assert "holdout_fraction" not in plain.data.model_dump() and "contributors" not in plain.data.model_dump()
+    explicit = _config(data={"planted": [{"kind": "noise", "name": "noise"}], "holdout_fraction": 0.0})
+    assert config_hash(plain.data) == config_hash(explicit.data)
+    held = _config(data={"holdout_fraction": 0.2})
+    assert DiffusionGameConfig.model_validate(held.model_dump(mode="json")) == held
+
+
+@pytest.mark.parametrize(
+    ("game", "needle"),
+    [
+        ({"reference": "heldout"}, "holdout_fraction"),
+        ({"data": {"contributors": [{"name": "b", "kind": "copy", "of": "a"}]}}, "not an earlier contributor"),
+        ({"data": {"contributors": [{"name": "a"}]}}, "needs n_images"),
+        ({"data": {"contributors": [{"name": "a", "n_images": 5}], "scheme": "random:3"}}, "replaces data.scheme"),
+    ],
+)
+def test_scenario_and_reference_errors_are_named(game, needle):
+    with pytest.raises(ValidationError, match=needle):
+        _config(**game)
+
+
+def test_scenario_contributors_are_built_as_specified():
+    specs = [
+        {"name": "a", "n_images": 60, "classes": [0, 1, 2]},
+        {"name": "twin", "kind": "copy", "of": "a"},
+        {"name": "sub", "kind": "subset", "of": "a", "n_images": 20},
+        {"name": "noisy", "n_images": 30, "classes": [0, 1, 2], "corruption": "pixel_noise", "level": 0.5},
+        {"name": "dups", "kind": "duplicates", "n_images": 30, "n_sources": 3},
+        {"name": "noise", "kind": "noise", "n_images": 10},
+    ]
+    config = _config(data={"holdout_fraction": 0.2, "contributors": specs}, reference="heldout")
+    data = load_dataset(config.data)
+    assert [c.id for c in data.contributors] == ["a", "twin", "sub", "noisy", "dups", "noise"]
+    assert config.n_contributors() == 6
+    own = lambda j: data.images[data.contributor_index == j]  # noqa: E731
+    assert torch.equal(own(0), own(1)) and torch.equal(own(2), own(0)[:20])
+    assert torch.bincount(data.labels[data.contributor_index == 0]).tolist() == [20, 20, 20]
+    assert (data.labels[data.contributor_index == 3] == -1).all() and data.planted[data.contributor_index == 3].all()
+    changed = (own(3) != load_dataset(_config(data={"holdout_fraction": 0.2, "contributors": [
+        *specs[:3], {**specs[3], "level": 0.0}]}, reference="heldout").data).images[-30:]).float().mean()
+    assert 0.3 < float(changed) < 0.6  # about half the pixels replaced
+    assert len({bytes(r) for r in own(4).reshape(30, -1).numpy()}) == 30 and data.planted[data.contributor_index == 4].all()
+    with pytest.raises(ValueError, match="no training images left"):
+        load_dataset(_config(data={"contributors": [{"name": "x", "n_images": 400, "classes": [0]}]}).data)

@@ -69,3 +69,16 @@ def test_registry_lists_builtins_and_imports_module_functions():
         get_property("sharpness")
     with pytest.raises(ValueError, match="needs class probabilities"):
         get_property("quality")(GeneratedFeatures(FEATURES, None), _reference(FEATURES))
+
+
+def test_kid_is_computed_on_reference_standardised_features():
+    # rescaling or shifting the extractor's features (both sets alike) leaves the standardised KID unchanged
+    generated = FEATURES[:150] + np.array([0.5, 0, 0, 0, 0, 0])
+    reference = _reference(FEATURES)
+    base = get_property("kid")(GeneratedFeatures(generated, None), reference)
+    scale, shift = np.array([1e3, 2.0, 5.0, 1.0, 0.1, 30.0]), 7.0
+    rescaled = get_property("kid")(GeneratedFeatures(generated * scale + shift, None), _reference(FEATURES * scale + shift))
+    assert rescaled == pytest.approx(base, rel=1e-9)
+    assert 0.0 < base < 10.0  # O(1) on z-scores, not the 1e5 of raw extractor features
+    z = (FEATURES - FEATURES.mean(0)) / FEATURES.std(0, ddof=1)
+    assert get_property("kid")(GeneratedFeatures(FEATURES, None), reference) == pytest.approx(kernel_inception_distance(z, z))

@@ -5,8 +5,12 @@ who owns it. Sources are registered by name with :func:`register_source`; :func:
 on ``config.source``. Built-in sources:
 
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images; no download). Schemes ``by_class`` (one
-  contributor per digit) and ``random:K``; optional planted contributors (``noise``, ``duplicates``).
-- ``folder``: a local folder of images plus ``contributors.csv`` (columns ``file,contributor[,name]``).
+  contributor per digit) and ``random:K``, or a scenario's explicit ``contributors`` (twins, subsets,
+  graded quality and quantity, near-duplicates, noise: :func:`scenario_contributors`); optional planted
+  contributors (``noise``, ``duplicates``); an optional seeded per-class held-out split
+  (``holdout_fraction``: reference images + the extractor's training images, :func:`holdout_split`).
+- ``folder``: a local folder of images plus ``contributors.csv`` (columns ``file,contributor[,name]``),
+  optionally a ``reference_csv`` of held-out reference images.
 
 The use-case sources (``cifar100``, ``celebahq``, ``artbench``) live in ``contribshap.workers.usecases``;
 ``contribshap.workers.game`` imports them, so every process that builds a game knows every source.
@@ -46,9 +50,13 @@ class ContributorDataset:
         contributors: the players, in mask order (every one owns >= 1 image).
         labels: optional int64 tensor (N,) of class labels (digits: the digit; used to train the demo's
             classifier), or None.
-        planted: bool tensor (N,), True for images of planted contributors (excluded from the ``clean``
-            reference set).
+        planted: bool tensor (N,), True for images of planted contributors and corrupted images (excluded
+            from the ``clean`` reference set).
         conditioning: optional per-image conditioning (e.g. prompts for text-to-image), or None.
+        reference_images: optional float32 (M, C, H, W), held-out images no contributor owns (the FID/KID
+            reference of ``reference: heldout``), or None.
+        extractor_images / extractor_labels: optional held-out images (M', C, H, W) and their int64 labels
+            (M',) that train the feature extractor instead of the contributors' images, or None.
     """
 
     images: torch.Tensor
@@ -57,6 +65,9 @@ class ContributorDataset:
     labels: torch.Tensor | None = None
     planted: torch.Tensor | None = None
     conditioning: Any = None
+    reference_images: torch.Tensor | None = None
+    extractor_images: torch.Tensor | None = None
+    extractor_labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -144,6 +155,100 @@ def _load_cached(config_type: type, config_json: str) -> ContributorDataset:
 # ----------------------------------------------------------------------------------------------------
 # digits
 # ----------------------------------------------------------------------------------------------------
+_HOLDOUT_STREAM = 7919  # the held-out split's own random stream: schemes and planted images keep theirs
+
+
+def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class seeded split of indices into (train, extractor, reference), each sorted, int64.
+
+    Of class c's n_c images, ``round(fraction * n_c)`` are held out: the first ceil(half) of a seeded
+    permutation are reference images, the rest extractor images; the others stay training images. The
+    three index sets are disjoint and cover ``range(len(labels))``; ``fraction = 0`` holds nothing out.
+    """
+    rng = np.random.default_rng([seed, _HOLDOUT_STREAM])
+    parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+    for c in sorted(set(labels.tolist())):
+        order = rng.permutation(np.flatnonzero(labels == c))
+        n_hold = round(fraction * len(order))
+        n_reference = n_hold - n_hold // 2
+        parts[2].append(order[:n_reference])
+        parts[1].append(order[n_reference:n_hold])
+        parts[0].append(order[n_hold:])
+    return tuple(np.sort(np.concatenate(p)).astype(np.int64) for p in parts)  # type: ignore[return-value]
+
+
+def corrupt(images: np.ndarray, kind: str, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Images (n, C, H, W) in [-1, 1] corrupted at strength ``level`` in [0, 1].
+
+    ``pixel_noise``: each pixel replaced by uniform noise in [-1, 1] with probability ``level``.
+    ``blur``: Gaussian blur of σ = 3·``level`` pixels over H and W. ``none`` or level 0: unchanged.
+    """
+    if kind == "none" or level == 0.0:
+        return images
+    if kind == "pixel_noise":
+        replace = rng.random(images.shape) < level
+        return np.where(replace, rng.uniform(-1.0, 1.0, size=images.shape), images).astype(np.float32)
+    if kind == "blur":
+        from scipy.ndimage import gaussian_filter
+
+        return gaussian_filter(images, sigma=(0, 0, 3.0 * level, 3.0 * level), mode="nearest").astype(np.float32)
+    raise ValueError(f"corruption={kind!r} is unknown; valid: ['none', 'pixel_noise', 'blur']")
+
+
+def _draw_genuine(pools: dict[int, list[int]], classes: list[int], n: int, name: str) -> np.ndarray:
+    """``n`` pool indices taken without replacement, one class after the other in turn (same class mix)."""
+    taken = []
+    for j in range(n):
+        c = classes[j % len(classes)]
+        if not pools[c]:
+            raise ValueError(f"contributor {name!r}: class {c} has no training images left after the earlier "
+                             "contributors; lower n_images or hold fewer images out")
+        taken.append(pools[c].pop())
+    return np.asarray(taken, dtype=np.int64)
+
+
+def scenario_contributors(specs: list[Any], images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+                          ) -> list[tuple[Contributor, np.ndarray, np.ndarray, np.ndarray]]:
+    """The contributors of ``data.contributors``: [(contributor, images, labels, planted)], in spec order.
+
+    Genuine images come from per-class pools shuffled once by ``rng`` and are never given to two genuine
+    contributors; ``copy`` repeats another contributor's images exactly, ``subset`` its first n. Labels
+    are -1 for noise, duplicates and corrupted images (they never train the extractor), and such images
+    are marked planted.
+    """
+    classes_all = sorted(set(labels.tolist()))
+    pools = {c: rng.permutation(np.flatnonzero(labels == c)).tolist() for c in classes_all}
+    made: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    out = []
+    for spec in specs:
+        if spec.kind == "genuine":
+            taken = _draw_genuine(pools, spec.classes or classes_all, spec.n_images, spec.name)
+            clean = spec.corruption == "none" or spec.level == 0.0
+            part = (corrupt(images[taken], spec.corruption, spec.level, rng),
+                    labels[taken] if clean else np.full(len(taken), -1), np.full(len(taken), not clean))
+        elif spec.kind == "noise":
+            noise = rng.uniform(-1.0, 1.0, size=(spec.n_images, *images.shape[1:])).astype(np.float32)
+            part = (noise, np.full(spec.n_images, -1), np.ones(spec.n_images, bool))
+        elif spec.kind == "duplicates":
+            sources = images[_draw_genuine(pools, spec.classes or classes_all, spec.n_sources, spec.name)]
+            copies = sources[np.arange(spec.n_images) % spec.n_sources]
+            jittered = np.clip(copies + rng.normal(0.0, spec.jitter, size=copies.shape), -1.0, 1.0).astype(np.float32)
+            part = (jittered, np.full(spec.n_images, -1), np.ones(spec.n_images, bool))
+        elif spec.kind == "copy":
+            part = tuple(a.copy() for a in made[spec.of])
+        elif spec.kind == "subset":
+            source = made[spec.of]
+            n = spec.n_images if spec.n_images is not None else max(1, len(source[0]) // 2)
+            if n > len(source[0]):
+                raise ValueError(f"contributor {spec.name!r}: subset of {n} images of {spec.of!r}, which owns {len(source[0])}")
+            part = tuple(a[:n].copy() for a in source)
+        else:
+            raise ValueError(f"contributor kind={spec.kind!r} is unknown; valid: genuine, noise, duplicates, copy, subset")
+        made[spec.name] = part
+        out.append((Contributor(spec.name, spec.name, len(part[0])), *part))
+    return out
+
+
 def _planted_images(spec: Any, genuine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Images (n_images, 1, 8, 8) in [-1, 1] for one planted contributor."""
     if spec.kind == "noise":
@@ -158,7 +263,8 @@ def _planted_images(spec: Any, genuine: np.ndarray, rng: np.random.Generator) ->
 
 @register_source("digits")
 def _load_digits(config: Any) -> ContributorDataset:
-    """scikit-learn digits; see ``DigitsSource``. Contributor ids: ``class-d`` / ``random-k`` / ``planted-<name>``."""
+    """scikit-learn digits; see ``DigitsSource``. Contributor ids: ``class-d`` / ``random-k`` / a scenario's
+    names / ``planted-<name>``."""
     from sklearn.datasets import load_digits
 
     # 1. Real images, scaled from [0, 16] to [-1, 1], optionally restricted to some classes.
@@ -169,21 +275,38 @@ def _load_digits(config: Any) -> ContributorDataset:
         keep = np.isin(labels, config.classes)
         images, labels = images[keep], labels[keep]
 
-    # 2. Contributors of the genuine images.
+    # 2. Held-out split (own random stream): reference + extractor images no contributor will own.
+    held: dict[str, torch.Tensor] = {}
+    if config.holdout_fraction > 0.0:
+        train_idx, extractor_idx, reference_idx = holdout_split(labels, config.holdout_fraction, config.split_seed)
+        held = {"reference_images": torch.from_numpy(images[reference_idx]),
+                "extractor_images": torch.from_numpy(images[extractor_idx]),
+                "extractor_labels": torch.from_numpy(labels[extractor_idx])}
+        images, labels = images[train_idx], labels[train_idx]
+
+    # 3. Contributors of the genuine images (a scenario's explicit list, or the scheme).
     rng = np.random.default_rng(config.split_seed)
-    if config.scheme == "by_class":
+    parts_planted = [np.zeros(len(images), bool)]
+    if config.contributors is not None:
+        made = scenario_contributors(config.contributors, images, labels, rng)
+        contributors = [m[0] for m in made]
+        parts_images, parts_labels = [m[1] for m in made], [m[2] for m in made]
+        parts_owner = [np.full(len(m[1]), j) for j, m in enumerate(made)]
+        parts_planted = [m[3] for m in made]
+    elif config.scheme == "by_class":
         classes = sorted(set(labels.tolist()))
         contributors = [Contributor(f"class-{c}", f"digit {c}", int((labels == c).sum())) for c in classes]
         owner = np.searchsorted(np.asarray(classes), labels)
+        parts_images, parts_owner, parts_labels = [images], [owner], [labels]
     else:
         k = int(re.fullmatch(r"random:(\d+)", config.scheme).group(1))
         if k > len(images):
             raise ValueError(f"data.scheme=random:{k} asks for more contributors than images ({len(images)})")
         owner = rng.permutation(np.arange(len(images)) % k)
         contributors = [Contributor(f"random-{j}", f"random part {j}", int((owner == j).sum())) for j in range(k)]
+        parts_images, parts_owner, parts_labels = [images], [owner], [labels]
 
-    # 3. Planted contributors, appended after the genuine ones.
-    parts_images, parts_owner, parts_labels, parts_planted = [images], [owner], [labels], [np.zeros(len(images), bool)]
+    # 4. Planted contributors, appended after the genuine ones.
     for spec in config.planted:
         extra = _planted_images(spec, images, rng)
         parts_images.append(extra)
@@ -201,6 +324,7 @@ def _load_digits(config: Any) -> ContributorDataset:
         contributors=contributors,
         labels=torch.from_numpy(np.concatenate(parts_labels).astype(np.int64)),
         planted=torch.from_numpy(np.concatenate(parts_planted)),
+        **held,
     )
 
 
@@ -257,10 +381,25 @@ def _load_folder(config: Any) -> ContributorDataset:
     ]
     owner = np.asarray([position[row["contributor"]] for _, row in rows], dtype=np.int64)
     contributors = [Contributor(cid, names[cid], int((owner == j).sum())) for j, cid in enumerate(ids)]
+
+    # 4. Optional held-out reference images (no contributor owns them); a file also listed for training is an error.
+    reference = None
+    if config.reference_csv is not None:
+        reference_path = Path(config.reference_csv).expanduser()
+        with reference_path.open(newline="") as handle:
+            reference_rows = list(enumerate(csv.DictReader(handle), start=2))
+        overlap = sorted({row.get("file") for _, row in reference_rows} & {row["file"] for _, row in rows})
+        if overlap or not reference_rows or "file" not in reference_rows[0][1]:
+            raise ValueError(f"{reference_path} must list (column `file`) at least one image that no contributor owns; "
+                             f"{len(overlap)} are also training images (e.g. {overlap[:3]})")
+        reference = torch.from_numpy(np.stack([
+            _read_image(root / row["file"], size=config.image_size, channels=config.channels, csv_path=reference_path,
+                        line=line) for line, row in reference_rows]).astype(np.float32))
     return ContributorDataset(
         images=torch.from_numpy(np.stack(images).astype(np.float32)),
         contributor_index=torch.from_numpy(owner),
         contributors=contributors,
+        reference_images=reference,
     )
 
 

@@ -15,6 +15,7 @@ Stages (numbers match :func:`prepare`)::
     3 recovered    recovery fine-tuning of the pruned model on all data
     4 extractor    the feature extractor (digits CNN / Ward clusters fitted here; Inception, CLIP: paths)
     5 reference    feature mean/covariance/features of the reference images        reference.npz
+                   (``reference: heldout``: images no contributor owns and the extractor never saw)
     6 stages       every property for the null, θ*, pruned and recovered models     artifact.json
 
 The null model (v(∅)) is not stored: ``random_init`` is rebuilt exactly from the config seed.
@@ -42,6 +43,8 @@ from contribshap.workers.properties.extractors import Extractor, extractor_kind
 from contribshap.workers.training import resolve_device
 
 ARTIFACT_JSON = "artifact.json"
+#: Version of the built-in property formulas; 2 = KID on standardised features. Part of the stage hash.
+METRICS_VERSION = 2
 _TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
@@ -139,17 +142,26 @@ def artifact_paths(config: Any, backend: Any, artifacts_dir: Path, *, seed: int)
     hashes["extractor"] = config_hash(config.data, config.feature_extractor, seed)
     hashes["reference"] = config_hash(hashes["extractor"], config.reference)
     hashes["stages"] = config_hash(hashes["recovered"], hashes["reference"], config.sampling, config.null_model,
-                                   config.properties)
+                                   config.properties, f"metrics-{METRICS_VERSION}")
     return {name: artifacts_dir / f"{name}-{value}" for name, value in hashes.items()}
 
 
 def reference_images(config: Any, dataset: ContributorDataset) -> torch.Tensor:
-    """The real images the reference statistics use: all, or only genuine ones (``reference: clean``)."""
+    """The real images the reference statistics use.
+
+    ``heldout``: the data's held-out reference images (no contributor owns them, the extractor never saw
+    them); ``clean``: the genuine training images; ``all``: every training image.
+    """
+    if config.reference == "heldout":
+        if dataset.reference_images is None:
+            raise ValueError("reference=heldout but the data source returned no held-out reference images; "
+                             "set data.holdout_fraction (digits) or data.reference_csv (folder)")
+        return dataset.reference_images
     if config.reference == "clean":
         return dataset.images[dataset.clean_indices()]
     if config.reference == "all":
         return dataset.images
-    raise ValueError(f"reference={config.reference!r} is unknown; valid: ['clean', 'all']")
+    raise ValueError(f"reference={config.reference!r} is unknown; valid: ['heldout', 'clean', 'all']")
 
 
 @dataclass

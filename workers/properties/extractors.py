@@ -4,9 +4,11 @@ A kind (``feature_extractor.kind``) is registered with :func:`register_extractor
 ``fit(config, dataset, folder, *, seed, device) -> dict`` (build the artifact in ``folder``; a no-op for
 pretrained weights) and ``load(config, folder, *, device) -> Extractor``. Built-ins:
 
-- ``digits_cnn``: a 2-conv CNN trained on the real digits during prepare (3 s on a CPU core); features are
-  the 32 pre-ReLU activations of its hidden layer, probabilities its softmax. Its held-out accuracy is
-  written to ``<folder>/extractor.json`` and reported by prepare.
+- ``digits_cnn``: a 2-conv CNN trained on real digits during prepare (3 s on a CPU core): on the data's
+  extractor split when it has one (digits ``holdout_fraction``: images neither the diffusion model nor
+  the FID reference uses), else on the labelled genuine training images. Features are the 32 pre-ReLU
+  activations of its hidden layer, probabilities its softmax. Its held-out accuracy is written to
+  ``<folder>/extractor.json`` and reported by prepare.
 - ``inception``: clean-fid's TorchScript Inception-v3 (``inception-2015-12-05.pt``) from a local file.
   ``torch.jit.load`` executes code from that file: it must be a file you trust.
 """
@@ -91,14 +93,17 @@ class _DigitsExtractor(Extractor):
 
 
 def _fit_digits_cnn(config: Any, dataset: Any, folder: Path, *, seed: int, device: torch.device) -> dict[str, Any]:
-    """Train the CNN on the labelled genuine images; save weights (safetensors) + ``extractor.json``."""
+    """Train the CNN on the extractor split (else the labelled genuine images); save safetensors + ``extractor.json``."""
     from safetensors.torch import save_file
 
-    # 1. Labelled genuine images, a seeded held-out split.
-    if dataset.labels is None:
-        raise ValueError("feature_extractor.kind=digits_cnn needs class labels; the data source has none")
-    keep = torch.nonzero(dataset.labels >= 0).flatten()
-    images, labels = dataset.images[keep], dataset.labels[keep]
+    # 1. Labelled images (the extractor's own split when the data holds one out), a seeded test split.
+    if dataset.extractor_images is not None:
+        images, labels, trained_on = dataset.extractor_images, dataset.extractor_labels, "extractor_split"
+    else:
+        if dataset.labels is None:
+            raise ValueError("feature_extractor.kind=digits_cnn needs class labels; the data source has none")
+        keep = torch.nonzero(dataset.labels >= 0).flatten()
+        images, labels, trained_on = dataset.images[keep], dataset.labels[keep], "training_images"
     classes = sorted(set(labels.tolist()))
     targets = torch.as_tensor(np.searchsorted(np.asarray(classes), labels.numpy()), dtype=torch.int64)
     generator = torch.Generator().manual_seed(seed)
@@ -133,6 +138,7 @@ def _fit_digits_cnn(config: Any, dataset: Any, folder: Path, *, seed: int, devic
         "test_accuracy": accuracy,
         "n_train": len(train),
         "n_test": len(test),
+        "trained_on": trained_on,
     }
     (folder / EXTRACTOR_JSON).write_text(json.dumps(summary, indent=1))
     return summary

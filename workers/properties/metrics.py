@@ -3,10 +3,19 @@
 Formulas (code names -> symbols):
 - ``fid`` = ||μ_g - μ_r||² + Tr(Σ_g + Σ_r - 2 (Σ_g Σ_r)^½) (Heusel et al. 2017), via clean-fid's
   ``frechet_distance`` on the generated features' (μ_g, Σ_g) and the cached reference (μ_r, Σ_r).
-- ``log_fid`` = log(fid) (the demo's headline: relative changes, tamer than FID's huge range).
+- ``log_fid`` = log(fid). Not a headline: Shapley values are not invariant to a monotone transform, so
+  φ(log_fid) answers another question than φ(fid) (credit for *relative* FID changes, which weighs the
+  steps between good models as much as those between bad ones). Kept as a variance-stabilising
+  alternative, e.g. when FID spans orders of magnitude across coalitions; read it next to ``fid``.
 - ``kid`` = unbiased MMD² with the polynomial kernel k(x, y) = (xᵀy / D + 1)³ (Bińkowski et al. 2018),
   on all pairs (no random subsets, so it is deterministic):
-  (1/(m(m-1))) Σ_{i≠j} k(g_i, g_j) + (1/(n(n-1))) Σ_{i≠j} k(r_i, r_j) - (2/(mn)) Σ_{i,j} k(g_i, r_j).
+  (1/(m(m-1))) Σ_{i≠j} k(g_i, g_j) + (1/(n(n-1))) Σ_{i≠j} k(r_i, r_j) - (2/(mn)) Σ_{i,j} k(g_i, r_j),
+  on features **standardised with the reference statistics** (z = (x - μ_r) / σ_r per dimension, σ_r from
+  the diagonal of Σ_r) for both sets, so its scale does not depend on the extractor's (values ~1e-2..10).
+
+FID at a fixed number of generated images n is biased upward (by about Tr(Σ)/n terms; Chong & Forsyth
+2020): every coalition uses the same ``sampling.n_images``, so differences between coalitions (all that
+Shapley values use) compare like with like, but absolute values are not comparable across settings of n.
 - ``inception_score`` = exp( mean_i KL(p(y|x_i) || p(y)) ), p(y) = mean_i p(y|x_i) (Salimans et al. 2016).
 - ``diversity`` = Shannon entropy (nats) of the proportions of argmax classes; log K when uniform.
 - ``quality`` = mean_i max_y p(y|x_i), the classifier's mean confidence.
@@ -54,10 +63,17 @@ def kernel_inception_distance(x: np.ndarray, y: np.ndarray) -> float:
     return float(term_xx + term_yy - 2.0 * k_xy.mean())
 
 
+def standardise(features: np.ndarray, reference: Reference) -> np.ndarray:
+    """``features`` (N, D) as z-scores of the reference: (x - μ_r) / σ_r, σ_r = sqrt(diag Σ_r) (floored)."""
+    scale = np.sqrt(np.maximum(np.diag(np.atleast_2d(reference.sigma)), 1e-12))
+    return (features.astype(np.float64) - reference.mu) / scale
+
+
 @register_property("kid")
 def kid(generated: GeneratedFeatures, reference: Reference) -> float:
-    """Kernel Inception Distance, unbiased (lower is better; can be slightly negative)."""
-    return kernel_inception_distance(generated.features, reference.features)
+    """Kernel Inception Distance, unbiased, on reference-standardised features (lower is better; can be
+    slightly negative)."""
+    return kernel_inception_distance(standardise(generated.features, reference), standardise(reference.features, reference))
 
 
 @register_property("inception_score")
