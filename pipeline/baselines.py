@@ -6,9 +6,13 @@ units, so it is scored by exactly the same LDS and counterfactuals as the Shaple
 
 - ``loo``: phi_i = v(N) - v(N minus i). Needs the n leave-one-out coalitions.
 - ``add_one_in``: phi_i = v({i}) - v(empty). Needs the n singletons.
-- ``banzhaf_msr``: ``contribshap.pipeline.estimators.estimate(..., method="banzhaf_msr")`` on the estimate rows
-  (Wang & Jia 2023; unbiased on a uniform design, only approximate on a Shapley-kernel design).
+- ``banzhaf_on_estimate_rows``: ``contribshap.pipeline.estimators.estimate(..., method="banzhaf_msr")`` on the
+  estimate rows, i.e. on the run's (paired Shapley-kernel) design: free, but *not* the Banzhaf value (MSR is
+  unbiased on a uniform design only); named for what it is.
 - ``datamodel``: ``estimate(..., method="datamodel")`` (ridge regression of v(S) on the mask).
+- ``banzhaf_uniform`` (:func:`banzhaf_uniform`): Banzhaf by MSR on rows of its own uniform design (each
+  contributor kept with probability 1/2) plus the endpoints; ``contribshap evaluate`` evaluates those rows
+  in plan section ``banzhaf_uniform`` when ``evaluation.banzhaf_uniform`` is on.
 
 Model-based baselines (pixel / feature similarity, TRAK) need torch and live in ``contribshap.workers.baselines``.
 """
@@ -21,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-STORE_BASELINES = ("loo", "add_one_in", "banzhaf_msr", "datamodel")
+STORE_BASELINES = ("loo", "add_one_in", "banzhaf_on_estimate_rows", "datamodel")
 """Baselines computed from store rows, in report order."""
 
 
@@ -104,7 +108,7 @@ def store_baselines(
         values: float array (m,): the property for each row (NaN = failed, skipped).
         v_empty, v_full: property of the empty and the full coalition.
         methods: subset of :data:`STORE_BASELINES` (default: all).
-        estimate_rows: optional bool array (m,) selecting the rows that ``banzhaf_msr`` and ``datamodel``
+        estimate_rows: optional bool array (m,) selecting the rows that ``banzhaf_on_estimate_rows`` and ``datamodel``
             regress on (default: all rows).
         level, seed: passed to the estimators.
 
@@ -138,13 +142,13 @@ def store_baselines(
         out[method] = Attribution(method, score, signed=True, kind="store_baseline", note=note)
     # 3. Regression-type baselines through the estimators.
     rows = np.ones(len(masks), dtype=bool) if estimate_rows is None else np.asarray(estimate_rows, dtype=bool)
-    for method in ("banzhaf_msr", "datamodel"):
+    for method, estimator in (("banzhaf_on_estimate_rows", "banzhaf_msr"), ("datamodel", "datamodel")):
         if method not in methods:
             continue
         from contribshap.pipeline.estimators import estimate  # numpy-only module
 
         try:
-            est = estimate(masks[rows], values[rows], v_empty, v_full, method=method, level=level, seed=seed)
+            est = estimate(masks[rows], values[rows], v_empty, v_full, method=estimator, level=level, seed=seed)
         except ValueError as err:  # e.g. too few rows for the method
             out[method] = Attribution(method, np.full(n, math.nan), kind="store_baseline", note=str(err))
             continue
@@ -157,3 +161,36 @@ def store_baselines(
             kind="store_baseline",
         )
     return out
+
+
+def banzhaf_uniform(
+    masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float, *, level: float = 0.95, seed: int = 0,
+) -> Attribution:
+    """Banzhaf values by maximum sample reuse on rows of a uniform design (and the two endpoints).
+
+    phi_i = mean v(S ∋ i) - mean v(S ∌ i) over the rows plus v(∅) and v(N) (Wang & Jia 2023); on an
+    additive game v(S) = c + sum_{i in S} w_i it equals w_i plus the imbalance term
+    sum_{j != i} w_j (P(j in S | i in S) - P(j in S | i not in S)) of the sample, 0 on the full design.
+
+    Args:
+        masks: bool array (m, n): the uniform-design rows (draws; a repeated coalition counts again).
+        values: float array (m,): their values (NaN = failed, dropped).
+        v_empty, v_full: the endpoints' values.
+        level, seed: passed to the estimator.
+
+    Returns:
+        :class:`Attribution` ``banzhaf_uniform`` (kind ``store_baseline``; NaN with a note when too few rows).
+    """
+    from contribshap.pipeline.estimators import estimate  # numpy-only module
+
+    masks = np.asarray(masks, dtype=bool)
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values)
+    try:
+        est = estimate(masks[ok], values[ok], v_empty, v_full, method="banzhaf_msr", level=level, seed=seed,
+                       include_endpoints=True)
+    except ValueError as err:
+        return Attribution("banzhaf_uniform", np.full(masks.shape[1], math.nan), kind="store_baseline", note=str(err))
+    note = f"{int((~ok).sum())} uniform row(s) failed" if (~ok).any() else ""
+    return Attribution("banzhaf_uniform", np.asarray(est.value, dtype=float), np.asarray(est.ci_low, dtype=float),
+                       np.asarray(est.ci_high, dtype=float), signed=True, kind="store_baseline", note=note)

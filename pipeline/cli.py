@@ -171,17 +171,29 @@ def evaluate(
     mode: str = typer.Option(None, "--mode", help="finetune (as the run) | sparsified_ft | ft | retrain."),
     seed: list[int] = typer.Option(None, "--seed", help="Training seed (repeatable; default: config)."),
     method: list[str] = typer.Option(None, "--method", help="Method to score (repeatable; default: all)."),
-    counterfactual: bool = typer.Option(False, "--counterfactual", help="Also remove top/bottom-k and re-evaluate."),
+    counterfactual: bool = typer.Option(None, "--counterfactual/--no-counterfactual",
+                                        help="Remove top/bottom-k and re-evaluate (default: config, on)."),
     top_k: list[float] = typer.Option(None, "--top-k", help="Removal fraction in (0, 1) (repeatable; default 0.1 and 0.2)."),
+    cf_replicates: int = typer.Option(None, "--cf-replicates", help="Replicates per counterfactual coalition (default: config, 3)."),
+    banzhaf_uniform: bool = typer.Option(None, "--banzhaf-uniform/--no-banzhaf-uniform",
+                                         help="Evaluate Banzhaf's own uniform design (default: config, off)."),
+    stratify_exclude: list[str] = typer.Option(None, "--stratify-exclude",
+                                               help="Contributor id left out of the stratified LDS (repeatable; default: planted-*)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the evaluation document as JSON on stdout."),
     address: str = typer.Option(None, "--address", help="Ray address (default: local)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """LDS on held-out subsets (and counterfactual removals) for STORE."""
+    """LDS on held-out subsets (overall and stratified) and counterfactual removals for STORE."""
+    import contextlib
+
     run_evaluate = _lazy("contribshap.pipeline.evaluate", "run_evaluate", "the evaluation")
-    run_evaluate(Path(store), n_subsets=n_subsets, alpha=alpha, mode=mode, seeds=seed or None,
-                 methods=method or None, counterfactual=counterfactual, top_k=tuple(top_k or (0.1, 0.2)),
-                 address=address, progress=progress)
-    typer.echo(str(Path(store) / "estimates" / "evaluation.json"))
+    with contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():
+        doc = run_evaluate(Path(store), n_subsets=n_subsets, alpha=alpha, mode=mode, seeds=seed or None,
+                           methods=method or None, counterfactual=counterfactual,
+                           top_k=tuple(top_k or (0.1, 0.2)), counterfactual_replicates=cf_replicates,
+                           banzhaf_uniform=banzhaf_uniform, stratify_exclude=stratify_exclude or None,
+                           address=address, progress=progress)
+    typer.echo(json.dumps(doc, indent=1) if json_out else str(Path(store) / "estimates" / "evaluation.json"))
 
 
 @app.command()

@@ -218,12 +218,24 @@ class EvaluationConfig(_Strict):
         n_subsets: number of held-out subsets.
         seeds: replicate seeds for held-out evaluations.
         mode: ``finetune`` (as the run), ``sparsified_ft``, ``ft`` or ``retrain`` (ground truth).
+        stratify_exclude: contributor ids whose held-out subsets are left out of the stratified LDS (the
+            LDS "without the obvious one"); None (default) = every planted contributor (ids
+            ``planted-<name>``), [] = no stratified LDS.
+        counterfactual: remove the top-k / bottom-k of each method and re-evaluate (default True).
+        counterfactual_replicates: evaluations per counterfactual coalition (and of the full
+            coalition), for the t-interval over replicates (default 3; 1 gives no interval).
+        banzhaf_uniform: also evaluate a uniform sample of the design's size and score Banzhaf (MSR)
+            on it (``banzhaf_uniform``); costs as many evaluations as the run (default False).
     """
 
     holdout_alpha: float = Field(default=0.5, gt=0, lt=1)
     n_subsets: int = Field(default=50, ge=2)
     seeds: list[int] = Field(default_factory=lambda: [0])
     mode: Literal["finetune", "sparsified_ft", "ft", "retrain"] = "finetune"
+    stratify_exclude: list[str] | None = None
+    counterfactual: bool = True
+    counterfactual_replicates: int = Field(default=3, ge=1)
+    banzhaf_uniform: bool = False
 
 
 class Config(_Strict):

@@ -9,6 +9,9 @@ Notation map (Ilyas et al. 2022; Lin et al. 2025, Sec. 5):
 
 - **LDS** = ``100 * Spearman( sum_{i in S_j} phi_i , mean_seed v(S_j) )``, with a percentile bootstrap CI
   that resamples subsets and seeds together, and the LDS of each seed alone (:func:`lds_score`).
+- **Held-out subsets** S_j (:func:`holdout_subsets`): fixed-size draws that never equal a coalition any
+  method saw (``exclude``); **strata** (:func:`without_members`): the subsets that contain none of a set of
+  contributors (e.g. the planted ones), for the LDS "without the obvious one".
 - **Counterfactuals**: the top-k / bottom-k contributors by phi (:func:`counterfactual_sets`), the full
   coalition without them (:func:`removal_mask`), and the relative change
   ``(v(N minus R) - v(N)) / |v(N)|`` with a t-interval over seeds (:func:`relative_change`).
@@ -30,6 +33,7 @@ from scipy import stats
 __all__ = [
     "LdsResult",
     "counterfactual_sets",
+    "holdout_subsets",
     "lds_score",
     "orient",
     "pearson",
@@ -37,6 +41,7 @@ __all__ = [
     "relative_l2_error",
     "removal_mask",
     "spearman",
+    "without_members",
 ]
 
 
@@ -184,6 +189,54 @@ def lds_score(
     else:
         lo, hi = (float(q) for q in np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]))
     return LdsResult(float(point), lo, hi, [float(v) for v in per_seed], m, s, level)
+
+
+def holdout_subsets(
+    n: int, m: int, *, alpha: float, seed: int, exclude: set[str] | frozenset[str] = frozenset(),
+) -> tuple[np.ndarray, int]:
+    """Held-out subsets of the ``datamodel`` design that never equal an excluded coalition.
+
+    The design's stream (each subset keeps ``round(alpha * n)`` contributors, uniformly; distinct draws;
+    prefix-stable) is read in order and a draw that equals an excluded coalition is rejected and the next
+    one taken, so the subsets are the first ``m`` admissible draws of the stream seeded by ``seed``.
+    With nothing excluded this is exactly ``sample_coalitions(n, m, "datamodel", seed=seed, alpha=alpha)``.
+
+    Args:
+        n: contributors. m: subsets wanted (fewer come back when fewer admissible subsets exist).
+        alpha: fraction of contributors kept, in (0, 1).
+        seed: the held-out seed (its own namespace, apart from the plan's seed).
+        exclude: mask strings (``"0101..."``, contributor order) that must not be drawn: the coalitions
+            the estimators (and the baselines) saw, and the endpoints.
+
+    Returns:
+        ``(masks, rejected)``: bool array (k, n), k <= m, and the number of draws rejected.
+
+    Example:
+        >>> masks, rejected = holdout_subsets(4, 3, alpha=0.5, seed=0, exclude={"1100"})
+        >>> "1100" in {"".join("1" if b else "0" for b in row) for row in masks}
+        False
+    """
+    from contribshap.pipeline.sampling import sample_coalitions  # numpy-only design module
+
+    size = min(max(round(alpha * n), 1), n - 1)
+    excluded = sum(1 for key in exclude if len(key) == n and key.count("1") == size)
+    budget = min(math.comb(n, size), int(m) + excluded)  # every rejection can cost at most one more draw
+    stream = np.asarray(sample_coalitions(n, budget, "datamodel", seed=seed, alpha=alpha), dtype=bool)
+    keys = ["".join("1" if b else "0" for b in row) for row in stream]
+    admissible = [j for j, key in enumerate(keys) if key not in exclude]
+    kept = admissible[: int(m)]
+    read = kept[-1] + 1 if len(kept) == int(m) and kept else len(keys)  # the whole stream when it ran short
+    rejected = sum(1 for key in keys[:read] if key in exclude)
+    return stream[kept].reshape(len(kept), n), rejected
+
+
+def without_members(masks: np.ndarray, members: np.ndarray | list[int]) -> np.ndarray:
+    """Bool (m,): the subsets (rows of ``masks`` (m, n)) that contain none of ``members`` (indices)."""
+    masks = np.asarray(masks, dtype=bool)
+    members = np.asarray(members, dtype=int)
+    if members.size == 0:
+        return np.ones(len(masks), dtype=bool)
+    return ~masks[:, members].any(axis=1)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ One row per planned coalition and section (schema in docs/ARCHITECTURE.md). Sect
 
 - ``endpoint``: the empty and the full coalition (always evaluated, ``replicates.endpoints`` times);
 - ``estimate``: rows of the design (``design.kind``), the only rows the estimators see besides endpoints;
-- ``holdout`` / ``counterfactual``: rows planned by ``contribshap evaluate`` (never fed to estimators).
+- ``holdout`` / ``counterfactual`` / ``banzhaf_uniform``: rows planned by ``contribshap evaluate`` (never fed
+  to estimators; ``banzhaf_uniform`` is the uniform design of the Banzhaf baseline).
 
 Budget: ``design.budget`` counts coalition draws *including* the two endpoints, so the design draws
 ``budget - 2`` coalitions (``exact``: all 2^n - 2; ``loo``: n). Draws that repeat a coalition are merged
@@ -48,7 +49,7 @@ __all__ = [
     "write_plan",
 ]
 
-SECTIONS = ("endpoint", "estimate", "holdout", "counterfactual")
+SECTIONS = ("endpoint", "estimate", "holdout", "counterfactual", "banzhaf_uniform")
 #: Sections whose evaluations feed the estimators.
 ESTIMATOR_SECTIONS = ("endpoint", "estimate")
 PLAN_SCHEMA = pa.schema(

@@ -7,6 +7,9 @@ the mask (the "noise" of :func:`noisy_additive` is a fixed function of the coali
   lower-is-better property). Shapley values are w_i (and -2 w_i): LDS of the exact attributions is 100.
 - :func:`noisy_additive`: the additive game plus a coalition-dependent perturbation of sd 0.3 (weights span
   -3..4), so LDS is high but below 100.
+- :func:`planted_additive`: the additive game whose last player is a planted contributor of weight
+  ``PLANTED_WEIGHT`` (-30, ten times any genuine weight): an attribution that only flags it ranks most
+  held-out subsets right, but says nothing on the subsets without it (the stratified LDS).
 - :func:`always_fails`: raises on every coalition (driver and CLI tests of a run with nothing usable).
 """
 
@@ -42,6 +45,21 @@ def noisy_additive(mask: np.ndarray) -> dict[str, float]:
     return {name: value + float(rng.normal(0.0, 0.3)) for name, value in base.items()}
 
 
+PLANTED_WEIGHT = -30.0
+
+
+def planted_weights(n: int) -> np.ndarray:
+    """Weights of :func:`planted_additive` with n players: genuine WEIGHTS[:n-1], then PLANTED_WEIGHT."""
+    return np.concatenate([WEIGHTS[: n - 1], [PLANTED_WEIGHT]])
+
+
+def planted_additive(mask: np.ndarray) -> dict[str, float]:
+    """Additive game (``value`` = 10 + sum w_i) whose last player has weight PLANTED_WEIGHT."""
+    mask = np.asarray(mask, dtype=bool)
+    _weights(mask)
+    return {"value": 10.0 + float(planted_weights(len(mask))[mask].sum())}
+
+
 def always_fails(mask: np.ndarray) -> dict[str, float]:
     """A game whose every evaluation raises (a run of it produces nothing usable)."""
     raise RuntimeError(f"cannot evaluate {''.join('1' if b else '0' for b in np.asarray(mask, dtype=bool))}")
@@ -57,6 +75,7 @@ def build_store(
     methods: tuple[str, ...] = ("kernelshap", "banzhaf_msr"),
     seed: int = 0,
     timings: dict[str, float] | None = None,
+    evaluation: dict | None = None,
 ):
     """Fill a store the way ``contribshap run`` + ``reduce`` would, in-process (no Ray), for report tests.
 
@@ -78,7 +97,8 @@ def build_store(
     cfg = parse_config(
         {"name": "eval-test", "store": str(root), "seed": seed,
          "game": {"kind": "python", "target": target, "n_players": n},
-         "design": {"kind": design, "budget": budget, "seed": seed}, "estimators": list(methods)},
+         "design": {"kind": design, "budget": budget, "seed": seed}, "estimators": list(methods),
+         **({"evaluation": evaluation} if evaluation is not None else {})},
         check_paths=False,
     )
     store = Store(root)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from contribshap.pipeline.metrics import (
     counterfactual_sets,
+    holdout_subsets,
     lds_score,
     orient,
     pearson,
@@ -17,6 +18,7 @@ from contribshap.pipeline.metrics import (
     relative_l2_error,
     removal_mask,
     spearman,
+    without_members,
 )
 from contribshap.pipeline.sampling import sample_coalitions
 from scipy import stats
@@ -139,3 +141,27 @@ def test_orient_flips_an_anti_correlated_similarity():
     assert sign == -1.0 and np.allclose(flipped, WEIGHTS)
     kept, sign = orient(WEIGHTS, masks, values)
     assert sign == 1.0 and np.allclose(kept, WEIGHTS)
+
+
+# --- held-out subsets and strata ------------------------------------------------------------------------
+def _keys(masks: np.ndarray) -> list[str]:
+    return ["".join("1" if b else "0" for b in row) for row in masks]
+
+
+def test_holdout_subsets_reject_excluded_draws_and_keep_the_stream_order() -> None:
+    stream = _keys(sample_coalitions(8, 70, "datamodel", seed=3, alpha=0.5))  # all C(8, 4) = 70, in order
+    plain, rejected = holdout_subsets(8, 20, alpha=0.5, seed=3)
+    assert _keys(plain) == stream[:20] and rejected == 0  # nothing excluded: the datamodel stream itself
+    exclude = set(stream[0:40:3])  # 14 draws, 7 of them among the first 20
+    masks, rejected = holdout_subsets(8, 20, alpha=0.5, seed=3, exclude=exclude)
+    assert _keys(masks) == [k for k in stream if k not in exclude][:20] and rejected == 10
+    assert not set(_keys(masks)) & exclude and len(set(_keys(masks))) == 20
+    short, rejected = holdout_subsets(8, 100, alpha=0.5, seed=3, exclude=exclude)
+    assert len(short) == 70 - 14 and rejected == 14  # fewer admissible subsets than asked
+
+
+def test_without_members_selects_the_stratum() -> None:
+    masks = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=bool)
+    assert without_members(masks, [2]).tolist() == [False, True, True, False]
+    assert without_members(masks, [0, 2]).tolist() == [False, True, False, False]
+    assert without_members(masks, []).all()
