@@ -207,6 +207,10 @@ def run_evaluate(
 
     # 8. LDS per property x method: overall, and on the stratum without the flagged (planted) contributors.
     stratum = without_members(masks, flagged) if flagged else np.zeros(len(masks), bool)
+    if flagged and stratum.sum() < 3:
+        notes.append(f"only {int(stratum.sum())} held-out subset(s) without {', '.join(settings.stratify_exclude or [])}"
+                     f": the stratified LDS needs at least 3; raise --n-subsets (about (1 - alpha)^{len(flagged)} of "
+                     "the subsets fall in the stratum)")
     lds_doc, lds_strat = _lds(masks, holdout, attributions, props, level=cfg.level, seed=cfg.seed,
                               stratum=stratum if flagged else None, label=_stratum_label(settings),
                               progress=progress)
