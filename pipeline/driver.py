@@ -78,6 +78,7 @@ from contribshap.pipeline.tasks import (
     evaluate_task,
     model_baselines_task,
     prepare_task,
+    read_progress,
 )
 
 __all__ = [
@@ -98,6 +99,10 @@ RESOURCE_REFRESH_S = 5.0
 INDEX_FLUSH_S = 10.0
 #: Timeout of one ``ray.wait`` call: the loop wakes at least this often to refresh the bar and the cache.
 WAIT_TIMEOUT_S = 1.0
+#: Seconds between two reads of the prepare task's progress file (the prepare bar).
+PREPARE_POLL_S = 0.3
+#: The prepare task's progress file, in the store (removed when prepare ends).
+PREPARE_PROGRESS_FILE = "prepare-progress.json"
 
 
 # --- dispatch -----------------------------------------------------------------------------------------------
@@ -222,6 +227,7 @@ class RunSummary:
     skipped: int = 0  # evaluations of the final plan found done before this invocation
     stopped_because: str = ""
     wall_s: float = 0.0
+    prepare_s: float = 0.0  # seconds in the prepare step (about 0 when the store was prepared before)
 
 
 def _search_paths() -> tuple[str, ...]:
@@ -233,9 +239,45 @@ def _config_text(cfg: Config) -> str:
     return json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
 
 
+def _await_prepare(ref: Any, progress_path: Path, enabled: bool) -> Any:
+    """``ray.get(ref)`` of the prepare task, showing the stage and steps it reports as one live bar on stderr."""
+    import ray
+
+    if not enabled:
+        return ray.get(ref)
+    from tqdm.auto import tqdm
+
+    steps_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
+    bar = tqdm(total=1, desc="prepare: starting a worker", dynamic_ncols=True, mininterval=0.5, leave=False,
+               file=sys.stderr, bar_format="{desc} [{elapsed}]")
+    stage = None
+    try:
+        while True:
+            done_refs, _ = ray.wait([ref], timeout=PREPARE_POLL_S)
+            state = read_progress(progress_path)
+            if state is not None:
+                total = int(state["total"])
+                if state["stage"] != stage:  # a new stage: the same bar, reset (a stage without steps: no bar)
+                    stage = state["stage"]
+                    bar.bar_format = steps_format if total else "{desc} [{elapsed}]"
+                    bar.reset(total=max(total, 1))
+                    bar.set_description_str(stage, refresh=False)
+                bar.n = min(int(state["done"]), total) if total else 0
+            bar.update(0)  # redraws at most every mininterval (the elapsed time moves on)
+            if done_refs:
+                return ray.get(ref)
+    finally:
+        bar.close()
+        with contextlib.suppress(OSError):
+            progress_path.unlink()
+
+
 def _ensure_prepared(cfg: Config, store: Store, namespace: str, config_text: str,
-                     search_paths: tuple[str, ...], ray_context: LazyRay) -> list[dict[str, Any]]:
-    """Run ``prepare`` as one Ray task unless this namespace was prepared; returns contributors."""
+                     search_paths: tuple[str, ...], ray_context: LazyRay, *, progress: bool = False) -> list[dict[str, Any]]:
+    """Run ``prepare`` as one Ray task unless this namespace was prepared; returns contributors.
+
+    ``progress``: show what the task reports (stage, steps) as one live bar on stderr.
+    """
     manifest = store.read_manifest()
     prepared = manifest.get("prepared") or {}
     if manifest.get("contributors") and namespace in prepared:
@@ -247,8 +289,11 @@ def _ensure_prepared(cfg: Config, store: Store, namespace: str, config_text: str
         num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, max_retries=cfg.ray.max_retries,
         name="contribshap.prepare",
     )
+    progress_path = store.root / PREPARE_PROGRESS_FILE
     try:
-        out = ray.get(remote.remote(config_text, str(store.root), namespace, search_paths))
+        ref = remote.remote(config_text, str(store.root), namespace, search_paths,
+                            str(progress_path) if progress else None)
+        out = _await_prepare(ref, progress_path, progress)
     except Exception as error:
         cause = getattr(error, "cause", None) or error
         if isinstance(cause, ContribshapError):
@@ -314,7 +359,10 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
     with lock, LazyRay(address, cfg.ray) as ray_context:
         config_text, search_paths = _config_text(cfg), _search_paths()
         # 3. prepare once
-        contributors = _ensure_prepared(cfg, store, namespace, config_text, search_paths, ray_context)
+        prepare_clock = time.perf_counter()
+        contributors = _ensure_prepared(cfg, store, namespace, config_text, search_paths, ray_context,
+                                        progress=progress)
+        summary.prepare_s = time.perf_counter() - prepare_clock
         ids = [c["id"] for c in contributors]
         _check_budget(cfg, len(ids))
         budgets = round_budgets(cfg.design.kind, len(ids), cfg.design.budget,
@@ -423,7 +471,8 @@ def evaluate_coalitions(cfg: Config, store: Store | str | Path, masks: np.ndarra
     lock = DriverLock(store.lock_path, stale_after_s=cfg.ray.stale_lock_s, heartbeat_s=cfg.ray.heartbeat_s)
     with lock, LazyRay(address, cfg.ray) as ray_context:
         config_text, search_paths = _config_text(derived), _search_paths()
-        contributors = _ensure_prepared(derived, store, namespace, config_text, search_paths, ray_context)
+        contributors = _ensure_prepared(derived, store, namespace, config_text, search_paths, ray_context,
+                                        progress=progress)
         ids = [c["id"] for c in contributors]
         if masks.ndim != 2 or masks.shape[1] != len(ids):
             raise ConfigError(f"masks: shape {masks.shape} does not match ({len(ids)} contributors); pass (m, {len(ids)})")

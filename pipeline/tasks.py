@@ -6,6 +6,9 @@ per-task resources of the config's ``ray`` section. Every task gets the resolved
 (:func:`cached_game`), so a GPU worker loads its model once.
 
 - :func:`prepare_task`: build the game, run ``game.prepare()``; contributors and a summary come back.
+  While it runs, :func:`report_progress` calls (stage, step, steps) made by the worker code go to a small
+  JSON file the driver polls for its progress bar (:func:`read_progress`), so no worker output reaches
+  the console.
 - :func:`evaluate_task`: evaluate one (coalition, replicate), retry transient errors inside the task, write
   its row atomically (``ok`` or ``failed``) and return it.
 - :func:`model_baselines_task` / :func:`counterfactual_samples_task`: the torch baselines of
@@ -14,18 +17,26 @@ per-task resources of the config's ``ray`` section. Every task gets the resolved
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from contribshap.pipeline.config import Config
 from contribshap.pipeline.ray_context import one_line
-from contribshap.pipeline.store import RESERVED_COLUMNS, Store, make_row, mask_from_str, worker_name
+from contribshap.pipeline.store import (
+    RESERVED_COLUMNS,
+    Store,
+    atomic_write_json,
+    make_row,
+    mask_from_str,
+    worker_name,
+)
 
 __all__ = [
     "cached_game",
@@ -34,7 +45,52 @@ __all__ = [
     "is_transient",
     "model_baselines_task",
     "prepare_task",
+    "read_progress",
+    "report_progress",
 ]
+
+#: Seconds between two writes of the progress file (a new stage is written at once).
+PROGRESS_INTERVAL_S = 0.25
+#: Where the running task sends :func:`report_progress` calls (None: nowhere). A context variable, so
+#: only code running inside the task that set it reports.
+_PROGRESS_SINK: contextvars.ContextVar[Callable[[str, int, int], None] | None] = contextvars.ContextVar(
+    "contribshap_progress_sink", default=None)
+
+
+def report_progress(stage: str, done: int = 0, total: int = 0) -> bool:
+    """Tell the driver what the running task does: ``stage`` (e.g. ``"prepare 1/6 train θ*"``), ``done`` of
+    ``total`` steps (0 of 0: a stage without steps). Returns False (and does nothing) outside a task that
+    collects progress, so callers fall back to their own display (a tqdm bar when run by hand)."""
+    sink = _PROGRESS_SINK.get()
+    if sink is None:
+        return False
+    sink(stage, int(done), int(total))
+    return True
+
+
+class _ProgressFile:
+    """Progress sink: ``{"stage", "done", "total", "at"}`` written atomically to ``path``, at most every
+    :data:`PROGRESS_INTERVAL_S` seconds unless the stage changes or it is the stage's last step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.stage, self.written_at = Path(path), None, 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage == self.stage and done < total and now - self.written_at < PROGRESS_INTERVAL_S:
+            return
+        self.stage, self.written_at = stage, now
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path, {"stage": stage, "done": done, "total": total, "at": time.time()})
+
+
+def read_progress(path: Path) -> dict[str, Any] | None:
+    """The last progress a task wrote to ``path`` (``{"stage", "done", "total", "at"}``), or None."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and "stage" in doc else None
 
 
 def is_transient(error: BaseException, names: Sequence[str]) -> bool:
@@ -61,10 +117,19 @@ def cached_game(namespace: str, store_root: str, config_text: str, search_paths:
     return build_game(_config(config_text), Path(store_root), search_paths=search_paths)
 
 
-def prepare_task(config_text: str, store_root: str, namespace: str, search_paths: tuple[str, ...]) -> dict[str, Any]:
-    """Build the game, run ``prepare()``, return contributors, property names, a summary and the worker."""
-    game = cached_game(namespace, store_root, config_text, search_paths)
-    summary = game.prepare()
+def prepare_task(config_text: str, store_root: str, namespace: str, search_paths: tuple[str, ...],
+                 progress_path: str | None = None) -> dict[str, Any]:
+    """Build the game, run ``prepare()``, return contributors, property names, a summary and the worker.
+
+    ``progress_path``: a file for :func:`report_progress` calls made while preparing (the driver's bar);
+    None: no progress is reported (and worker code shows none).
+    """
+    token = _PROGRESS_SINK.set(_ProgressFile(Path(progress_path)) if progress_path else None)
+    try:
+        game = cached_game(namespace, store_root, config_text, search_paths)
+        summary = game.prepare()
+    finally:
+        _PROGRESS_SINK.reset(token)
     return {
         "contributors": [c.to_dict() for c in game.contributors()],
         "property_names": list(game.property_names()),

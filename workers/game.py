@@ -14,6 +14,10 @@ driver caches it), loads the prepared artifacts once on first use, and then eval
 4. Sample ``sampling.n_images`` from the shared noise seed (common random numbers); decode latents.
 5. Extract features once; compute every property on them.
 
+The full and the empty coalition (replicate 0) also keep a small grid of their first generated images,
+``<artifacts_dir>/samples/{full,null}-<game hash>-r0.png`` (:func:`save_sample_grid`, written atomically),
+named in the row's ``info["samples"]`` for the report.
+
 The empty coalition is the null model (``null_model``: a seeded random init, or θ* for ``base``; SD-LoRA:
 the base pipeline without LoRA), measured with the same sampling and properties; it is not trained. The
 full coalition goes through steps 1-5 like every other coalition: v(N) is then "the recovered model after
@@ -26,7 +30,9 @@ three published settings, so any process that builds a game knows every source.
 
 from __future__ import annotations
 
+import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +43,17 @@ from contribshap.workers import usecases  # noqa: F401  (registers the use-case 
 from contribshap.workers.backends import Backend, ldm, make_backend, sd_lora  # noqa: F401  (ldm, sd_lora: registrations)
 from contribshap.workers.data import load_index
 from contribshap.workers.prepare import Prepared, load_prepared, prepare
+from contribshap.workers.prepare import config_hash as artifact_hash
 from contribshap.workers.properties import Reference, compute_properties
 from contribshap.workers.properties.extractors import Extractor
 from contribshap.workers.sampling import sample_images
 from contribshap.workers.training import TrainStats, train
 
 FINETUNE_MODES = ("sparsified_ft", "ft", "retrain")
+#: Images kept in the sample grid of the full / empty coalition (the first ones of the shared noise).
+SAMPLE_GRID_IMAGES = 64
+#: Folder of the sample grids, inside the artifacts folder.
+SAMPLES_DIR = "samples"
 
 
 def build_diffusion_game(config: Any, *, artifacts_dir: Path, seed: int = 0) -> DiffusionGame:
@@ -123,13 +134,66 @@ def measure_model(
     *,
     replicate: int,
     device: torch.device,
+    on_images: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Steps 4-5: sample with the shared noise, decode, compute every configured property: (values, timings)."""
+    """Steps 4-5: sample with the shared noise, decode, compute every configured property: (values, timings).
+
+    ``on_images`` (optional) is called once with the generated images, float32 (n_images, C, H, W) in [-1, 1].
+    """
     images, timings = generate(config, backend, model, replicate=replicate, device=device)
+    if on_images is not None:
+        on_images(images)
     start = time.perf_counter()
     values = compute_properties(list(config.properties), extractor(images), reference)
     timings["eval_s"] = time.perf_counter() - start
     return values, timings
+
+
+def image_grid_png(images: torch.Tensor, *, columns: int, tile: int | None = None) -> bytes:
+    """PNG bytes of ``images`` laid out in rows of ``columns`` tiles with a 2-pixel white gap.
+
+    Args:
+        images: float (k, C, H, W) in [-1, 1], C = 1 (grey) or 3 (RGB), k >= 1.
+        columns: tiles per row. tile: tile side in pixels (default: H scaled by an integer factor to at
+            least 40 px for tiny images, at most 96 px for large ones).
+
+    Example::
+
+        png = image_grid_png(torch.zeros(8, 1, 8, 8), columns=4)  # a 4 x 2 grid of 48-px grey tiles
+    """
+    from PIL import Image
+
+    pixels = ((images.detach().float().clamp(-1, 1).cpu().numpy() + 1.0) * 127.5).round().astype(np.uint8)
+    k, channels, height, width = pixels.shape
+    if channels not in (1, 3):
+        raise ValueError(f"images have {channels} channels; a grid needs 1 (grey) or 3 (RGB), decode latents first")
+    if tile is None:
+        tile = height * max(1, -(-40 // height)) if height < 40 else min(height, 96)
+    size = (tile, max(1, round(width * tile / height)))
+    rows, gap = -(-k // columns), 2
+    mode = "L" if channels == 1 else "RGB"
+    canvas = Image.new(mode, (columns * (size[1] + gap) - gap, rows * (size[0] + gap) - gap), 255 if channels == 1 else (255, 255, 255))
+    resample = Image.Resampling.NEAREST if tile >= height else Image.Resampling.LANCZOS
+    for index, image in enumerate(pixels):
+        array = image[0] if channels == 1 else image.transpose(1, 2, 0)
+        picture = Image.fromarray(array, mode=mode).resize((size[1], size[0]), resample)
+        row, column = divmod(index, columns)
+        canvas.paste(picture, (column * (size[1] + gap), row * (size[0] + gap)))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def save_sample_grid(images: torch.Tensor, path: Path, *, n_images: int = SAMPLE_GRID_IMAGES) -> Path:
+    """Write the first ``n_images`` of ``images`` (float (k, C, H, W) in [-1, 1]) as a square-ish PNG grid,
+    atomically (a reader never sees half a file); returns ``path``."""
+    from contribshap.pipeline.store import atomic_write_bytes
+
+    shown = images[:n_images]
+    columns = max(1, int(np.ceil(np.sqrt(len(shown)))))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(path), image_grid_png(shown, columns=columns))
+    return Path(path)
 
 
 class DiffusionGame:
@@ -155,6 +219,7 @@ class DiffusionGame:
         self._backend: Backend | None = None
         self._prepared: Prepared | None = None
         self._null_values: dict[int, tuple[dict[str, float], dict[str, float]]] = {}
+        self._grid_tag = artifact_hash(config)  # sample grids of another game (e.g. retrain mode) never collide
 
     # -- Game protocol ------------------------------------------------------------------------------
     def contributors(self) -> list[Contributor]:
@@ -177,29 +242,42 @@ class DiffusionGame:
 
         # Empty coalition: the null model, measured once per replicate and process.
         if not mask.any():
+            keep = self._sample_grid("null", replicate)
             if replicate not in self._null_values:
                 self._null_values[replicate] = measure_model(
                     self.config, prepared.backend, prepared.backend.stage_model("null"), prepared.extractor,
-                    prepared.reference, replicate=replicate, device=prepared.device)
+                    prepared.reference, replicate=replicate, device=prepared.device, on_images=keep)
             values, timings = self._null_values[replicate]
-            return EvalResult(values=dict(values), timings={"finetune_s": 0.0, **timings},
-                              info={**info, "null_model": self.config.null_model})
+            info["null_model"] = self.config.null_model
+            if keep is not None:
+                info["samples"] = keep.name
+            return EvalResult(values=dict(values), timings={"finetune_s": 0.0, **timings}, info=info)
 
         # 1-3. Start model by mode, then train on S's items.
         start = time.perf_counter()
         model, stats, steps, lr = finetune_on(self.config, prepared, mask, seed=seed)
         finetune_s = time.perf_counter() - start
 
-        # 4-5. Sample with the shared noise, measure every property once.
+        # 4-5. Sample with the shared noise, measure every property once (the full coalition keeps a grid).
+        keep = self._sample_grid("full", replicate) if mask.all() else None
         values, timings = measure_model(self.config, prepared.backend, prepared.backend.sampling_model(model),
                                         prepared.extractor, prepared.reference, replicate=replicate,
-                                        device=prepared.device)
+                                        device=prepared.device, on_images=keep)
         info.update({"steps": steps, "lr": lr, "final_loss": stats.final_loss})
+        if keep is not None:
+            info["samples"] = keep.name
         if prepared.device.type == "cuda":  # peak of this worker process so far (bench/gpu_smoke.sh reports it)
             info["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(prepared.device) / 2**30, 3)
         return EvalResult(values=values, timings={"finetune_s": finetune_s, **timings}, info=info)
 
     # -- helpers ------------------------------------------------------------------------------------
+    def _sample_grid(self, which: str, replicate: int) -> _GridWriter | None:
+        """The grid writer of the ``full`` / ``null`` model for replicate 0 (None for other replicates)."""
+        if replicate != 0:
+            return None
+        relative = f"{SAMPLES_DIR}/{which}-{self._grid_tag}-r{replicate}.png"
+        return _GridWriter(self.artifacts_dir / relative, f"{self.artifacts_dir.name}/{relative}")
+
     def backend(self) -> Backend:
         """The model kind's backend, built on first use (it loads the model components)."""
         if self._backend is None:
@@ -211,3 +289,14 @@ class DiffusionGame:
         if self._prepared is None:
             self._prepared = load_prepared(self.config, self.artifacts_dir, seed=self.seed, backend=self.backend())
         return self._prepared
+
+
+class _GridWriter:
+    """``on_images`` callback of :func:`measure_model` that saves a sample grid; ``name`` is the path
+    recorded in the row's ``info["samples"]`` (relative to the store: ``artifacts/samples/...png``)."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path, self.name = path, name
+
+    def __call__(self, images: torch.Tensor) -> None:
+        save_sample_grid(images, self.path)

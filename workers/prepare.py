@@ -17,6 +17,7 @@ Stages (numbers match :func:`prepare`)::
     5 reference    feature mean/covariance/features of the reference images        reference.npz
                    (``reference: heldout``: images no contributor owns and the extractor never saw)
     6 stages       every property for the null, θ*, pruned and recovered models     artifact.json
+    7 thumbnails   a few of each contributor's own images (the report's cards)     <k>.png, index.json
 
 The null model (v(∅)) is not stored: ``random_init`` is rebuilt exactly from the config seed.
 """
@@ -43,6 +44,8 @@ from contribshap.workers.properties.extractors import Extractor, extractor_kind
 from contribshap.workers.training import resolve_device
 
 ARTIFACT_JSON = "artifact.json"
+#: Own images per contributor in its thumbnail grid (evenly spread over its images).
+THUMBNAIL_IMAGES = 8
 #: Version of the built-in property formulas; 2 = KID on standardised features. Part of the stage hash.
 METRICS_VERSION = 2
 _TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
@@ -143,6 +146,7 @@ def artifact_paths(config: Any, backend: Any, artifacts_dir: Path, *, seed: int)
     hashes["reference"] = config_hash(hashes["extractor"], config.reference)
     hashes["stages"] = config_hash(hashes["recovered"], hashes["reference"], config.sampling, config.null_model,
                                    config.properties, f"metrics-{METRICS_VERSION}")
+    hashes["thumbnails"] = config_hash(config.data, THUMBNAIL_IMAGES)
     return {name: artifacts_dir / f"{name}-{value}" for name, value in hashes.items()}
 
 
@@ -162,6 +166,28 @@ def reference_images(config: Any, dataset: ContributorDataset) -> torch.Tensor:
     if config.reference == "all":
         return dataset.images
     raise ValueError(f"reference={config.reference!r} is unknown; valid: ['heldout', 'clean', 'all']")
+
+
+def make_thumbnails(dataset: ContributorDataset, folder: Path, *, n_images: int = THUMBNAIL_IMAGES) -> dict[str, Any]:
+    """Stage 7: one PNG grid of up to ``n_images`` own images per contributor, and ``index.json``.
+
+    ``index.json``: ``{"contributors": [{"id", "name", "png", "n_images", "planted"}]}`` in contributor
+    order (``png``: file name in ``folder``; ``planted``: the contributor's images were planted by the data
+    source, e.g. pure noise). The driver-side report reads these files and never imports torch.
+    """
+    from contribshap.workers.game import image_grid_png
+
+    owner = dataset.contributor_index.cpu().numpy()
+    entries = []
+    for index, contributor in enumerate(dataset.contributors):
+        items = np.flatnonzero(owner == index)
+        picked = np.unique(np.linspace(0, len(items) - 1, min(n_images, len(items))).round().astype(int))
+        png = f"{index:05d}.png"
+        (folder / png).write_bytes(image_grid_png(dataset.images[items[picked]], columns=min(4, len(picked))))
+        entries.append({"id": contributor.id, "name": contributor.name, "png": png, "n_images": len(items),
+                        "planted": bool(dataset.planted[items].any())})
+    (folder / "index.json").write_text(json.dumps({"contributors": entries}, indent=1))
+    return {"n_contributors": len(entries), "images_each": n_images}
 
 
 @dataclass
@@ -204,6 +230,7 @@ def prepare(config: Any, backend: Any, artifacts_dir: Path, *, seed: int, progre
         seed: the run's seed (θ* init and batches, pruning with random importance, extractor training).
         progress: show tqdm bars for the training stages.
     """
+    from contribshap.pipeline.tasks import report_progress
     from contribshap.workers.game import measure_model
 
     missing = config.missing_paths()
@@ -220,9 +247,11 @@ def prepare(config: Any, backend: Any, artifacts_dir: Path, *, seed: int, progre
         summary["removed_stale_tmp"] = removed
 
     # 0-3. The backend's stages: (latents,) θ*, θ~*, recovered θ~*.
+    report_progress("prepare: models")
     summary.update(backend.prepare(paths, lambda: load_dataset(config.data), owner, progress=progress))
 
     # 4. Feature extractor.
+    report_progress("prepare: feature extractor")
     kind = extractor_kind(config.feature_extractor.kind)
     summary["extractor"] = stage(
         paths["extractor"],
@@ -239,6 +268,7 @@ def prepare(config: Any, backend: Any, artifacts_dir: Path, *, seed: int, progre
         reference.save(folder / "reference.npz")
         return {"n_reference": len(images), "feature_dim": int(features.shape[1]), "set": config.reference}
 
+    report_progress("prepare: reference statistics")
     summary["reference"] = stage(paths["reference"], make_reference)
 
     # 6. Every property for the null, θ*, pruned and recovered models (what the pipeline starts from).
@@ -251,7 +281,13 @@ def prepare(config: Any, backend: Any, artifacts_dir: Path, *, seed: int, progre
                                             replicate=0, device=device)
         return {"values": values}
 
+    report_progress("prepare: properties of the prepared models")
     summary["stages"] = stage(paths["stages"], make_stages)
+
+    # 7. A few of each contributor's own images, for the report.
+    report_progress("prepare: contributor thumbnails")
+    summary["thumbnails"] = stage(paths["thumbnails"], lambda folder: {
+        **make_thumbnails(load_dataset(config.data), folder), "folder": paths["thumbnails"].name})
     return summary
 
 

@@ -86,11 +86,14 @@ def train(
         seed: seed of batches, timesteps and noise.
         device: where to train. precision: ``fp32`` | ``fp16`` | ``bf16`` (mixed precision, CUDA only).
         steps / lr: override ``optim.steps`` / ``optim.lr`` (used for ``retrain``).
-        progress: description of a tqdm bar, or None for no bar.
+        progress: stage name of the progress display, or None for none: inside a task that collects
+            progress (``contribshap.pipeline.tasks.report_progress``) the steps go to the driver's bar,
+            otherwise a tqdm bar is shown here.
 
     Returns:
         TrainStats. With ``optim.ema_decay`` set, the model ends with the EMA weights.
     """
+    from contribshap.pipeline.tasks import report_progress
     from tqdm.auto import tqdm
 
     n_steps = optim.steps if steps is None else steps
@@ -115,9 +118,11 @@ def train(
     n_timesteps = noise_scheduler.config.num_train_timesteps
     model.train()
 
-    # 2. The loop.
+    # 2. The loop (progress: to the driver when a task collects it, else a local bar).
     losses: list[float] = []
-    for step in tqdm(range(n_steps), desc=progress, disable=progress is None, leave=False, mininterval=1.0):
+    to_driver = progress is not None and report_progress(progress, 0, n_steps)
+    bar = tqdm(range(n_steps), desc=progress, disable=progress is None or to_driver, leave=False, mininterval=1.0)
+    for step in bar:
         if optim.warmup_steps:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate * min(1.0, (step + 1) / optim.warmup_steps)
@@ -138,6 +143,8 @@ def train(
         if ema is not None:
             ema.update(model)
         losses.append(float(loss.detach()))
+        if to_driver:
+            report_progress(progress, step + 1, n_steps)
 
     # 3. EMA weights in, back to eval mode.
     if accelerator is not None:
