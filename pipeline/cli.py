@@ -52,18 +52,183 @@ def _lazy(module: str, attribute: str, owner: str):
         ) from None
 
 
-def _run_and_show(config: Path, *, store: Path | None, address: str | None, force_new: bool, progress: bool) -> None:
+def _run_and_show(config: Path, *, store: Path | None, address: str | None, force_new: bool, progress: bool,
+                  quiet: bool = False, as_json: bool = False, demo: bool = False) -> None:
+    """``run`` and ``demo``: the run; for the demo also its sample grid and report; then one summary.
+
+    Output: live bars while it works and one summary at the end (counts, the credit table, the paths), on
+    stderr; ``quiet``: nothing but warnings and errors on stderr, and the report (demo) or estimates (run)
+    path on stdout; ``as_json``: one JSON document on stdout (:func:`_summary_document`).
+    """
     from contribshap.pipeline.config import load_config
     from contribshap.pipeline.driver import run as run_driver
-    from contribshap.pipeline.reduce import reduce_store
+    from contribshap.pipeline.ray_context import LazyRay
 
     cfg = load_config(config)
-    summary = run_driver(cfg, store_path=store, address=address, force_new=force_new, progress=progress)
-    _echo_err(
+    chatty = not (quiet or as_json)
+    # 1. The run. The demo holds one Ray for the run and its sample grid (the run's worker is reused).
+    with LazyRay(address, cfg.ray) as session:
+        if demo:
+            session.ensure()
+        summary = run_driver(cfg, store_path=store, address=address, force_new=force_new,
+                             progress=progress and chatty)
+        # 2. Demo of a diffusion game: the full model next to the model without the top contributors.
+        grid = _demo_sample_grid(cfg, summary.store, address) if demo and cfg.game.kind == "diffusion" else None
+    # 3. Demo: the report.
+    report = _build_report_or_warn(summary.store) if demo else None
+    # 4. One summary.
+    estimates_path = summary.store / "estimates" / "estimates.json"
+    if as_json:
+        typer.echo(json.dumps(_summary_document(summary, cfg, estimates_path, report, grid), indent=1))
+    elif quiet:
+        typer.echo(str(report or estimates_path))
+    else:
+        _show_summary(summary, estimates_path, report, level=cfg.level)
+
+
+def _demo_sample_grid(cfg, store: Path, address: str | None) -> Path | None:
+    """The demo's grid of the full model next to the model without its top contributors (and without
+    each flagged one): one Ray task, a few seconds; skipped when the grid of the same panels exists."""
+    from contribshap.pipeline.driver import run_counterfactual_samples
+    from contribshap.pipeline.report import SAMPLES_WITHOUT_JSON, SAMPLES_WITHOUT_PNG, sample_panels
+    from contribshap.pipeline.store import atomic_write_json
+
+    panels, doc = sample_panels(store)
+    if not panels:
+        return None
+    png, caption = store / SAMPLES_WITHOUT_PNG, store / SAMPLES_WITHOUT_JSON
+    try:
+        if png.is_file() and json.loads(caption.read_text()).get("masks") == doc["masks"]:
+            return png
+    except (OSError, ValueError):
+        pass
+    try:
+        run_counterfactual_samples(cfg, store, panels, png, address=address)
+    except ContribshapError as error:
+        _echo_err(f"warning: no sample grid without the top contributors: {error}")
+        return None
+    atomic_write_json(caption, doc)
+    return png
+
+
+def _build_report_or_warn(store: Path) -> Path | None:
+    try:
+        build_report = _lazy("contribshap.pipeline.report", "build_report", "the report")
+        return build_report(store)
+    except ContribshapError as error:
+        _echo_err(f"warning: no report: {error}")
+        return None
+
+
+def _summary_document(summary, cfg, estimates_path: Path, report: Path | None, grid: Path | None) -> dict:
+    """``run --json`` / ``demo --json``: what the run did and where its results are."""
+    return {
+        "name": cfg.name, "store": str(summary.store), "config_hash": summary.namespace,
+        "evaluated": summary.evaluated, "failed": summary.failed, "already_done": summary.skipped,
+        "planned": summary.planned, "rounds": summary.rounds, "stopped_because": summary.stopped_because,
+        "wall_s": round(summary.wall_s, 3), "prepare_s": round(summary.prepare_s, 3),
+        "estimates": str(estimates_path) if estimates_path.is_file() else None,
+        "report": str(report) if report else None, "samples": str(grid) if grid else None,
+    }
+
+
+def _show_summary(summary, estimates_path: Path, report: Path | None, *, level: float | None = None) -> None:
+    """The end of ``run`` / ``demo`` on stderr: the counts, one credit table (a column per property), paths."""
+    from contribshap.pipeline.report import load_ordered_estimates
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log file: no wrapping of the table at 80 columns
+        console = Console(stderr=True, width=200)
+    prepare = f", prepare {summary.prepare_s:.1f} s" if summary.prepare_s >= 1 else ""
+    console.print(
         f"{summary.store}: {summary.evaluated} evaluated, {summary.failed} failed, {summary.skipped} already done "
-        f"in {summary.rounds} round(s), {summary.wall_s:.1f} s ({summary.stopped_because})"
-    )
-    reduce_store(summary.store, cfg=cfg, write=False, show=True)
+        f"in {summary.rounds} round(s), {summary.wall_s:.1f} s{prepare} ({summary.stopped_because})",
+        highlight=False, markup=False, soft_wrap=True)
+    if estimates_path.is_file():
+        from contribshap.pipeline.store import Store
+
+        contributors = Store(summary.store).read_manifest().get("contributors") or []
+        table = credit_table(load_ordered_estimates(summary.store), contributors, level=level)
+        if table is not None:
+            console.print(table)
+    more = f"  (every method and interval: contribshap reduce {summary.store})"
+    lines = [("store", str(summary.store)), ("estimates", f"{estimates_path}{more}")]
+    lines.append(("report", str(report) if report else f"contribshap report {summary.store}  (builds it)"))
+    for label, value in lines:
+        console.print(f"{label:<10}{value}", highlight=False, markup=False, soft_wrap=True)
+
+
+def credit_table(estimates: dict, contributors: list[dict], *, level: float | None = None):
+    """One compact rich table of the default estimator: a row per contributor (by its rank for the first
+    property), a column per property; the first property also shows its interval (at ``level``, e.g. 0.95).
+    A value whose interval the evaluations cannot identify reads ``not identified`` (first property) or
+    carries ``*``; the caption says how many more evaluations are needed. None when there is no estimate.
+
+    Args:
+        estimates: the ``reduce --json`` document in the run's order
+            (``contribshap.pipeline.report.load_ordered_estimates``). contributors: the manifest's.
+    """
+    import math
+
+    from contribshap.pipeline.report import headline
+    from rich import box
+    from rich.table import Table
+
+    lead = headline(estimates)
+    if lead is None:
+        return None
+    prop, method = lead
+    docs = {p: by[method] for p, by in estimates.items() if isinstance(by.get(method), dict)}
+    people = {p: {str(c["id"]): c for c in doc["contributors"]} for p, doc in docs.items()}
+    lead_doc = docs[prop]
+
+    def value_of(p: str, cid: str) -> float:
+        value = people[p].get(cid, {}).get("value")
+        return float(value) if value is not None else math.nan
+
+    order = sorted((str(c["id"]) for c in contributors), key=lambda cid: -value_of(prop, cid)
+                   if math.isfinite(value_of(prop, cid)) else math.inf)
+    level_text = f" · {level:.0%} CI" if level else ""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left", caption_justify="left",
+                  title=f"credit by {method}{level_text} · {int(lead_doc.get('n_evaluations') or 0)} evaluations · "
+                        f"rank by {prop} (1 = raises {prop} most)")
+    table.add_column("#", justify="right")
+    table.add_column("contributor")
+    table.add_column(prop, justify="right")
+    table.add_column(f"{prop} CI", justify="right")
+    for other in docs:
+        if other != prop:
+            table.add_column(other, justify="right")
+    names = {str(c["id"]): (f"{c['name']} ({c['id']})" if c.get("name") not in (None, c["id"]) else str(c["id"]))
+             for c in contributors}
+    unknown = False
+    for rank, cid in enumerate(order, start=1):
+        person = people[prop].get(cid, {})
+        if person.get("identified", True):
+            interval = f"[{_num_text(person.get('ci_low'))}, {_num_text(person.get('ci_high'))}]"
+        else:
+            interval, unknown = "not identified", True
+        cells = [str(rank), names.get(cid, cid), _num_text(person.get("value")), interval]
+        for other in docs:
+            if other != prop:
+                entry = people[other].get(cid, {})
+                mark = "" if entry.get("identified", True) else " *"
+                unknown = unknown or bool(mark)
+                cells.append(_num_text(entry.get("value")) + mark)
+        table.add_row(*cells)
+    if unknown:
+        more = max(int(doc.get("more_evaluations") or 0) for doc in docs.values())
+        table.caption = (f"not identified / *: the evaluations cannot pin these values down (interval (-inf, inf)); "
+                         f"{method} needs at least {max(more, 1)} more evaluations: raise design.budget")
+    return table
+
+
+def _num_text(value) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return "-"
 
 
 @app.command()
@@ -88,9 +253,12 @@ def run(
     store: Path = typer.Option(None, "--store", help="Store folder (default: the config's `store`)."),
     force_new: bool = typer.Option(False, "--force-new", help="Move an existing store of another config aside."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No bars, no tables: print the estimates path only."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout (store, counts, paths)."),
 ) -> None:
     """Prepare if needed, plan, dispatch the missing evaluations on Ray, reduce. Re-run to resume."""
-    _run_and_show(config, store=store, address=address, force_new=force_new, progress=progress)
+    _run_and_show(config, store=store, address=address, force_new=force_new, progress=progress, quiet=quiet,
+                  as_json=as_json)
 
 
 @app.command()
@@ -202,20 +370,16 @@ def demo(
     address: str = typer.Option(None, "--address", help="Ray address (default: local)."),
     force_new: bool = typer.Option(False, "--force-new", help="Start the demo store afresh."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No bars, no tables: print the report path only."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout (store, counts, paths)."),
 ) -> None:
-    """Run the embedded digits demo (configs/demo.yaml) end to end, then build its report."""
+    """Run the embedded digits demo (configs/demo.yaml) end to end: the run, a sample grid without the top
+    contributors, the report (its path ends the summary)."""
     config = REPO_ROOT / "configs" / ("demo_ci.yaml" if ci else "demo.yaml")
     if not config.is_file():
         raise ContribshapError(f"{config} is missing; it ships with the repository: update the checkout")
-    _run_and_show(config, store=None, address=address, force_new=force_new, progress=progress)
-    from contribshap.pipeline.config import load_config, resolve_store
-
-    store = resolve_store(load_config(config))
-    try:
-        build_report = _lazy("contribshap.pipeline.report", "build_report", "the report")
-        typer.echo(str(build_report(store)))
-    except ContribshapError as error:
-        _echo_err(f"warning: no report: {error}")
+    _run_and_show(config, store=None, address=address, force_new=force_new, progress=progress, quiet=quiet,
+                  as_json=as_json, demo=True)
 
 
 @app.command()

@@ -21,7 +21,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from contribshap.pipeline import evaluate as ev
 from contribshap.pipeline.plan import read_plan
-from contribshap.pipeline.report import build_report, convergence_curve, cost_summary
+from contribshap.pipeline.report import (
+    build_report,
+    convergence_curve,
+    convergence_lines,
+    cost_summary,
+    headline,
+    ordered,
+)
 from contribshap.pipeline.store import Store
 from games_eval import build_store
 
@@ -119,8 +126,13 @@ def test_report_renders_and_every_referenced_file_exists(tmp_path):
     assert "<script" not in index.read_text() and "http" not in index.read_text()
     # 3. the table cells carry the ranked contributors and the LDS rows
     assert "kernelshap" in page.cells and "random" in page.cells and "remove_top" in page.cells
-    # 4. the samples section says why it is skipped for a python game
-    assert "Skipped:" in index.read_text()
+    # 4. the samples section says in one line why it is skipped for a python game; no contributor images
+    assert "Skipped: a python game has no images." in index.read_text()
+    assert not any(src.startswith(("thumb_", "samples_")) for src in page.images)
+    # 5. how to read it, and one card per contributor ranked by the headline (value, kernelshap: config order)
+    text = index.read_text()
+    assert "How to read this" in text and "not identified" in text
+    assert text.count('<div class="card">') == 6 and "kernelshap credit for <b>value</b>" in text
 
 
 def test_table_csv_and_parquet_hold_the_final_ranking(tmp_path):
@@ -163,6 +175,43 @@ def test_convergence_and_cost_helpers_by_hand(tmp_path):
     assert cost["ok"] == 1 and cost["failed"] == 1 and cost["device"] == "cpu" and cost["role"] == "main"
     assert cost["finetune_h"] == pytest.approx(1.0) and cost["sample_h"] == pytest.approx(0.5)
     assert cost["wall_h"] == pytest.approx(1.51)
+
+
+def test_run_order_and_convergence_legend():
+    estimates = {"a": {"banzhaf_msr": {"contributors": []}, "kernelshap": {"contributors": []}},
+                 "fid": {"kernelshap": {"contributors": []}}}
+    # estimates.json sorts its keys; the report and the console follow the game's and the config's order
+    lead = ordered(estimates, properties=["fid", "a"], methods=["kernelshap", "banzhaf_msr"])
+    assert list(lead) == ["fid", "a"] and list(lead["a"]) == ["kernelshap", "banzhaf_msr"]
+    assert headline(lead) == ("fid", "kernelshap") and headline({}) is None
+    # every drawn convergence line has a legend entry: all of up to 12, else the 8 largest |credit|
+    assert convergence_lines(np.arange(11.0)) == list(range(11))
+    assert convergence_lines(np.arange(30.0) - 10) == list(range(22, 30))
+
+
+def test_run_prints_one_summary_and_has_quiet_and_json_modes(tmp_path, monkeypatch, game_env, ray_address, capsys):
+    """`run`: one summary with a credit table (a column per property) and the paths; --quiet; --json."""
+    from contribshap.pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "additive.yaml").write_text(
+        "name: summary\nstore: st\ngame: {kind: python, target: 'games_eval:additive', n_players: 4}\n"
+        "design: {kind: exact}\nestimators: [kernelshap]\n")
+    assert main(["run", "additive.yaml", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "16 evaluated, 0 failed, 0 already done in 1 round(s)" in err
+    header = next(line for line in err.splitlines() if "contributor" in line)
+    assert header.split()[:4] == ["#", "contributor", "value", "value"] and header.split()[-1] == "loss"
+    assert f"estimates {tmp_path / 'st' / 'estimates' / 'estimates.json'}" in err
+    assert "report    contribshap report" in err  # `run` does not build the report; it says how
+    assert main(["run", "additive.yaml", "--quiet"]) == 0
+    assert capsys.readouterr() == (f"{tmp_path / 'st' / 'estimates' / 'estimates.json'}\n", "")
+    assert main(["run", "additive.yaml", "--json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert err == "" and doc["store"] == str(tmp_path / "st") and doc["already_done"] == 16
+    assert (doc["evaluated"], doc["failed"], doc["report"]) == (0, 0, None)
+    assert doc["estimates"].endswith("estimates.json") and doc["wall_s"] >= 0
 
 
 @pytest.mark.slow
