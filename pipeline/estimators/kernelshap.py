@@ -111,6 +111,26 @@ def _center_by_size(
     return x - (x_mean / safe[:, None])[sizes], y - (y_mean / safe)[sizes]
 
 
+def _intercept_groups(sizes: np.ndarray, unit: np.ndarray, n: int) -> np.ndarray:
+    """(u,) int: the intercept group of each row for the size-centred fit.
+
+    One group per coalition size, except that a size holding rows of fewer than two sampling units is
+    merged into its neighbour toward n/2 (outermost sizes first, repeatedly): a lone unit under its own
+    intercept is fitted exactly (leverage 1), which leaves nothing to estimate its players' variance from
+    and would force those players back to the plain fit.
+    """
+    group = sizes.astype(np.int64).copy()
+    for k in sorted(set(group.tolist()), key=lambda s: -abs(2 * s - n)):
+        rows = group == k
+        if not rows.any() or len(np.unique(unit[rows])) >= 2:
+            continue
+        present = sorted(set(group[~rows].tolist()), key=lambda s: (abs(s - k), abs(2 * s - n)))
+        inward = [s for s in present if abs(2 * s - n) < abs(2 * k - n)] or present
+        if inward:
+            group[rows] = min(inward, key=lambda s: abs(s - k))
+    return group
+
+
 @dataclass
 class _Fit:
     """One weighted constrained solve: φ = t/n + ``offset``, ``offset = lin @ y'``, ``g`` its influence rows."""
@@ -121,6 +141,7 @@ class _Fit:
     rank: int
     identified: np.ndarray | None = None  # (n,) bool: value and variance identified (see _identified)
     params: float | np.ndarray = 0.0  # parameters fitted: rank, plus the per-size intercepts when centred
+    g_raw: np.ndarray | None = None  # (u, n): influence rows from the raw residuals (chooses the blend weight)
 
 
 def _fit(x_fit: np.ndarray, y_fit: np.ndarray, w: np.ndarray, q: np.ndarray, unit: np.ndarray,
@@ -150,7 +171,7 @@ def _fit(x_fit: np.ndarray, y_fit: np.ndarray, w: np.ndarray, q: np.ndarray, uni
     rank = int(np.linalg.matrix_rank(x_fit * np.sqrt(w)[:, None]))
     identified = _identified(x_fit, w, q, lin, unit_hat, rank, stratum, fraction, unit)
     return _Fit(offset=q @ beta, lin=lin, g=(lin * adjusted).T, rank=rank, identified=identified,
-                params=float(rank + n_intercepts))
+                params=float(rank + n_intercepts), g_raw=(lin * resid).T)
 
 
 def _units_per_stratum(stratum: np.ndarray, unit: np.ndarray) -> np.ndarray:
@@ -188,10 +209,18 @@ def _identified(x_fit: np.ndarray, w: np.ndarray, q: np.ndarray, lin: np.ndarray
 
 def _blend_weights(plain: _Fit, centred: _Fit, stratum: np.ndarray, unit: np.ndarray,
                    fraction: np.ndarray) -> np.ndarray:
-    """λ (n,) in [0, 1] minimising Var(φ_p + λ(φ_c - φ_p)) per player (φ_c - φ_p is a control variate)."""
-    diff = centred.g - plain.g
+    """λ (n,) in [0, 1] minimising Var(φ_p + λ(φ_c - φ_p)) per player (φ_c - φ_p is a control variate).
+
+    The choice uses the raw-residual influence rows: the leverage correction makes the *reported* variance
+    unbiased, but it inflates the centred fit's thin layers by up to 20-fold, which would push λ to the
+    plain fit exactly where centring removes the most variance (utilities that grow with |S|). The
+    reported variance keeps the corrected rows and the bound of step 3 (λ chosen on the data).
+    """
+    plain_g = plain.g if plain.g_raw is None else plain.g_raw
+    centred_g = centred.g if centred.g_raw is None else centred.g_raw
+    diff = centred_g - plain_g
     var_diff = _stratified_cov(diff, diff, stratum, unit, fraction)
-    cov = _stratified_cov(plain.g, diff, stratum, unit, fraction)
+    cov = _stratified_cov(plain_g, diff, stratum, unit, fraction)
     with np.errstate(divide="ignore", invalid="ignore"):
         lam = np.where(var_diff > 0, -cov / var_diff, 1.0)
     return np.clip(np.nan_to_num(lam, nan=1.0), 0.0, 1.0)
@@ -233,30 +262,36 @@ def _regression(
         # utility noise unknown: a fully enumerated layer still carries noise, so no FPC (conservative)
         fraction = np.zeros_like(fraction)
 
-    # 2. the plain fit, the size-centred fit (a free intercept per size; needs n-1 dof left and a variance
-    #    estimate for every player), the blend
+    # 2. the plain fit, the size-centred fit (a free intercept per size; needs n-1 dof left), the blend.
+    #    The centred fit takes part whenever it is full rank (it is far more accurate on utilities that grow
+    #    with |S|); per player, only where it identifies that player's variance.
     plain = _fit(x, yprime, w, q, unit, stratum, fraction)
+    groups = _intercept_groups(size_index, unit, n)
     centred = None
     if center in ("size", "auto"):
-        xc, yc = _center_by_size(x, yprime, w, size_index)
-        layer_w = np.bincount(size_index, weights=w)
-        candidate = _fit(xc, yc, w, q, unit, stratum, fraction, intercept_hat=w / layer_w[size_index],
+        xc, yc = _center_by_size(x, yprime, w, groups)
+        layer_w = np.bincount(groups, weights=w)
+        candidate = _fit(xc, yc, w, q, unit, stratum, fraction, intercept_hat=w / layer_w[groups],
                          n_intercepts=int(np.count_nonzero(layer_w)))
-        centred = candidate if candidate.rank == n - 1 and candidate.identified.all() else None
+        centred = candidate if candidate.rank == n - 1 else None
     lam = None
     if centred is None:
         chosen, used = plain, "none"
     elif center == "size":
         chosen, used = centred, "size"
     else:
-        # per-player blend, re-projected onto Σφ = t (P removes the mean over players)
+        # per-player blend, re-projected onto Σφ = t (P removes the mean over players); a player whose
+        # variance the centred fit cannot estimate but the plain fit can keeps its plain fit (λ = 0) and
+        # so its interval; where neither fit can, its interval is infinite either way and the blend keeps
+        # the more accurate value
         lam = _blend_weights(plain, centred, stratum, unit, fraction)
+        lam = np.where(~centred.identified & plain.identified, 0.0, lam)
         chosen = _Fit(
             offset=_blend(plain.offset, centred.offset, lam),
             lin=_blend(plain.lin, centred.lin, lam),
             g=_blend(plain.g, centred.g, lam, player_axis=1),
             rank=max(plain.rank, centred.rank),
-            identified=plain.identified & centred.identified,
+            identified=plain.identified & (centred.identified | (lam == 0.0)),
             params=plain.params + lam * (centred.params - plain.params),
         )
         used = "auto"
@@ -276,11 +311,11 @@ def _regression(
 
         def refit(wb: np.ndarray) -> np.ndarray:
             if used != "auto":
-                xb, yb = (x, yprime) if used == "none" else _center_by_size(x, yprime, wb, size_index)
+                xb, yb = (x, yprime) if used == "none" else _center_by_size(x, yprime, wb, groups)
                 return q @ _solve_constrained(xb, yb, wb)[0]
             # the blend weight is re-estimated inside every replicate (its selection is part of the estimator)
             keep = wb > 0
-            xk, yk, wk, sk = x[keep], yprime[keep], wb[keep], size_index[keep]
+            xk, yk, wk, sk = x[keep], yprime[keep], wb[keep], groups[keep]
             b_plain = _fit(xk, yk, wk, q, unit[keep], stratum[keep], fraction)
             layer_wb = np.bincount(sk, weights=wk)
             b_centred = _fit(*_center_by_size(xk, yk, wk, sk), wk, q, unit[keep], stratum[keep], fraction,
