@@ -194,7 +194,7 @@ def credit_table(estimates: dict, contributors: list[dict], *, level: float | No
                   title=f"credit by {method}{level_text} · {int(lead_doc.get('n_evaluations') or 0)} evaluations · "
                         f"rank by {prop} (1 = raises {prop} most)")
     table.add_column("#", justify="right")
-    table.add_column("contributor")
+    table.add_column("contributor", no_wrap=True)
     table.add_column(prop, justify="right")
     table.add_column(f"{prop} CI", justify="right")
     for other in docs:
