@@ -1,6 +1,7 @@
 """Fidelity of sparsified fine-tuning against retraining, free of estimator noise (6 contributors).
 
-The demo game reduced to 5 digit classes + the planted noise contributor (n = 6, 64 coalitions). Every
+The digits-by-class game (configs/examples/digits_by_class.yaml, the demo until it became a mix)
+reduced to 5 digit classes + the planted noise contributor (n = 6, 64 coalitions). Every
 coalition is evaluated with ``sparsified_ft`` (``--ft-seeds`` seeds, averaged); the coalitions chosen by
 ``--retrain-coalitions`` are retrained from scratch (``--retrain-seeds`` seeds, ``--retrain-steps`` steps,
 averaged). Per property it reports:
@@ -64,7 +65,7 @@ FT_SEED0, RETRAIN_SEED0 = 100, 200
 
 def add_game_arguments(parser: argparse.ArgumentParser) -> None:
     """The options :func:`build_config` and the job cache read (shared with ``bench/tuning.py``)."""
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "demo.yaml")
+    parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "examples" / "digits_by_class.yaml")
     parser.add_argument("--classes", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--artifacts", type=Path, default=REPO_ROOT / "runs" / "bench_fidelity" / "artifacts")
     parser.add_argument("--cache", type=Path, default=REPO_ROOT / "bench" / "results" / "fidelity_jobs.jsonl",
