@@ -393,6 +393,29 @@ def _t_inflation(dof: np.ndarray, level: float = INFLATION_LEVEL) -> np.ndarray:
     return (t / stats.norm.ppf(p)) ** 2
 
 
+def _per_unit(g: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Rows of g (u, k) summed per sampling unit: (units, k)."""
+    gu = np.zeros((int(unit.max()) + 1, g.shape[1]))
+    np.add.at(gu, unit, g)
+    return gu
+
+
+def _sampled_strata(stratum: np.ndarray, unit: np.ndarray, fraction: np.ndarray):
+    """Yield (members (units,) bool, c, 1 - f_h) for every stratum that carries sampling variance
+    (at least two units and not fully enumerated)."""
+    n_units = int(unit.max()) + 1
+    unit_stratum = np.zeros(n_units, dtype=np.int64)
+    unit_stratum[unit] = stratum
+    present = np.zeros(n_units, dtype=bool)
+    present[unit] = True
+    for h in np.unique(stratum):
+        members = present & (unit_stratum == h)
+        c = int(members.sum())
+        fpc = 1.0 - fraction[h]
+        if c >= 2 and fpc > 0:
+            yield members, c, fpc
+
+
 def _effective_dof(g: np.ndarray, stratum: np.ndarray, unit: np.ndarray, fraction: np.ndarray,
                    params: float | np.ndarray) -> np.ndarray:
     """Effective degrees of freedom (n,) of the stratified variance Σ_h V_h of each column of g.
@@ -403,22 +426,11 @@ def _effective_dof(g: np.ndarray, stratum: np.ndarray, unit: np.ndarray, fractio
     scaled by (U - params) / U (at least 1 / U): the share of the units' spread that is left to the
     residuals. inf where the variance is zero.
     """
-    n_units = int(unit.max()) + 1
-    gu = np.zeros((n_units, g.shape[1]))
-    np.add.at(gu, unit, g)
-    unit_stratum = np.zeros(n_units, dtype=np.int64)
-    unit_stratum[unit] = stratum
-    present = np.zeros(n_units, dtype=bool)
-    present[unit] = True
+    gu = _per_unit(g, unit)
     total = np.zeros(g.shape[1])
     squares = np.zeros(g.shape[1])
     sampled_units = 0
-    for h in np.unique(stratum):
-        members = present & (unit_stratum == h)
-        c = int(members.sum())
-        fpc = 1.0 - fraction[h]
-        if c < 2 or fpc <= 0:
-            continue
+    for members, c, fpc in _sampled_strata(stratum, unit, fraction):
         sampled_units += c
         a = gu[members] - gu[members].mean(axis=0)
         part = fpc * c / (c - 1) * (a * a).sum(axis=0)
@@ -436,27 +448,11 @@ def _stratified_cov(
     g1: np.ndarray, g2: np.ndarray, stratum: np.ndarray, unit: np.ndarray, fraction: np.ndarray
 ) -> np.ndarray:
     """Per column, Σ_h (1 - f_h) · c_h/(c_h - 1) · Σ_units (g1_u - ḡ1_h)(g2_u - ḡ2_h), g summed per unit."""
-    n_units = int(unit.max()) + 1
-
-    def per_unit(g: np.ndarray) -> np.ndarray:
-        gu = np.zeros((n_units, g.shape[1]))
-        np.add.at(gu, unit, g)
-        return gu
-
-    gu1 = per_unit(g1)
-    sums = (gu1, gu1 if g2 is g1 else per_unit(g2))
-    unit_stratum = np.zeros(n_units, dtype=np.int64)
-    unit_stratum[unit] = stratum
-    present = np.zeros(n_units, dtype=bool)
-    present[unit] = True
+    gu1 = _per_unit(g1, unit)
+    gu2 = gu1 if g2 is g1 else _per_unit(g2, unit)
     cov = np.zeros(g1.shape[1])
-    for h in np.unique(stratum):
-        members = present & (unit_stratum == h)
-        c = int(members.sum())
-        fpc = 1.0 - fraction[h]
-        if c < 2 or fpc <= 0:
-            continue
-        a, b = (gu[members] - gu[members].mean(axis=0) for gu in sums)
+    for members, c, fpc in _sampled_strata(stratum, unit, fraction):
+        a, b = (gu[members] - gu[members].mean(axis=0) for gu in (gu1, gu2))
         cov += fpc * c / (c - 1) * (a * b).sum(axis=0)
     return cov
 
