@@ -207,6 +207,10 @@ def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, conf
         store.remember(namespace, known.values())
     finally:
         bar.close()
+        if in_flight:
+            # abandoned on an error that is being reported in one line: their own errors (the same full
+            # disk, say) must not be printed again as Ray's "Unhandled error" tracebacks when freed
+            os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
         for ref in in_flight:
             with contextlib.suppress(Exception):
                 ray.cancel(ref)
