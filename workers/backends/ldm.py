@@ -16,7 +16,6 @@ Artifact hashes::
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,13 @@ import numpy as np
 import torch
 from contribshap.workers.backends import DatasetFn
 from contribshap.workers.backends.latents import encode_stage, latent_stage_hashes, read_latents
-from contribshap.workers.backends.pixel import UNetStages
+from contribshap.workers.backends.pixel import PixelBackend
 from contribshap.workers.models import (
     ModelKind,
-    build_scheduler,
     from_pretrained_safetensors,
     model_kind,
     register_model,
 )
-from contribshap.workers.training import resolve_device
 from tqdm.auto import tqdm
 
 
@@ -94,8 +91,11 @@ _unet = model_kind("unet")
 register_model("ldm", ModelKind(build=_unet.build, load=_unet.load, save=_unet.save, scheduler=_ldm_scheduler))
 
 
-class LDMBackend:
+class LDMBackend(PixelBackend):
     """``model.kind: ldm``: the UNet stages of the pixel backend on cached VQ latents.
+
+    Everything about the UNet (loading, start models, stage models, sampling model) is the pixel
+    backend's; this class adds the VQ codec, the latent cache and the latent artifact hashes.
 
     Args:
         config: a ``DiffusionGameConfig`` with ``model.kind: ldm``. seed: the run's seed.
@@ -104,14 +104,14 @@ class LDMBackend:
     clamp = False
 
     def __init__(self, config: Any, *, seed: int) -> None:
-        self.config = config
-        self.seed = int(seed)
-        self.device = resolve_device(config.device)
-        self.noise_scheduler = build_scheduler(config.model)
+        super().__init__(config, seed=seed)
         self.codec = VQCodec(config.model.vqvae, latent_scale=config.model.latent_scale, device=self.device,
                              batch_size=config.model.encode_batch_size)
-        self.sample_shape = self.codec.latent_shape(config.data.image_size)
-        self.unet = UNetStages(config, seed=seed, noise_scheduler=self.noise_scheduler, device=self.device)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of one latent."""
+        return self.codec.latent_shape(self.config.data.image_size)
 
     def artifact_hashes(self) -> dict[str, str]:
         model = self.config.model
@@ -123,9 +123,6 @@ class LDMBackend:
         out.update(self.unet.prepare(paths, lambda: latents, progress=progress, first=2, total=7))
         return out
 
-    def load(self, paths: dict[str, Path]) -> None:
-        self.unet.load(paths)
-
     def training_data(self, paths: dict[str, Path], dataset: DatasetFn, owner: np.ndarray) -> torch.Tensor:
         return read_latents(paths["latents"], owner)
 
@@ -134,18 +131,3 @@ class LDMBackend:
 
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(samples)
-
-    def theta_star_start(self) -> torch.nn.Module:
-        return copy.deepcopy(self.unet.theta_star)
-
-    def recovered_start(self) -> torch.nn.Module:
-        return copy.deepcopy(self.unet.recovered)
-
-    def fresh_start(self, seed: int) -> torch.nn.Module:
-        return self.unet.fresh(seed)
-
-    def sampling_model(self, trained: torch.nn.Module) -> torch.nn.Module:
-        return trained
-
-    def stage_model(self, name: str) -> torch.nn.Module:
-        return self.unet.model(name)
