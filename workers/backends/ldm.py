@@ -74,20 +74,17 @@ class VQCodec:
         return (int(self.vq.config.latent_channels), image_size // factor, image_size // factor)
 
 
-def _ldm_scheduler(config: Any) -> Any:
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(
-        num_train_timesteps=config.num_train_timesteps,
-        beta_schedule=config.beta_schedule,
-        beta_start=config.beta_start,
-        beta_end=config.beta_end,
-        clip_sample=False,
-    )
-
-
 # model.kind: ldm = the UNet2DModel functions of kind unet + an unclipped noise schedule
 _unet = model_kind("unet")
+
+
+def _ldm_scheduler(config: Any) -> Any:
+    """Kind unet's DDPM schedule with ``clip_sample=False``: latents are not bounded to [-1, 1]."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(_unet.scheduler(config).config, clip_sample=False)
+
+
 register_model("ldm", ModelKind(build=_unet.build, load=_unet.load, save=_unet.save, scheduler=_ldm_scheduler))
 
 
