@@ -17,8 +17,10 @@ The full study is ``--retrain-coalitions all --ft-seeds 3 --retrain-seeds 3`` wi
 ``"reduced": true`` in the JSON together with what was reduced.
 
 Finished evaluations go to a job cache (``--cache``, default ``bench/results/fidelity_jobs.jsonl``,
-committed; JSONL keyed by a hash of what each evaluation depends on), so a rerun with more seeds runs only
-the new ones; ``--import-report`` fills it from an earlier ``fidelity.json``.
+committed; JSONL keyed by a hash of what each evaluation depends on, the version of the property formulas
+included), so a rerun with more seeds runs only the new ones; ``--import-report`` fills it from an earlier
+``fidelity.json`` measured with the same formulas. The committed entries were measured before metrics
+version 2 (standardised KID, held-out reference) and no longer match: a rerun evaluates them again.
 
 Usage (the run in docs/workers.md, the full protocol; ~1 h on 2 cores from an empty cache)::
 
@@ -83,9 +85,12 @@ def job_key(config, mode: str, seed: int) -> str:
 
     ``retrain`` starts from a random init: it depends on the data, model, sampling, properties (extractor,
     reference) and its own optimiser settings, not on θ*, pruning, recovery or the fine-tune K / lr.
-    ``sparsified_ft`` / ``ft`` depend on the whole game config.
+    ``sparsified_ft`` / ``ft`` depend on the whole game config. Both depend on the version of the property
+    formulas (``contribshap.workers.prepare.METRICS_VERSION``), so a metric change invalidates cached jobs.
     """
     import hashlib
+
+    from contribshap.workers.prepare import METRICS_VERSION
 
     raw = config.model_dump(mode="json")
     if mode == "retrain":
@@ -96,7 +101,7 @@ def job_key(config, mode: str, seed: int) -> str:
     else:
         keyed = {k: v for k, v in raw.items() if k != "device"}
         keyed["finetune"] = {k: v for k, v in raw["finetune"].items() if k not in ("retrain_steps", "retrain_lr")}
-    keyed.update(mode=mode, seed=seed)
+    keyed.update(mode=mode, seed=seed, metrics_version=METRICS_VERSION)
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -141,11 +146,18 @@ def import_report(cache: JobCache, report_path: Path, config, seed: int, prepare
     ``config`` in each mode. Fine-tune values also depend on the prepared θ* and recovered model: they are
     imported only when this run's prepare reproduced the report's final training losses exactly (same
     seeds, same thread count), so a machine that trains θ* differently re-evaluates them instead. Seed k of
-    the report's list for a mode is job seed ``FT_SEED0 + k`` / ``RETRAIN_SEED0 + k``. Returns the count
-    imported per mode.
+    the report's list for a mode is job seed ``FT_SEED0 + k`` / ``RETRAIN_SEED0 + k``. A report measured
+    with other property formulas (``settings.metrics_version``; absent in reports older than the field) is
+    not imported at all. Returns the count imported per mode.
     """
+    from contribshap.workers.prepare import METRICS_VERSION
+
     report = json.loads(report_path.read_text())
     settings = report["settings"]
+    if settings.get("metrics_version") != METRICS_VERSION:
+        print(f"{report_path}: measured with metrics version {settings.get('metrics_version', 'unknown')}, this "
+              f"code computes version {METRICS_VERSION}; nothing is imported", file=sys.stderr)
+        return {}
     raw = config.model_dump(mode="json")
     raw["data"]["classes"] = settings["classes"]
     raw["train"]["steps"] = settings["train_steps"]
@@ -325,6 +337,7 @@ def main() -> None:
     # 1. Config and prepare (θ*, pruned, recovered, extractor, reference) once, in this process.
     config, seed = build_config(args)
     from contribshap.workers.game import DiffusionGame
+    from contribshap.workers.prepare import METRICS_VERSION
 
     start = time.perf_counter()
     game = DiffusionGame(config, artifacts_dir=args.artifacts, seed=seed)
@@ -367,7 +380,7 @@ def main() -> None:
                      "retrain_seeds": args.retrain_seeds, "retrain_steps": args.retrain_steps,
                      "retrain_coalitions": args.retrain_coalitions, "n_retrain_coalitions": len(retrain_masks),
                      "train_steps": config.train.steps, "finetune": config.finetune.model_dump(mode="json"),
-                     "sampling": config.sampling.model_dump(mode="json")},
+                     "sampling": config.sampling.model_dump(mode="json"), "metrics_version": METRICS_VERSION},
         "prepare_s": prepare_s, "prepare": prepare_summary,
         "seconds_per_job": {mode: float(np.median(s)) if s else None for mode, s in seconds.items()},
         "seconds_per_job_statistic": "median over the evaluations this cache ran itself (not imported ones)",
