@@ -19,12 +19,28 @@ construction's ordering. ``--retrain-seeds K`` (K >= 2) also runs every scenario
 ``finetune.mode: retrain`` (``train.steps`` steps from scratch per coalition, run seeds 0..K−1, one
 replicate) and reports the retrain verdicts and the retrain seed-to-seed Spearman (the ceiling of any
 approximation) next to each figure; at ~40x the cost of a fine-tune job it is not run by default here.
+A run adds its scenarios to the JSON (``--out``), keeping the entries of the scenarios it did not run.
+
+**LDS and counterfactuals against retraining** (``--lds``, and after a run of ``graded_quality`` with
+retrain seeds): with every coalition of ``graded_quality`` retrained under K seeds, both are lookups. From
+the sparsified-FT store it takes every attribution the exact design gives (the default ``exact_shapley``;
+``loo``; exact Banzhaf; a ``datamodel`` regression; the references ``planted_indicator`` (−1 for q8, the
+most corrupted), ``random`` and ``equal_split`` (coalition size alone)), and scores each against the
+retrain seeds: LDS = 100 x Spearman(Σ_{i∈S} φ_i, mean over seeds of v_retrain(S)) over the 30 proper
+coalitions and over the 15 without q8, next to the ceilings (Shapley of the retrained seed mean; each
+seed's v against the other seeds' mean); and the counterfactuals: remove each method's k = 1, 2 lowest-
+(harmful) or highest-credit (helpful) contributors and read the retrained property's relative change over
+the full coalition, mean over seeds with a t interval over seeds. Nothing is trained: it reads the stores
+(``runs/scenarios/graded_quality[-quick]`` and ``...-retrain-s<seed>``), writes
+``bench/results/scenario_lds.json`` (``--lds-out``) and prints the tables.
 
 Usage::
 
     nice -n 10 .venv/bin/python bench/scenarios.py            # ~25-30 min on 2 shared cores
     nice -n 10 .venv/bin/python bench/scenarios.py --quick    # a few minutes: smaller model budget
     nice -n 10 .venv/bin/python bench/scenarios.py --only twins subset --retrain-seeds 2
+    nice -n 10 .venv/bin/python bench/scenarios.py --quick --only graded_quality --retrain-seeds 3  # ~40 min
+    .venv/bin/python bench/scenarios.py --quick --lds       # rescore from the stores above (~1 min)
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ import argparse
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -190,6 +207,388 @@ def retrain_summary(name: str, seeds: list[dict[str, Any]]) -> dict[str, Any]:
             "wall_s": round(sum(s["wall_s"] for s in seeds), 1)}
 
 
+# --- LDS and counterfactuals against multi-seed retraining ---------------------------------------------------
+#: The scenario the LDS / counterfactual study runs on, and its planted (most corrupted) contributor.
+LDS_SCENARIO, LDS_PLANTED = "graded_quality", "q8"
+#: Attributions from the sparsified-FT store, in table order; the ceilings come from the retrain stores.
+LDS_METHODS = ("shapley", "kernelshap", "loo", "banzhaf", "datamodel", "planted_indicator", "random", "equal_split")
+LDS_BASELINES = ("loo", "banzhaf", "datamodel", "planted_indicator", "random")
+LDS_TABLE = tuple(m for m in LDS_METHODS if m != "kernelshap")  # the same fit as shapley on the exact design
+LDS_COUNTERFACTUAL = tuple(m for m in LDS_TABLE if m != "equal_split")
+LDS_TARGET = 60.0
+_RANDOM_SALT = 0x52414E44  # the salt `contribshap evaluate` seeds its random reference with
+
+
+def all_masks(n: int) -> np.ndarray:
+    """Every coalition of n players, bool (2^n, n), in binary order of the mask string ("00000", "00001", ...)."""
+    return np.array([[c == "1" for c in format(j, f"0{n}b")] for j in range(2**n)], dtype=bool).reshape(2**n, n)
+
+
+def _key(mask: np.ndarray) -> str:
+    return "".join("1" if b else "0" for b in np.asarray(mask, dtype=bool))
+
+
+def store_rows(root: Path) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
+    """Every ok evaluation of a store's main game: contributor ids, masks (m, n) (replicates as rows), values."""
+    from contribshap.pipeline.store import Store, mask_from_str
+
+    store = Store(root)
+    manifest = store.read_manifest()
+    ids = [c["id"] for c in manifest["contributors"]]
+    rows = [r for r in store.scan(manifest["config_hash"], update_index=False, warn=False).rows if r["status"] == "ok"]
+    props = list(manifest.get("property_names") or [])
+    masks = np.array([mask_from_str(r["mask"]) for r in rows], dtype=bool).reshape(len(rows), len(ids))
+    values = {p: np.array([float(r[p]) if r.get(p) is not None else math.nan for r in rows]) for p in props}
+    return ids, masks, values
+
+
+def coalition_values(masks: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Mean value of every coalition (2^n,), in :func:`all_masks` order (NaN where none was evaluated)."""
+    index = {_key(m): j for j, m in enumerate(all_masks(n))}
+    total, count = np.zeros(2**n), np.zeros(2**n)
+    for mask, value in zip(masks, values, strict=True):
+        if math.isfinite(value):
+            total[index[_key(mask)]] += value
+            count[index[_key(mask)]] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def attributions(masks: np.ndarray, values: np.ndarray, *, planted: int | None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Every attribution one property's exact-design rows give: :data:`LDS_METHODS` -> φ (n,).
+
+    ``masks`` (m, n) / ``values`` (m,) hold every evaluation, replicates and endpoints included (the
+    endpoints' means are v(∅), v(N)). ``shapley`` is the default (``exact_shapley``; ``kernelshap`` on the
+    exact design is the same fit); ``banzhaf`` is ``banzhaf_msr`` with the endpoints, i.e. the exact Banzhaf
+    value on all coalitions; ``planted_indicator`` is −1 for the planted contributor, 0 otherwise, oriented
+    on these rows (:func:`contribshap.pipeline.metrics.orient`); ``random`` is seeded as ``evaluate``'s;
+    ``equal_split`` gives everyone (v(N) − v(∅)) / n, so its sums rank coalitions by size alone (how much
+    of an LDS the coalition size explains).
+    """
+    import warnings
+
+    from contribshap.pipeline.estimators import estimate
+    from contribshap.pipeline.metrics import orient
+
+    n = masks.shape[1]
+    sizes = masks.sum(axis=1)
+    v_empty = float(np.nanmean(values[sizes == 0]))
+    v_full = float(np.nanmean(values[sizes == n]))
+    out: dict[str, np.ndarray] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, method, options in (("shapley", "exact_shapley", {}), ("kernelshap", "kernelshap", {}),
+                                      ("loo", "loo", {}), ("banzhaf", "banzhaf_msr", {"include_endpoints": True}),
+                                      ("datamodel", "datamodel", {})):
+            out[name] = np.asarray(estimate(masks, values, v_empty, v_full, method=method, seed=seed,
+                                            **options).value, dtype=float)
+    if planted is not None:
+        indicator = np.zeros(n)
+        indicator[planted] = -1.0
+        inner = (sizes > 0) & (sizes < n)
+        out["planted_indicator"] = orient(indicator, masks[inner], values[inner])[0]
+    out["random"] = np.random.default_rng(np.random.SeedSequence([seed, _RANDOM_SALT])).normal(size=n)
+    out["equal_split"] = np.full(n, (v_full - v_empty) / n)
+    return out
+
+
+def lds_cells(subsets: np.ndarray, retrain: np.ndarray, scores: dict[str, np.ndarray], stratum: np.ndarray,
+              *, seed: int = 0, n_bootstrap: int = 1000) -> dict[str, dict[str, Any]]:
+    """LDS (x100, bootstrap CI over subsets and seeds) of every attribution, on all subsets and on ``stratum``.
+
+    ``subsets`` (m, n) bool, ``retrain`` (s, m) the retrained value of each subset under s seeds, ``stratum``
+    (m,) bool. Returns method -> {"all": LdsResult dict, "stratum": LdsResult dict}.
+    """
+    from contribshap.pipeline.metrics import lds_score
+
+    out: dict[str, dict[str, Any]] = {}
+    for method, phi in scores.items():
+        out[method] = {part: lds_score(subsets[rows], phi, retrain[:, rows], seed=seed,
+                                       n_bootstrap=n_bootstrap).to_dict()
+                       for part, rows in (("all", np.ones(len(subsets), bool)), ("stratum", stratum))}
+    return out
+
+
+def seed_to_seed_lds(retrain: np.ndarray) -> dict[str, Any]:
+    """Noise ceiling: 100 x Spearman(v_seed(S), mean of the other seeds' v(S)), per seed and its mean."""
+    per = []
+    for j in range(retrain.shape[0]):
+        others = np.delete(retrain, j, axis=0).mean(axis=0)
+        per.append(100.0 * spearman(retrain[j], others))
+    return {"value": float(np.mean(per)), "per_seed": per}
+
+
+def counterfactual(credit_scores: np.ndarray, k: int, retrain_all: np.ndarray, prop: str, *, helpful: bool,
+                   level: float = 0.95) -> dict[str, Any]:
+    """Remove the k lowest-credit (``helpful=False``) or k highest-credit contributors and look the rest up.
+
+    ``credit_scores`` (n,) in the direction of better (−φ where lower is better); ``retrain_all`` (s, 2^n)
+    the retrained value of every coalition (:func:`all_masks` order) per seed. Returns the removed indices
+    and the relative change of the property over the full coalition in the direction of better
+    (``improvement``, mean over seeds with a t interval over seeds; for the helpful removal the ``drop`` is
+    its negation), from :func:`contribshap.pipeline.metrics.relative_change`.
+    """
+    from contribshap.pipeline.metrics import counterfactual_sets, relative_change, removal_mask
+
+    n = len(credit_scores)
+    top, bottom = counterfactual_sets(credit_scores, k / n)
+    removed = top if helpful else bottom
+    index = {_key(m): j for j, m in enumerate(all_masks(n))}
+    after = retrain_all[:, index[_key(removal_mask(n, removed))]]
+    full = retrain_all[:, index["1" * n]]
+    change = relative_change(after, full, level=level)
+    sign = -1.0 if prop in LOWER_IS_BETTER else 1.0
+    lo, hi = sorted((sign * change["ci_low"], sign * change["ci_high"]))
+    better = {"value": sign * change["value"], "ci_low": lo, "ci_high": hi, "n_seeds": change["n_seeds"]}
+    out: dict[str, Any] = {"removed": [int(i) for i in removed]}
+    if helpful:
+        out["drop"] = {"value": -better["value"], "ci_low": -better["ci_high"], "ci_high": -better["ci_low"],
+                       "n_seeds": better["n_seeds"]}
+    else:
+        out["improvement"] = better
+    return out
+
+
+def best_removal(retrain_all: np.ndarray, k: int, prop: str) -> list[int]:
+    """The k contributors whose removal improves the retrained seed mean most (the hindsight optimum)."""
+    import itertools
+
+    n = retrain_all.shape[1].bit_length() - 1
+    index = {_key(m): j for j, m in enumerate(all_masks(n))}
+    mean = retrain_all.mean(axis=0)
+    sign = -1.0 if prop in LOWER_IS_BETTER else 1.0
+    best = max(itertools.combinations(range(n), k),
+               key=lambda gone: sign * mean[index[_key([i not in gone for i in range(n)])]])
+    return list(best)
+
+
+def _credit_of(phi: np.ndarray, prop: str) -> np.ndarray:
+    return -phi if prop in LOWER_IS_BETTER else phi
+
+
+def lds_study(ft: tuple[list[str], np.ndarray, dict[str, np.ndarray]],
+              seeds: list[tuple[list[str], np.ndarray, dict[str, np.ndarray]]], *, planted: str,
+              props: list[str] | None = None, ks: tuple[int, ...] = (1, 2), seed: int = 0,
+              n_bootstrap: int = 1000) -> dict[str, Any]:
+    """LDS and counterfactuals of every FT attribution against the retrain seeds (pure: rows in, dict out).
+
+    ``ft`` and each of ``seeds`` are :func:`store_rows` triples (ids, masks, values) of the sparsified-FT
+    store and of one retrain store; every retrain store must hold every coalition.
+    """
+    ids, ft_masks, ft_values = ft
+    n = len(ids)
+    for other_ids, _, _ in seeds:
+        if other_ids != ids:
+            raise ValueError(f"retrain store contributors {other_ids} differ from the FT store's {ids}")
+    p = ids.index(planted)
+    masks = all_masks(n)
+    proper = (masks.sum(axis=1) > 0) & (masks.sum(axis=1) < n)
+    subsets = masks[proper]
+    from contribshap.pipeline.metrics import without_members
+
+    stratum = without_members(subsets, [p])
+    props = props or [q for q in ft_values if all(q in s[2] for s in seeds)]
+    doc: dict[str, Any] = {"ids": ids, "planted": planted, "n_seeds": len(seeds),
+                           "n_subsets": {"all": int(proper.sum()), "stratum": int(stratum.sum())},
+                           "properties": {}}
+    for prop in props:
+        retrain_all = np.array([coalition_values(m, v[prop], n) for _, m, v in seeds])
+        if np.isnan(retrain_all).any():
+            missing = int(np.isnan(retrain_all).any(axis=0).sum())
+            raise ValueError(f"{prop}: {missing} coalition(s) lack a retrained value in some seed")
+        retrain = retrain_all[:, proper]
+        scores = attributions(ft_masks, ft_values[prop], planted=p, seed=seed)
+        # the ceilings: Shapley of the retrained seed mean (in sample), and of each seed alone vs the others
+        rt_masks = np.concatenate([masks] * len(seeds))
+        rt_values = retrain_all.reshape(-1)
+        retrain_phi = attributions(rt_masks, rt_values, planted=None, seed=seed)["shapley"]
+        cells = lds_cells(subsets, retrain, {**scores, "retrain_shapley": retrain_phi}, stratum, seed=seed,
+                          n_bootstrap=n_bootstrap)
+        cross = []
+        for j in range(len(seeds)):
+            phi_j = attributions(masks, retrain_all[j], planted=None, seed=seed)["shapley"]
+            others = np.delete(retrain, j, axis=0)
+            cross.append({"all": 100.0 * spearman(subsets.astype(float) @ phi_j, others.mean(axis=0)),
+                          "stratum": 100.0 * spearman(subsets[stratum].astype(float) @ phi_j,
+                                                      others[:, stratum].mean(axis=0))})
+        ft_mean = coalition_values(ft_masks, ft_values[prop], n)[proper]
+        entry: dict[str, Any] = {
+            "phi": {m: v.tolist() for m, v in {**scores, "retrain_shapley": retrain_phi}.items()},
+            "kernelshap_max_abs_diff": float(np.max(np.abs(scores["kernelshap"] - scores["shapley"]))),
+            "lds": cells,
+            "seed_to_seed": {"all": seed_to_seed_lds(retrain), "stratum": seed_to_seed_lds(retrain[:, stratum])},
+            "retrain_shapley_other_seeds": {
+                "all": float(np.mean([c["all"] for c in cross])),
+                "stratum": float(np.mean([c["stratum"] for c in cross])), "per_seed": cross},
+            "ft_vs_retrain_spearman": {"all": 100.0 * spearman(ft_mean, retrain.mean(axis=0)),
+                                       "stratum": 100.0 * spearman(ft_mean[stratum],
+                                                                   retrain.mean(axis=0)[stratum])},
+            "counterfactuals": {},
+        }
+        for k in ks:
+            per: dict[str, Any] = {}
+            for method, phi in {**scores, "retrain_shapley": retrain_phi}.items():
+                if method == "equal_split":  # all tied: the removed set would be the index tie-break
+                    continue
+                credit_k = _credit_of(phi, prop)
+                per[method] = {"harmful": counterfactual(credit_k, k, retrain_all, prop, helpful=False),
+                               "helpful": counterfactual(credit_k, k, retrain_all, prop, helpful=True)}
+            gone = best_removal(retrain_all, k, prop)
+            oracle = np.zeros(n)
+            oracle[gone] = -1.0
+            per["hindsight_best"] = {"harmful": counterfactual(oracle, k, retrain_all, prop, helpful=False)}
+            entry["counterfactuals"][str(k)] = per
+        doc["properties"][prop] = entry
+    doc["targets"] = lds_targets(doc)
+    return doc
+
+
+def lds_targets(doc: dict[str, Any], props: tuple[str, ...] = ("fid", "quality")) -> dict[str, Any]:
+    """The stated targets, cell by cell: default LDS >= 60 without the planted contributor; the default's
+    LDS the best among the baselines; its top-k harmful removal the largest improvement (ties when the
+    same set is removed)."""
+    out: dict[str, Any] = {"lds_min": {}, "lds_best": {}, "counterfactual_best": {}}
+    for prop in props:
+        if prop not in doc["properties"]:
+            continue
+        entry = doc["properties"][prop]
+        ours = entry["lds"]["shapley"]["stratum"]["value"]
+        out["lds_min"][prop] = {"value": _round(ours), "target": LDS_TARGET, "margin": _round(ours - LDS_TARGET),
+                                "passed": bool(math.isfinite(ours) and ours >= LDS_TARGET)}
+        for part in ("all", "stratum"):
+            mine = entry["lds"]["shapley"][part]["value"]
+            rivals = {b: entry["lds"][b][part]["value"] for b in LDS_BASELINES
+                      if math.isfinite(entry["lds"][b][part]["value"])}
+            best_rival = max(rivals, key=rivals.get)
+            out["lds_best"][f"{prop}/{part}"] = {
+                "shapley": _round(mine), "best_baseline": best_rival, "baseline": _round(rivals[best_rival]),
+                "margin": _round(mine - rivals[best_rival]), "passed": bool(mine >= rivals[best_rival]),
+                "margin_vs_equal_split": _round(mine - entry["lds"]["equal_split"][part]["value"])}
+        for k, per in entry["counterfactuals"].items():
+            mine = per["shapley"]["harmful"]
+            rows = {}
+            for b in LDS_BASELINES:
+                theirs = per[b]["harmful"]
+                tie = theirs["removed"] == mine["removed"]
+                margin = mine["improvement"]["value"] - theirs["improvement"]["value"]
+                rows[b] = {"margin": _round(margin), "tie": tie, "passed": bool(tie or margin > 0)}
+            out["counterfactual_best"][f"{prop}/k={k}"] = {
+                "rivals": rows, "passed": all(r["passed"] for r in rows.values()),
+                "strict": all(r["margin"] is not None and r["margin"] > 0 and not r["tie"] for r in rows.values())}
+    return out
+
+
+def lds_seed_stores(name: str, *, quick: bool, store_root: Path, max_seeds: int | None = None) -> list[Path]:
+    """The retrain stores of ``name`` that exist, seed 0, 1, ... until the first missing one."""
+    found = []
+    while max_seeds is None or len(found) < max_seeds:
+        path = Path(scenario_config(name, quick=quick, store_root=store_root, mode="retrain", seed=len(found)).store)
+        if not (path / "manifest.json").is_file():
+            break
+        found.append(path)
+    return found
+
+
+def _fmt(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _interval(cell: dict[str, Any], scale: float = 1.0, digits: int = 1) -> str:
+    return (f"{_fmt(scale * cell['value'], digits)} [{_fmt(scale * cell['ci_low'], digits)}, "
+            f"{_fmt(scale * cell['ci_high'], digits)}]")
+
+
+def lds_tables(doc: dict[str, Any]) -> str:
+    """Markdown tables of an :func:`lds_study` document: LDS per method x property x {all, without planted},
+    then the counterfactuals (fid and quality)."""
+    props = list(doc["properties"])
+    planted = doc["planted"]
+    head = "| method | " + " | ".join(f"{p} all | {p} w/o {planted}" for p in props) + " |"
+    lines = [head, "|---|" + "---:|" * (2 * len(props))]
+    for method in (*LDS_TABLE, "retrain_shapley"):
+        cells = []
+        for p in props:
+            for part in ("all", "stratum"):
+                cells.append(_fmt(doc["properties"][p]["lds"][method][part]["value"]))
+        label = {"shapley": "shapley (default)", "retrain_shapley": "retrain Shapley (ceiling, in sample)"}.get(
+            method, method)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label, key in (("retrain Shapley of one seed vs the others", "retrain_shapley_other_seeds"),
+                       ("retrain seed-to-seed (noise ceiling)", "seed_to_seed"),
+                       ("FT vs retrain per coalition (Spearman x100)", "ft_vs_retrain_spearman")):
+        cells = []
+        for p in props:
+            for part in ("all", "stratum"):
+                block = doc["properties"][p][key][part]
+                cells.append(_fmt(block["value"] if isinstance(block, dict) else block))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    ids = doc["ids"]
+    cf_props = [p for p in ("fid", "quality") if p in doc["properties"]]
+    lines += ["", "| method | k | " + " | ".join(f"{p} removed harmful | {p} improvement % | {p} removed helpful | "
+                                                 f"{p} drop %" for p in cf_props) + " |",
+              "|---|---:|" + "---|---:|---|---:|" * len(cf_props)]
+    ks = list(doc["properties"][cf_props[0]]["counterfactuals"]) if cf_props else []
+    for k in ks:
+        for method in (*LDS_COUNTERFACTUAL, "retrain_shapley", "hindsight_best"):
+            cells = []
+            for p in cf_props:
+                per = doc["properties"][p]["counterfactuals"][k][method]
+                harm = per["harmful"]
+                cells += ["{" + ",".join(ids[i] for i in harm["removed"]) + "}", _interval(harm["improvement"], 100)]
+                if "helpful" in per:
+                    cells += ["{" + ",".join(ids[i] for i in per["helpful"]["removed"]) + "}",
+                              _interval(per["helpful"]["drop"], 100)]
+                else:
+                    cells += ["", ""]
+            lines.append(f"| {method} | {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_lds(*, quick: bool, store_root: Path, out: Path, max_seeds: int | None = None) -> dict[str, Any]:
+    """Score :data:`LDS_SCENARIO` from its stores (no training): write ``out`` and print the tables."""
+    ft_store = Path(scenario_config(LDS_SCENARIO, quick=quick, store_root=store_root).store)
+    seed_stores, seed_rows = [], []
+    for path in lds_seed_stores(LDS_SCENARIO, quick=quick, store_root=store_root, max_seeds=max_seeds):
+        rows = store_rows(path)
+        done = np.isfinite(coalition_values(rows[1], next(iter(rows[2].values())), len(rows[0]))).sum()
+        if done < 2 ** len(rows[0]):  # a seed still running (or stopped): use the seeds before it
+            print(f"{path}: {done} of {2 ** len(rows[0])} coalitions retrained; it and later seeds are left out",
+                  file=sys.stderr)
+            break
+        seed_stores.append(path)
+        seed_rows.append(rows)
+    if not (ft_store / "manifest.json").is_file() or len(seed_stores) < 2:
+        raise SystemExit(f"--lds needs the store {ft_store} and at least 2 retrain stores next to it "
+                         f"(found {len(seed_stores)}); run `bench/scenarios.py --only {LDS_SCENARIO} "
+                         f"--retrain-seeds 3{' --quick' if quick else ''}` first")
+    doc = lds_study(store_rows(ft_store), seed_rows, planted=LDS_PLANTED)
+    doc = {"scenario": LDS_SCENARIO, "quick": quick, "ft_store": str(ft_store.relative_to(REPO_ROOT))
+           if ft_store.is_relative_to(REPO_ROOT) else str(ft_store),
+           "retrain_stores": [str(s.relative_to(REPO_ROOT)) if s.is_relative_to(REPO_ROOT) else str(s)
+                              for s in seed_stores], **doc}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_finite(doc), indent=1) + "\n")
+    print(f"{LDS_SCENARIO}: LDS x100 against {len(seed_stores)} retrain seeds "
+          f"({'quick' if quick else 'full'} budget); w/o {LDS_PLANTED}: the subsets without it")
+    print(lds_tables(doc))
+    print(json.dumps(doc["targets"], indent=1))
+    print(f"wrote {out}")
+    return doc
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become None."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer | np.bool_):
+        return obj.item()
+    return obj
+
+
 # --- main ----------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -202,10 +601,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=None, help="a Ray cluster to join (default: one local instance)")
     parser.add_argument("--rescore", action="store_true",
                         help="recompute the verdicts of the existing JSON (--out) without running anything")
+    parser.add_argument("--lds", action="store_true",
+                        help=f"score {LDS_SCENARIO} from its stores (FT + retrain seeds) without running anything: "
+                             "LDS and counterfactuals of every attribution against retraining")
+    parser.add_argument("--lds-seeds", type=int, default=None, help="--lds: use at most this many retrain seeds")
+    parser.add_argument("--lds-out", type=Path, default=REPO_ROOT / "bench" / "results" / "scenario_lds.json")
     args = parser.parse_args(argv)
     if args.retrain_seeds == 1:
         parser.error("--retrain-seeds needs 0 or >= 2 seeds (a ceiling is a seed-to-seed agreement)")
     out = args.out or REPO_ROOT / "bench" / "results" / ("scenarios_quick.json" if args.quick else "scenarios.json")
+    if args.lds:
+        run_lds(quick=args.quick, store_root=args.store_root, out=args.lds_out, max_seeds=args.lds_seeds)
+        return 0
     if args.rescore:
         report = json.loads(out.read_text())
         for name, entry in report["scenarios"].items():
@@ -224,6 +631,10 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Every scenario: sparsified FT on the exact design, then (optionally) retraining seeds.
     report: dict[str, Any] = {"quick": args.quick, "machine": f"{platform.machine()}, {platform.python_version()}",
                               "retrain_seeds": args.retrain_seeds, "scenarios": {}}
+    if out.is_file():  # keep the scenarios this run does not touch (an --only run adds to the file)
+        previous = json.loads(out.read_text())
+        if previous.get("quick") == args.quick:
+            report["scenarios"] = {k: v for k, v in previous.get("scenarios", {}).items() if k not in args.only}
     try:
         for name in args.only:
             cfg = scenario_config(name, quick=args.quick, store_root=args.store_root)
@@ -234,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                 seeds = [run_scenario(scenario_config(name, quick=args.quick, store_root=args.store_root,
                                                       mode="retrain", seed=s), address=args.address)
                          for s in range(args.retrain_seeds)]
-                entry["retrain"] = retrain_summary(name, seeds)
+                entry["retrain"] = {"seeds": args.retrain_seeds, **retrain_summary(name, seeds)}
             report["scenarios"][name] = entry
             passed = entry["sparsified_ft"]["verdict"]["passed"]
             print(f"{name}: {'PASS' if passed else 'FAIL'} ({result['wall_s']} s) "
@@ -247,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
 
             ray.shutdown()
     print(f"wrote {out}")
+    if args.retrain_seeds >= 2 and LDS_SCENARIO in args.only:
+        run_lds(quick=args.quick, store_root=args.store_root, out=args.lds_out)
     return 0
 
 

@@ -80,3 +80,59 @@ def test_twins_get_equal_credit(tmp_path, ray_address, game_env, contribshap):
         with_a = game.evaluate(np.array([True, False, with_c]), replicate=0, seed=7).values
         with_b = game.evaluate(np.array([False, True, with_c]), replicate=0, seed=7).values
         assert with_a == with_b
+
+
+# --- LDS / counterfactual lookups of bench/scenarios.py on a constructed additive game (fast) -----------------
+def _scenarios_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "scenarios.py"
+    spec = importlib.util.spec_from_file_location("bench_scenarios", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lds_study_on_an_additive_game():
+    """Weights (8, 4, 2, -1): every subset sum is distinct, so the exact answers are known.
+
+    The FT store holds the game exactly (two replicates); three retrain "seeds" add noise far smaller than
+    the gaps between subset sums. ``quality`` is the game, ``fid`` its negation (lower is better).
+    """
+    sc = _scenarios_module()
+    ids, w = ["a", "b", "c", "p"], np.array([8.0, 4.0, 2.0, -1.0])
+    masks = sc.all_masks(4)
+    v = masks.astype(float) @ w + 20.0
+    ft_masks = np.concatenate([masks, masks])
+    ft = (ids, ft_masks, {"quality": np.concatenate([v, v]), "fid": -np.concatenate([v, v])})
+    noise = np.random.default_rng(0).uniform(-0.05, 0.05, size=(3, 16))
+    seeds = [(ids, masks, {"quality": v + e, "fid": -(v + e)}) for e in noise]
+    doc = sc.lds_study(ft, seeds, planted="p", n_bootstrap=50)
+
+    assert doc["n_subsets"] == {"all": 14, "stratum": 7}
+    for prop, sign in (("quality", 1.0), ("fid", -1.0)):
+        entry = doc["properties"][prop]
+        np.testing.assert_allclose(entry["phi"]["shapley"], sign * w, atol=1e-9)
+        np.testing.assert_allclose(entry["phi"]["banzhaf"], sign * w, atol=1e-9)
+        np.testing.assert_allclose(entry["phi"]["loo"], sign * w, atol=1e-9)
+        for part in ("all", "stratum"):
+            assert entry["lds"]["shapley"][part]["value"] == pytest.approx(100.0)
+            assert entry["seed_to_seed"][part]["value"] == pytest.approx(100.0)
+        assert np.isnan(entry["lds"]["planted_indicator"]["stratum"]["value"])  # constant sums without p
+        assert entry["lds"]["planted_indicator"]["all"]["value"] > 0
+
+        # k = 1: the harmful one is p; removing it improves the property by (v(N∖p) − v(N)) / |v(N)| per seed.
+        full, without_p = masks.sum(1) == 4, (masks == [1, 1, 1, 0]).all(1)
+        rel = ((v + noise)[:, without_p] - (v + noise)[:, full]).ravel() / np.abs(v + noise)[:, full].ravel()
+        harm = entry["counterfactuals"]["1"]["shapley"]["harmful"]
+        assert harm["removed"] == [3]
+        assert harm["improvement"]["value"] == pytest.approx(rel.mean())
+        assert harm["improvement"]["ci_low"] < rel.mean() < harm["improvement"]["ci_high"]
+        # k = 2: the helpful pair is {a, b}; its removal drops the property by 12 / 33.
+        helpful = entry["counterfactuals"]["2"]["shapley"]["helpful"]
+        assert helpful["removed"] == [0, 1]
+        assert helpful["drop"]["value"] == pytest.approx(12.0 / 33.0, rel=1e-2)
+        assert entry["counterfactuals"]["1"]["hindsight_best"]["harmful"]["removed"] == [3]
+    verdict = doc["targets"]
+    assert verdict["counterfactual_best"]["fid/k=1"]["rivals"]["planted_indicator"]["tie"]
+    assert verdict["lds_min"]["fid"]["passed"] and verdict["lds_min"]["quality"]["passed"]
