@@ -287,6 +287,10 @@ def status(
         f"planned {info['planned']} evaluations of {info['planned_coalitions']} coalitions in {info['rounds']} round(s): "
         f"ok {info['ok']}, failed {info['failed']}, remaining {info['remaining']}, ETA {eta}",
     ]
+    if info.get("by_fidelity"):
+        lines.append("fidelity: " + ", ".join(f"{name} {part['ok']}/{part['planned']} ok"
+                                              + (f" ({part['failed']} failed)" if part["failed"] else "")
+                                              for name, part in info["by_fidelity"].items()))
     if driver:
         lines.append(f"driver: pid {driver.get('pid')} on {driver.get('host')}")
     if info.get("job"):

@@ -19,6 +19,7 @@ Top-level keys (all but ``game`` and ``design`` have defaults)::
     ray: {address: null, num_cpus: 1, num_gpus: 0, max_in_flight: null, max_retries: 3,
           retry_exceptions: [ConnectionError, TimeoutError], local_num_cpus: null, temp_dir: null}
     evaluation: {holdout_alpha: 0.5, n_subsets: 50, seeds: [0], mode: finetune}
+    low_fidelity: null              # or {game: {finetune: {steps: 10}}, budget: 400}: cheap control variate
 
 Hashes:
 - :func:`config_hash` covers what changes the value of one coalition evaluation: the ``game`` section,
@@ -238,6 +239,36 @@ class EvaluationConfig(_Strict):
     banzhaf_uniform: bool = False
 
 
+class LowFidelityConfig(_Strict):
+    """A cheap second fidelity used as a control variate (see :mod:`contribshap.pipeline.estimators.multifidelity`).
+
+    The design's coalitions (``design.budget``) are evaluated at both fidelities; ``budget`` further
+    coalitions, drawn from the same design with a seed stream of their own, at the low one only. The
+    reducer combines them with the estimated optimal coefficient.
+
+    Attributes:
+        game: overrides deep-merged into ``game`` to make the cheap game, e.g. ``{finetune: {steps: 10},
+            sampling: {n_images: 100}}`` (python games: ``{options: {...}}``). Its evaluations live in a
+            store namespace of their own (``<config_hash>-<variant>``).
+        budget: coalitions of the low-fidelity-only design, counting the empty and the full one like
+            ``design.budget`` (the endpoints are the low twins of the design's).
+        replicates: evaluations per low-only coalition (default: ``replicates.coalition``).
+    """
+
+    game: dict[str, Any]
+    budget: int = Field(ge=3)
+    replicates: int | None = Field(default=None, ge=1)
+
+    @field_validator("game")
+    @classmethod
+    def _not_empty(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("got {}; give the keys of game that make it cheap, e.g. {finetune: {steps: 10}}")
+        if "kind" in value:
+            raise ValueError("the cheap game keeps the game's kind; remove kind")
+        return value
+
+
 class Config(_Strict):
     """A whole run. See the module docstring for the YAML layout."""
 
@@ -252,6 +283,7 @@ class Config(_Strict):
     stopping: StoppingConfig = Field(default_factory=StoppingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    low_fidelity: LowFidelityConfig | None = None
 
     @field_validator("estimators")
     @classmethod
@@ -269,6 +301,41 @@ class Config(_Strict):
     def plan_seed(self) -> int:
         """Seed of the coalition design: ``design.seed`` if given, else ``seed``."""
         return self.seed if self.design.seed is None else self.design.seed
+
+    def low_fidelity_overrides(self) -> dict[str, Any] | None:
+        """The overrides that derive the cheap game (``{"game": low_fidelity.game}``), None without one."""
+        return None if self.low_fidelity is None else {"game": self.low_fidelity.game}
+
+    def low_fidelity_config(self) -> Config | None:
+        """The cheap game's whole config (the run's, with ``low_fidelity.game`` deep-merged), None without one.
+
+        Raises:
+            ValueError: the merged game does not validate (the message names the key).
+        """
+        overrides = self.low_fidelity_overrides()
+        if overrides is None:
+            return None
+        merged = deep_merge(self.model_dump(mode="json"), overrides)
+        merged["low_fidelity"] = None
+        return Config.model_validate(merged)
+
+    def low_fidelity_namespace(self) -> str | None:
+        """Store namespace of the cheap game's evaluations (``<config_hash>-<variant>``), None without one."""
+        overrides = self.low_fidelity_overrides()
+        return None if overrides is None else f"{config_hash(self)}-{variant_hash(overrides)}"
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``overrides`` merged in, key by key (nested mappings merged, others replaced)."""
+    import copy
+
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def _n_players(game: Any) -> int | None:
@@ -380,14 +447,46 @@ def _semantic_problems(cfg: Config, *, check_paths: bool, check_store: bool = Fa
             f"estimators: exact_shapley needs design.kind: exact (got {design.kind!r}); "
             "remove it or use the exact design"
         )
-    # 3. local paths: the python target module, and every path the diffusion schema names
+    # 3. the cheap game of a two-fidelity plan
+    if cfg.low_fidelity is not None:
+        problems.extend(_low_fidelity_problems(cfg))
+    # 4. local paths: the python target module, and every path the diffusion schema names
     if check_paths:
         problems.extend(_path_problems(cfg))
-    # 4. the store folder: creatable and writable
+    # 5. the store folder: creatable and writable
     if check_store:
         problem = store_location_problem(resolve_store(cfg))
         if problem:
             problems.append(f"store: {problem}")
+    return problems
+
+
+#: Methods the two-fidelity reducer cannot combine (they need per-row options of the single design).
+_SINGLE_FIDELITY_METHODS = ("kernelshap_paper", "exact_shapley")
+
+
+def _low_fidelity_problems(cfg: Config) -> list[str]:
+    low = cfg.low_fidelity
+    assert low is not None
+    problems = []
+    if cfg.design.kind in ("exact", "loo"):
+        problems.append(f"low_fidelity: needs a sampling design (got design.kind {cfg.design.kind!r}); "
+                        "use paired or leverage, or remove low_fidelity")
+    n = cfg.n_players()
+    if n is not None and low.budget < n + 2:
+        problems.append(f"low_fidelity.budget: {low.budget} is below n+2 = {n + 2}; use budget >= {n + 2}")
+    single = [m for m in cfg.estimators if m in _SINGLE_FIDELITY_METHODS]
+    if single:
+        problems.append(f"estimators: {single[0]} cannot combine two fidelities; remove it or low_fidelity")
+    try:
+        cheap = cfg.low_fidelity_config()
+    except ValidationError as error:
+        first = _pydantic_problems(error)[0]
+        problems.append(f"low_fidelity.game: the cheap game is not valid ({first}); fix the override")
+        return problems
+    if cheap is not None and cheap.game == cfg.game:
+        problems.append("low_fidelity.game: changes nothing of game; override what makes it cheap, "
+                        "e.g. {finetune: {steps: 10}}")
     return problems
 
 

@@ -20,6 +20,9 @@ Run, step by step (:func:`run`):
     as nodes come and go), handle results as they finish: block in ``ray.wait`` for the first, then take
     every other finished one in the same pass. The config travels inline with each task (a few KB: a
     ``ray.put`` reference would add an object-store fetch and borrower bookkeeping per task).
+ 4'. two fidelities (``low_fidelity``): the plan also holds the control draws; the cheap game is prepared
+    once in its own namespace and its jobs (the low twins of every design row, and the control rows)
+    are dispatched after the round's full-fidelity jobs, with the same job seeds.
  5. reduce; stop when the configured CI target is met or the budget is spent. A round after which the
     store holds no ok evaluation at all (every one failed) ends the run with
     :class:`~contribshap.pipeline.status.NoUsableEvaluationsError` (exit code 3), never a silent success.
@@ -36,7 +39,6 @@ with the same per-task resources (:func:`run_model_baselines`, :func:`run_counte
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -53,6 +55,7 @@ from contribshap.pipeline.config import (
     ConfigError,
     ContribshapError,
     config_hash,
+    deep_merge,
     plan_hash,
     resolve_store,
     save_resolved,
@@ -63,6 +66,7 @@ from contribshap.pipeline.plan import (
     Job,
     PlanRequest,
     add_section_rows,
+    control_draws,
     extend_plan,
     jobs_for,
     key_of_mask,
@@ -371,17 +375,23 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
         _check_budget(cfg, len(ids))
         budgets = round_budgets(cfg.design.kind, len(ids), cfg.design.budget,
                                 round_size=cfg.stopping.round_size, max_rounds=cfg.stopping.max_rounds)
+        low = _LowFidelity.of(cfg)
         # 4. rounds: plan (written before dispatch), dispatch the todo, reduce, maybe stop
         for round_index, draws in enumerate(budgets):
             # 4a. the plan of this round and what it leaves to do (in memory)
-            planned_draws = int(store.read_manifest().get("planned_draws") or 0)
+            manifest = store.read_manifest()
+            planned_draws = int(manifest.get("planned_draws") or 0)
+            planned_control = int(manifest.get("planned_control_draws") or 0)
             rows = read_plan(store)
-            extend = draws > planned_draws or not rows
+            control = 0 if low is None else low.draws(max(draws, planned_draws), budgets[-1])
+            extend = draws > planned_draws or not rows or control > planned_control
             if extend:
                 last_round = max((r["round"] for r in rows), default=-1)
                 index = round_index if planned_draws == 0 else max(round_index, last_round + 1)
-                request = PlanRequest(cfg.design.kind, len(ids), draws, cfg.plan_seed(), cfg.design.options,
-                                      cfg.replicates.coalition, cfg.replicates.endpoints)
+                request = PlanRequest(cfg.design.kind, len(ids), max(draws, planned_draws), cfg.plan_seed(),
+                                      cfg.design.options, cfg.replicates.coalition, cfg.replicates.endpoints,
+                                      control=max(control, planned_control),
+                                      control_replicates=low.replicates if low is not None else 1)
                 rows, added = extend_plan(rows, ids, request, round_index=index)
                 summary.planned += added
             jobs = jobs_for(rows, seed=cfg.seed, sections=ESTIMATOR_SECTIONS)
@@ -389,21 +399,41 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
             done = scan.ok_jobs()
             todo = [j for j in jobs if (j.coalition_key, j.replicate) not in done]
             ordered = lpt_order(todo, [r for r in scan.rows if r["status"] == "ok"])
+            low_todo: list[Job] = []
+            if low is not None:
+                low_jobs = jobs_for(rows, seed=cfg.seed, sections=(*ESTIMATOR_SECTIONS, "control"), fidelity="low")
+                low_scan = store.scan(low.namespace)
+                low_done = low_scan.ok_jobs()
+                low_todo = lpt_order([j for j in low_jobs if (j.coalition_key, j.replicate) not in low_done],
+                                     [r for r in low_scan.rows if r["status"] == "ok"])
+                jobs = jobs + low_jobs
+                done = {("high", *j) for j in done} | {("low", *j) for j in low_done}
             # 4b. Ray before any write: unsatisfiable resources leave the store as it was
-            if ordered:
+            if ordered or low_todo:
                 ray_context.ensure()
             save_resolved(cfg, store.config_path)
             if extend:
                 write_plan(store, rows)
-                store.update_manifest(planned_draws=max(draws, planned_draws))
+                store.update_manifest(planned_draws=max(draws, planned_draws),
+                                      planned_control_draws=max(control, planned_control))
             # 4c. dispatch; a round that leaves no ok evaluation at all is never a silent success
             result = dispatch(ordered, cfg=cfg, store=store, namespace=namespace, config_text=config_text,
                               search_paths=search_paths, lock=lock, progress=progress,
                               description=f"round {round_index}", known_rows=scan.rows)
+            ok, failed = result.ok, result.failed
+            if low_todo:
+                assert low is not None
+                _ensure_prepared(low.cfg, store, low.namespace, low.config_text, search_paths, ray_context,
+                                 progress=progress)
+                low_result = dispatch(low_todo, cfg=low.cfg, store=store, namespace=low.namespace,
+                                      config_text=low.config_text, search_paths=search_paths, lock=lock,
+                                      progress=progress, description=f"round {round_index} (low fidelity)",
+                                      known_rows=low_scan.rows)
+                ok, failed = ok + low_result.ok, failed + low_result.failed
             summary.rounds = round_index + 1
-            summary.evaluated += result.ok
-            summary.failed += result.failed
-            if result.failed and not result.ok and not done:
+            summary.evaluated += ok
+            summary.failed += failed
+            if failed and not ok and not done:
                 require_ok_evaluations(store.root, what="every evaluation failed")
             _record_properties(store, result.rows or scan.rows)
             # 5. reduce and check the CI target
@@ -420,6 +450,30 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
     return summary
 
 
+@dataclass(frozen=True)
+class _LowFidelity:
+    """The cheap game of a two-fidelity run: its config, namespace and plan settings."""
+
+    cfg: Config
+    namespace: str
+    config_text: str
+    budget: int
+    replicates: int
+
+    @classmethod
+    def of(cls, cfg: Config) -> _LowFidelity | None:
+        if cfg.low_fidelity is None:
+            return None
+        cheap = cfg.low_fidelity_config()
+        assert cheap is not None and cfg.low_fidelity_namespace() is not None
+        return cls(cheap, str(cfg.low_fidelity_namespace()), _config_text(cheap), cfg.low_fidelity.budget,
+                   cfg.low_fidelity.replicates or cfg.replicates.coalition)
+
+    def draws(self, draws: int, total_draws: int) -> int:
+        """Control draws planned with ``draws`` of the design's ``total_draws`` (the same share of the budget)."""
+        return max(control_draws(draws, total_draws, self.budget), 1)
+
+
 def _code_version() -> str:
     try:
         from importlib.metadata import version
@@ -430,16 +484,6 @@ def _code_version() -> str:
 
 
 # --- derived evaluations (LDS, counterfactuals) ------------------------------------------------------------
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def evaluate_coalitions(cfg: Config, store: Store | str | Path, masks: np.ndarray, *, section: str,
                         replicates: int = 1, overrides: dict[str, Any] | None = None,
                         address: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
@@ -466,7 +510,7 @@ def evaluate_coalitions(cfg: Config, store: Store | str | Path, masks: np.ndarra
     derived = cfg
     if overrides:
         try:
-            derived = Config.model_validate(_deep_merge(cfg.model_dump(mode="json"), overrides))
+            derived = Config.model_validate(deep_merge(cfg.model_dump(mode="json"), overrides))
         except Exception as error:
             raise ConfigError(f"evaluate overrides {overrides}: {one_line(error)}") from None
         namespace = f"{namespace}-{variant_hash(overrides)}"

@@ -323,12 +323,13 @@ def _print(progress: bool, text: str) -> None:
 
 def _seen_coalitions(root: Path, main: MainRows, uniform: tuple[np.ndarray, dict[str, np.ndarray]] | None,
                      n: int) -> set[str]:
-    """Mask strings of every coalition a method reads: plan estimate rows and endpoints, the main game's
-    LOO / singleton rows, and Banzhaf's uniform rows (held-out subsets must differ from all of them)."""
+    """Mask strings of every coalition a method reads: plan estimate rows and endpoints (and the control
+    rows of a two-fidelity plan), the main game's LOO / singleton rows, and Banzhaf's uniform rows
+    (held-out subsets must differ from all of them)."""
     from contribshap.pipeline.plan import ESTIMATOR_SECTIONS, read_plan
     from contribshap.pipeline.store import Store
 
-    seen = {str(r["mask"]) for r in read_plan(Store(root)) if r.get("section") in ESTIMATOR_SECTIONS}
+    seen = {str(r["mask"]) for r in read_plan(Store(root)) if r.get("section") in (*ESTIMATOR_SECTIONS, "control")}
     seen |= {mask_to_str(m) for m in main.masks}
     seen |= {"0" * n, "1" * n}
     from contribshap.pipeline.baselines import required_masks

@@ -4,8 +4,15 @@ One row per planned coalition and section (schema in docs/ARCHITECTURE.md). Sect
 
 - ``endpoint``: the empty and the full coalition (always evaluated, ``replicates.endpoints`` times);
 - ``estimate``: rows of the design (``design.kind``), the only rows the estimators see besides endpoints;
+- ``control``: with ``low_fidelity`` only: further draws of the same design from a seed stream of their
+  own (:func:`control_seed`), evaluated at the low fidelity only (the control variate's set B);
 - ``holdout`` / ``counterfactual`` / ``banzhaf_uniform``: rows planned by ``contribshap evaluate`` (never fed
   to estimators; ``banzhaf_uniform`` is the uniform design of the Banzhaf baseline).
+
+Fidelity (column ``fidelity``): ``high`` rows are evaluated by the run's game, ``low`` rows by the cheap
+game of ``low_fidelity`` (its own store namespace), ``both`` rows by both with the same job seeds (the
+endpoints and the design's rows of a two-fidelity plan). Plans written before the column existed read as
+``high``.
 
 Budget: ``design.budget`` counts coalition draws *including* the two endpoints, so the design draws
 ``budget - 2`` coalitions (``exact``: all 2^n - 2; ``loo``: n). Draws that repeat a coalition are merged
@@ -34,11 +41,14 @@ from contribshap.pipeline.store import Store, StoreError, atomic_write_table, ma
 
 __all__ = [
     "ESTIMATOR_SECTIONS",
+    "FIDELITIES",
     "PLAN_SCHEMA",
     "SECTIONS",
     "Job",
     "add_section_rows",
     "coalition_key",
+    "control_draws",
+    "control_seed",
     "derive_seed",
     "extend_plan",
     "jobs_for",
@@ -49,9 +59,12 @@ __all__ = [
     "write_plan",
 ]
 
-SECTIONS = ("endpoint", "estimate", "holdout", "counterfactual", "banzhaf_uniform")
-#: Sections whose evaluations feed the estimators.
+SECTIONS = ("endpoint", "estimate", "control", "holdout", "counterfactual", "banzhaf_uniform")
+#: Sections whose evaluations feed the estimators (``control`` too, through the two-fidelity reducer).
 ESTIMATOR_SECTIONS = ("endpoint", "estimate")
+#: Values of the plan's ``fidelity`` column.
+FIDELITIES = ("high", "low", "both")
+_CONTROL_SALT = 0x4C4F57  # "LOW": the control draws' own seed stream
 PLAN_SCHEMA = pa.schema(
     [
         ("coalition_key", pa.string()),
@@ -62,6 +75,7 @@ PLAN_SCHEMA = pa.schema(
         ("design", pa.string()),
         ("weight", pa.float64()),
         ("replicates", pa.int32()),
+        ("fidelity", pa.string()),
     ]
 )
 
@@ -88,18 +102,23 @@ def read_plan(store: Store) -> list[dict[str, Any]]:
     if not store.plan_path.is_file():
         return []
     try:
-        return pq.read_table(store.plan_path).to_pylist()
+        rows = pq.read_table(store.plan_path).to_pylist()
     except Exception as error:
         raise StoreError(
             f"{store.plan_path} is unreadable ({type(error).__name__}); it was written atomically, so the "
             f"disk or a copy tool broke it: restore it, or {store.repair_hint()} to rebuild it from the config"
         ) from None
+    for row in rows:
+        if row.get("fidelity") is None:
+            row["fidelity"] = "high"
+    return rows
 
 
 def write_plan(store: Store, rows: list[dict[str, Any]]) -> None:
     """Write all plan rows atomically (sorted by section order, round, then key)."""
     order = {s: i for i, s in enumerate(SECTIONS)}
     rows = sorted(rows, key=lambda r: (order.get(r["section"], 99), r["round"], r["coalition_key"]))
+    rows = [{**r, "fidelity": r.get("fidelity") or "high"} for r in rows]
     table = pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)
     atomic_write_table(store.plan_path, table)
 
@@ -149,9 +168,28 @@ def _sample(design_kind: str, n: int, draws: int, seed: int, options: dict[str, 
     return masks[keep]
 
 
+def control_seed(plan_seed: int) -> int:
+    """Seed of the control draws (set B of a two-fidelity plan): a stream apart from the design's."""
+    state = np.random.SeedSequence(entropy=int(plan_seed), spawn_key=(_CONTROL_SALT,)).generate_state(2)
+    return int((int(state[1]) << 32 | int(state[0])) & (2**63 - 1))
+
+
+def control_draws(draws: int, total_draws: int, control_budget: int) -> int:
+    """Control draws planned alongside ``draws`` of the design's ``total_draws``: the same share of
+    ``control_budget - 2`` (the budget counts the two endpoints, which the design's rows hold)."""
+    total = max(int(control_budget) - 2, 0)
+    if total_draws <= 0 or draws >= total_draws:
+        return total
+    return min(total, math.ceil(total * draws / total_draws))
+
+
 @dataclass(frozen=True)
 class PlanRequest:
-    """What :func:`extend_plan` should plan (from the config)."""
+    """What :func:`extend_plan` should plan (from the config).
+
+    ``control``: draws of the low-fidelity-only set (0: a single-fidelity plan); with control draws the
+    endpoint and design rows are planned at ``both`` fidelities.
+    """
 
     design: str
     n_players: int
@@ -160,6 +198,8 @@ class PlanRequest:
     options: dict[str, Any]
     replicates_coalition: int
     replicates_endpoints: int
+    control: int = 0
+    control_replicates: int = 1
 
 
 def extend_plan(rows: list[dict[str, Any]], ids: Sequence[str], request: PlanRequest, *, round_index: int) -> tuple[list[dict[str, Any]], int]:
@@ -173,6 +213,11 @@ def extend_plan(rows: list[dict[str, Any]], ids: Sequence[str], request: PlanReq
     """
     n = request.n_players
     by_id = {(r["section"], r["coalition_key"]): dict(r) for r in rows}
+    fidelity = "both" if request.control > 0 else "high"
+    if request.control > 0:  # a plan that gains a low fidelity evaluates its design rows at both
+        for row in by_id.values():
+            if row["section"] in ESTIMATOR_SECTIONS:
+                row["fidelity"] = "both"
     added = 0
     # 1. endpoints
     for mask in (np.zeros(n, dtype=bool), np.ones(n, dtype=bool)):
@@ -181,7 +226,7 @@ def extend_plan(rows: list[dict[str, Any]], ids: Sequence[str], request: PlanReq
             by_id[("endpoint", key)] = {
                 "coalition_key": key, "mask": mask_to_str(mask), "size": int(mask.sum()),
                 "section": "endpoint", "round": 0, "design": "endpoint", "weight": 1.0,
-                "replicates": request.replicates_endpoints,
+                "replicates": request.replicates_endpoints, "fidelity": fidelity,
             }
             added += 1
     # 2. the design's draws, merged by key (weight = multiplicity)
@@ -201,9 +246,29 @@ def extend_plan(rows: list[dict[str, Any]], ids: Sequence[str], request: PlanReq
         by_id[("estimate", key)] = {
             "coalition_key": key, "mask": mask_to_str(mask), "size": int(mask.sum()),
             "section": "estimate", "round": int(round_index), "design": request.design,
-            "weight": float(count), "replicates": request.replicates_coalition,
+            "weight": float(count), "replicates": request.replicates_coalition, "fidelity": fidelity,
         }
         added += 1
+    # 3. the control draws (low fidelity only), from their own seed stream
+    if request.control > 0:
+        control = _sample(request.design, n, request.control, control_seed(request.seed), request.options)
+        counts, first = {}, {}
+        for mask in control:
+            key = key_of_mask(mask, ids)
+            counts[key] = counts.get(key, 0) + 1
+            first.setdefault(key, mask)
+        for key, count in counts.items():
+            existing = by_id.get(("control", key))
+            if existing is not None:
+                existing["weight"] = float(count)
+                continue
+            mask = first[key]
+            by_id[("control", key)] = {
+                "coalition_key": key, "mask": mask_to_str(mask), "size": int(mask.sum()),
+                "section": "control", "round": int(round_index), "design": request.design,
+                "weight": float(count), "replicates": request.control_replicates, "fidelity": "low",
+            }
+            added += 1
     return list(by_id.values()), added
 
 
@@ -224,6 +289,7 @@ def add_section_rows(
         by_id[(section, key)] = {
             "coalition_key": key, "mask": mask_to_str(mask), "size": int(mask.sum()), "section": section,
             "round": int(round_index), "design": section, "weight": 1.0, "replicates": int(replicates),
+            "fidelity": "high",
         }
     return list(by_id.values())
 
@@ -251,11 +317,13 @@ class Job:
                 "replicate": self.replicate, "seed": self.seed}
 
 
-def jobs_for(rows: Iterable[dict[str, Any]], *, seed: int, sections: Sequence[str] = ESTIMATOR_SECTIONS) -> list[Job]:
-    """Every (coalition, replicate) the plan wants in ``sections`` (one job per key and replicate)."""
+def jobs_for(rows: Iterable[dict[str, Any]], *, seed: int, sections: Sequence[str] = ESTIMATOR_SECTIONS,
+             fidelity: str = "high") -> list[Job]:
+    """Every (coalition, replicate) the plan wants in ``sections`` at ``fidelity`` (``high`` / ``low``; rows
+    planned at ``both`` count for either), one job per key and replicate."""
     wanted: dict[tuple[str, int], Job] = {}
     for row in rows:
-        if row["section"] not in sections:
+        if row["section"] not in sections or row.get("fidelity", "high") not in (fidelity, "both"):
             continue
         for replicate in range(int(row["replicates"])):
             job_id = (row["coalition_key"], replicate)

@@ -113,6 +113,7 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
               f"(e.g. {failed[0]['mask']} r{failed[0]['replicate']}: {failed[0]['error']}); "
               "`contribshap run` retries them", file=sys.stderr)
     empty, full = "0" * n, "1" * n
+    two = _two_fidelity_rows(store, cfg, plan_rows, ok) if cfg.low_fidelity is not None else None
     results: dict[str, dict[str, Any]] = {}
     for prop in _property_names(manifest, ok):
         # 3. one (masks, values) table per property; NaN values are left to the estimator to drop
@@ -135,8 +136,11 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    est = estimate(masks, values, float(np.mean(v_empty)), float(np.mean(v_full)),
-                                   method=method, level=cfg.level, seed=cfg.seed, **options)
+                    if two is not None:
+                        est = two.estimate(prop, method=method, level=cfg.level, seed=cfg.seed)
+                    else:
+                        est = estimate(masks, values, float(np.mean(v_empty)), float(np.mean(v_full)),
+                                       method=method, level=cfg.level, seed=cfg.seed, **options)
             except ValueError as error:
                 raise StoreError(f"reduce {prop!r} with {method!r}: {str(error).rstrip('.')}") from None
             est.extras.update(v_empty=float(np.mean(v_empty)), v_full=float(np.mean(v_full)))
@@ -149,6 +153,58 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
     if show:
         print_table(results, contributors)
     return results
+
+
+class _TwoFidelityRows:
+    """The rows of a two-fidelity plan (see :mod:`contribshap.pipeline.estimators.multifidelity`): set A's
+    evaluations at both fidelities, paired by coalition and replicate, and set B's low-only ones."""
+
+    def __init__(self, n: int, pairs: list[tuple[dict[str, Any], dict[str, Any]]], low_only: list[dict[str, Any]]):
+        self.n, self.pairs, self.low_only = n, pairs, low_only
+        self.seconds = {"high": _seconds(p[0] for p in pairs), "low": _seconds(p[1] for p in pairs)
+                        + _seconds(r for r in low_only if 0 < r["mask"].count("1") < n)}
+
+    def estimate(self, prop: str, *, method: str, level: float, seed: int) -> Any:
+        from contribshap.pipeline.estimators.multifidelity import combine_fidelities
+
+        def value(row: dict[str, Any]) -> float:
+            x = row.get(prop)
+            return float(x) if isinstance(x, int | float) and x is not None else math.nan
+
+        masks_a = np.array([mask_from_str(h["mask"]) for h, _ in self.pairs], dtype=bool).reshape(-1, self.n)
+        masks_b = np.array([mask_from_str(r["mask"]) for r in self.low_only], dtype=bool).reshape(-1, self.n)
+        est = combine_fidelities(masks_a, np.array([value(h) for h, _ in self.pairs]),
+                                 np.array([value(lo) for _, lo in self.pairs]), masks_b,
+                                 np.array([value(r) for r in self.low_only]), method=method, level=level, seed=seed)
+        est.extras["multifidelity"].update(high_seconds=self.seconds["high"], low_seconds=self.seconds["low"])
+        return est
+
+
+def _seconds(rows: Any) -> float:
+    return float(sum(r["wall_s"] for r in rows if isinstance(r.get("wall_s"), float) and math.isfinite(r["wall_s"])))
+
+
+def _two_fidelity_rows(store: Store, cfg: Config, plan_rows: list[dict[str, Any]],
+                       ok: list[dict[str, Any]]) -> _TwoFidelityRows | None:
+    """Set A (pairs) and set B of a two-fidelity store; None (with a warning: the full-fidelity rows are
+    reduced alone) while the low-fidelity endpoints are not evaluated yet."""
+    n = len(store.read_manifest().get("contributors") or [])
+    namespace = cfg.low_fidelity_namespace()
+    low_rows = [r for r in store.scan(namespace).rows if r["status"] == "ok"] if namespace else []
+    low = {(r["coalition_key"], int(r["replicate"])): r for r in low_rows}
+    pairs = [(r, low[(r["coalition_key"], int(r["replicate"]))]) for r in ok
+             if (r["coalition_key"], int(r["replicate"])) in low]
+    control = {r["coalition_key"]: int(r["replicates"]) for r in read_plan(store) if r["section"] == "control"}
+    endpoints = {r["coalition_key"]: int(r["replicates"]) for r in plan_rows if r["section"] == "endpoint"}
+    low_only = [r for r in low_rows if int(r["replicate"]) < max(control.get(r["coalition_key"], 0),
+                                                                 endpoints.get(r["coalition_key"], 0))]
+    sizes = {r["mask"].count("1") for r in low_only}
+    if 0 not in sizes or n not in sizes or not any(0 < s < n for s in sizes):
+        print(f"warning: store {store.root}: the low-fidelity evaluations are not done yet (no endpoint or "
+              "control row); reducing the full-fidelity rows alone — `contribshap run` finishes them",
+              file=sys.stderr)
+        return None
+    return _TwoFidelityRows(n, pairs, low_only)
 
 
 def estimates_document(results: dict[str, dict[str, Any]], contributors: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,6 +225,8 @@ def estimates_document(results: dict[str, dict[str, Any]], contributors: list[di
                 "identified": est.all_identified,
                 "more_evaluations": _more_evaluations(est),
             }
+            if "multifidelity" in est.extras:
+                document[prop][method]["multifidelity"] = est.extras["multifidelity"]
     return document
 
 
@@ -232,6 +290,12 @@ def print_table(results: dict[str, dict[str, Any]], contributors: list[dict[str,
                             else "not identified *")
                 table.add_row(f"{c['name']} ({c['id']})" if c["name"] != c["id"] else c["id"],
                               f"{est.value[i]:.4g}", interval, str(ranks[i]))
+            two = est.extras.get("multifidelity")
+            if two is not None:
+                ratio = two.get("variance_ratio")
+                table.caption = (f"two fidelities: coefficient {two['coefficient']:.3g}, {two['n_low_only']} "
+                                 "low-fidelity-only evaluations"
+                                 + (f"; variance x{ratio:.2f} of the full-fidelity rows alone" if ratio else ""))
             if not est.all_identified:
                 table.caption = (f"* not identified: {int((~est.identified).sum())} of {len(est.identified)} "
                                  f"intervals are [-inf, inf]; {method} needs at least {_more_evaluations(est)} more "

@@ -47,6 +47,7 @@ from contribshap.pipeline.config import (
 from contribshap.pipeline.plan import (
     ESTIMATOR_SECTIONS,
     PlanRequest,
+    control_draws,
     extend_plan,
     key_of_mask,
     mask_from_str,
@@ -152,8 +153,13 @@ def _rebuild_plan(cfg: Config, ids: list[str], planned_draws: int, evaluated: se
                           cfg.replicates.endpoints)
     rounds: list[list[dict[str, Any]]] = []
     rows: list[dict[str, Any]] = []
+    low = cfg.low_fidelity
     for index, draws in enumerate(budgets):
-        rows, _ = extend_plan(rows, ids, dataclasses.replace(request, draws=draws), round_index=index)
+        control = 0 if low is None else max(control_draws(draws, budgets[-1], low.budget), 1)
+        rows, _ = extend_plan(rows, ids, dataclasses.replace(
+            request, draws=draws, control=control,
+            control_replicates=(low.replicates or cfg.replicates.coalition) if low is not None else 1,
+        ), round_index=index)
         rounds.append(rows)
     if planned_draws > 0:
         return rows, planned_draws

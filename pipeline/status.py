@@ -1,5 +1,7 @@
 """Progress of a store without Ray (``contribshap status``): planned / ok / failed / remaining, ETA, lock holder.
 
+A two-fidelity store (``low_fidelity``) counts the evaluations of both games (``by_fidelity`` splits them).
+
 Reads only the store (manifest, plan, the evaluation files through the scan cache, never rewriting it),
 so it works while a driver runs and on a copy of a store. :func:`require_ok_evaluations` turns "nothing
 usable" (no ok evaluation at all) into :class:`NoUsableEvaluationsError` (exit code 3) for ``run`` and
@@ -54,6 +56,18 @@ def require_ok_evaluations(store_path: str | Path, *, what: str) -> None:
     )
 
 
+def _low_fidelity_namespace(store: Store) -> str | None:
+    """The cheap game's namespace of a two-fidelity store (from its saved config), else None."""
+    if not store.config_path.is_file():
+        return None
+    try:
+        from contribshap.pipeline.config import load_config
+
+        return load_config(store.config_path, check_paths=False).low_fidelity_namespace()
+    except ContribshapError:
+        return None
+
+
 def store_status(store_path: str | Path) -> dict[str, Any]:
     """Progress of a store without Ray: planned / ok / failed / remaining evaluations, ETA, lock holder.
 
@@ -64,14 +78,29 @@ def store_status(store_path: str | Path) -> dict[str, Any]:
     manifest = store.read_manifest()
     namespace = manifest["config_hash"]
     rows = read_plan(store)
-    jobs = jobs_for(rows, seed=0, sections=ESTIMATOR_SECTIONS)
-    scan = store.scan(namespace, update_index=False)
-    status = scan.status_by_job()
-    wanted = {(j.coalition_key, j.replicate) for j in jobs}
-    ok = sum(1 for j in wanted if status.get(j) == "ok")
-    failed_rows = [r for r in scan.rows if r["status"] == "failed" and (r["coalition_key"], r["replicate"]) in wanted]
-    remaining = len(wanted) - ok
-    ok_rows = [r for r in scan.rows if r["status"] == "ok"]
+    parts = [(namespace, jobs_for(rows, seed=0, sections=ESTIMATOR_SECTIONS), "high")]
+    low_namespace = _low_fidelity_namespace(store)
+    if low_namespace is not None:
+        parts.append((low_namespace, jobs_for(rows, seed=0, sections=(*ESTIMATOR_SECTIONS, "control"),
+                                              fidelity="low"), "low"))
+    planned = ok = 0
+    failed_rows: list[dict[str, Any]] = []
+    ok_rows: list[dict[str, Any]] = []
+    unreadable: list[str] = []
+    by_fidelity: dict[str, dict[str, int]] = {}
+    for part_namespace, jobs, fidelity in parts:
+        scan = store.scan(part_namespace, update_index=False)
+        status = scan.status_by_job()
+        wanted = {(j.coalition_key, j.replicate) for j in jobs}
+        part_ok = sum(1 for j in wanted if status.get(j) == "ok")
+        part_failed = [{**r, "fidelity": fidelity} for r in scan.rows
+                       if r["status"] == "failed" and (r["coalition_key"], r["replicate"]) in wanted]
+        by_fidelity[fidelity] = {"planned": len(wanted), "ok": part_ok, "failed": len(part_failed)}
+        planned, ok = planned + len(wanted), ok + part_ok
+        failed_rows += part_failed
+        ok_rows += [r for r in scan.rows if r["status"] == "ok"]
+        unreadable += scan.unreadable
+    remaining = planned - ok
     walls = [r["wall_s"] for r in ok_rows if r.get("wall_s") is not None and math.isfinite(r["wall_s"])]
     eta_s = None
     if walls and remaining:
@@ -88,12 +117,14 @@ def store_status(store_path: str | Path) -> dict[str, Any]:
         "store": str(store.root), "name": manifest.get("name"), "config_hash": namespace,
         "contributors": len(manifest.get("contributors") or []),
         "planned_coalitions": sum(1 for r in rows if r["section"] in ESTIMATOR_SECTIONS),
-        "planned": len(wanted), "ok": ok, "failed": len(failed_rows), "remaining": remaining,
+        "planned": planned, "ok": ok, "failed": len(failed_rows), "remaining": remaining,
         "rounds": max((r["round"] for r in rows), default=-1) + 1,
-        "eta_s": eta_s, "unreadable": scan.unreadable, "driver": holder,
+        "eta_s": eta_s, "unreadable": unreadable, "driver": holder,
         "failed_evaluations": [
-            {"coalition_key": r["coalition_key"], "mask": r["mask"], "replicate": r["replicate"], "error": r["error"]}
+            {"coalition_key": r["coalition_key"], "mask": r["mask"], "replicate": r["replicate"], "error": r["error"],
+             **({"fidelity": r["fidelity"]} if low_namespace is not None else {})}
             for r in failed_rows
         ],
+        "by_fidelity": by_fidelity if low_namespace is not None else None,
         "other_sections": sorted({r["section"] for r in rows} - set(ESTIMATOR_SECTIONS)),
     }

@@ -10,6 +10,7 @@ from contribshap.pipeline.plan import (
     PlanRequest,
     add_section_rows,
     coalition_key,
+    control_draws,
     derive_seed,
     extend_plan,
     jobs_for,
@@ -91,7 +92,7 @@ def test_plan_roundtrip_sections_and_jobs(tmp_path):
     assert len(jobs) == 2 * 2 + 6 * 3  # endpoints x 2 replicates + estimate rows x 3
     assert len(jobs_for(back, seed=0, sections=["holdout"])) == 4
     assert jobs[0].seed == derive_seed(0, jobs[0].coalition_key, jobs[0].replicate)
-    with pytest.raises(StoreError, match="section 'bogus' is not valid; valid sections: endpoint, estimate, holdout"):
+    with pytest.raises(StoreError, match="section 'bogus' is not valid; valid sections: endpoint, estimate, control, holdout"):
         add_section_rows(rows, IDS, holdout, section="bogus")
 
 
@@ -100,3 +101,35 @@ def test_unreadable_plan_is_a_clear_error(tmp_path):
     store.plan_path.write_bytes(b"PAR1 not really")
     with pytest.raises(StoreError, match=r"plan\.parquet is unreadable"):
         read_plan(store)
+
+
+def test_two_fidelity_plan_pairs_the_design_and_draws_control_rows_apart(tmp_path):
+    request = PlanRequest("paired", 6, 10, 0, {}, 2, 2, control=20, control_replicates=1)
+    rows, _ = extend_plan([], IDS, request, round_index=0)
+    design = [r for r in rows if r["section"] in ("endpoint", "estimate")]
+    control = [r for r in rows if r["section"] == "control"]
+    assert design and all(r["fidelity"] == "both" for r in design)
+    assert control and all(r["fidelity"] == "low" and r["replicates"] == 1 for r in control)
+    # the control draws come from their own seed stream: not the design's rows again
+    single, _ = extend_plan([], IDS, PlanRequest("paired", 6, 10, 0, {}, 2, 2), round_index=0)
+    assert {r["mask"] for r in single if r["section"] == "estimate"} == {r["mask"] for r in design
+                                                                        if r["section"] == "estimate"}
+    assert {r["mask"] for r in control} != {r["mask"] for r in design if r["section"] == "estimate"}
+    # high jobs: the design at its replicates; low jobs: their twins plus every control row
+    high, low = jobs_for(rows, seed=0), jobs_for(rows, seed=0, sections=("endpoint", "estimate", "control"),
+                                                 fidelity="low")
+    assert {(j.coalition_key, j.replicate) for j in high} <= {(j.coalition_key, j.replicate) for j in low}
+    assert len(low) > len(high)
+    # a plan read back keeps the column; an old plan without it reads as high fidelity
+    store = Store(tmp_path)
+    write_plan(store, rows)
+    assert {r["fidelity"] for r in read_plan(store)} == {"both", "low"}
+    old = [{k: v for k, v in r.items() if k != "fidelity"} for r in single]
+    write_plan(store, old)
+    assert {r["fidelity"] for r in read_plan(store)} == {"high"}
+
+
+def test_control_draws_follow_the_design_share_of_the_budget():
+    assert control_draws(50, 100, 202) == 100
+    assert control_draws(100, 100, 202) == 200
+    assert control_draws(1, 100, 202) == 2

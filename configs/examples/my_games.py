@@ -31,3 +31,27 @@ def airport_shapley(costs: tuple[float, ...] = COSTS) -> list[float]:
         values.append(share)
         previous = cost
     return values
+
+
+#: Images and quality (share of usable images) of the eight contributors of :func:`training_run`.
+SIZES = (40.0, 80.0, 120.0, 160.0, 60.0, 100.0, 140.0, 30.0)
+QUALITY = (0.9, 0.7, 0.8, 0.95, 0.3, 0.6, 0.85, 0.1)
+
+
+def training_run(mask: np.ndarray, seed: int, steps: int = 200) -> dict[str, float]:
+    """A toy stand-in for "train on S's data for ``steps`` steps, then score the model" (two fidelities).
+
+    The score grows with the usable data of S with diminishing returns, is scaled by how far training
+    got (1 - exp(-steps / 100)), and carries seed noise that shrinks with more steps. Two calls with the
+    same seed share their noise draw (as a cheap and a full fine-tune share a job seed), so a run with
+    fewer ``steps`` tracks the full one: the ``low_fidelity`` example (two_fidelity.yaml) uses
+    ``steps: 25`` as its cheap game.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    sizes, quality = np.asarray(SIZES)[: len(mask)], np.asarray(QUALITY)[: len(mask)]
+    usable = float((sizes * quality)[mask].sum())
+    junk = float((sizes * (1 - quality))[mask].sum())
+    progress = 1.0 - np.exp(-steps / 100.0)
+    score = progress * 10.0 * np.log1p(usable / 50.0) / (1.0 + junk / 400.0)
+    noise = np.random.default_rng(seed).normal() * 0.2 / np.sqrt(steps / 100.0)
+    return {"score": float(score + noise)}
