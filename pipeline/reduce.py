@@ -4,6 +4,10 @@ Reads ``plan.parquet`` and the ok evaluations of the run's namespace, keeps only
 ``estimate`` sections (held-out and counterfactual rows never reach the estimators), and calls
 :func:`contribshap.pipeline.estimators.estimate` once per property and configured method. Replicates of a coalition
 are passed as identical mask rows; the estimator averages them and reports their spread as utility noise.
+A two-fidelity store (``low_fidelity``) pairs each design row with its cheap twin (same coalition and
+replicate, the cheap game's namespace), adds the ``control`` rows, and calls
+:func:`contribshap.pipeline.estimators.multifidelity.combine_fidelities` per property and method instead;
+while the cheap endpoints are not evaluated yet it reduces the full-fidelity rows alone, with a warning.
 
 Outputs:
 - ``estimates/estimates.json``: the ``contribshap reduce --json`` document::
@@ -17,7 +21,9 @@ Outputs:
   pin down (its interval is (-inf, inf)): ``ci_low``, ``ci_high`` and ``stderr`` are ``null``, and
   ``value`` is only one of the values the rows allow. The method's ``identified`` is true when every
   contributor is; ``more_evaluations`` is a lower bound on the further evaluations it needs (0 when
-  identified).
+  identified). Two-fidelity stores add ``"multifidelity": {"coefficient", "coefficient_estimated",
+  "high_only_max_halfwidth", "variance_ratio", "n_high", "n_low_paired", "n_low_only", "high_seconds",
+  "low_seconds"}`` per method.
 
 - ``estimates/estimates.parquet``: the same as a long table, one row per property x method x
   contributor, plus ``rank`` (1 = largest value), ``level``, ``utility_noise``, ``identified`` (null
