@@ -402,8 +402,10 @@ def lds_study(ft: tuple[list[str], np.ndarray, dict[str, np.ndarray]],
         rt_masks = np.concatenate([masks] * len(seeds))
         rt_values = retrain_all.reshape(-1)
         retrain_phi = attributions(rt_masks, rt_values, planted=None, seed=seed)["shapley"]
-        cells = lds_cells(subsets, retrain, {**scores, "retrain_shapley": retrain_phi}, stratum, seed=seed,
-                          n_bootstrap=n_bootstrap)
+        # diagnostic: the default without its common share (v(N) − v(∅)) / n, the part that only counts |S|
+        centred = scores["shapley"] - scores["shapley"].mean()
+        cells = lds_cells(subsets, retrain, {**scores, "retrain_shapley": retrain_phi, "shapley_centred": centred},
+                          stratum, seed=seed, n_bootstrap=n_bootstrap)
         cross = []
         for j in range(len(seeds)):
             phi_j = attributions(masks, retrain_all[j], planted=None, seed=seed)["shapley"]
@@ -412,6 +414,7 @@ def lds_study(ft: tuple[list[str], np.ndarray, dict[str, np.ndarray]],
                           "stratum": 100.0 * spearman(subsets[stratum].astype(float) @ phi_j,
                                                       others[:, stratum].mean(axis=0))})
         ft_mean = coalition_values(ft_masks, ft_values[prop], n)[proper]
+        own = subsets.astype(float) @ scores["shapley"]
         entry: dict[str, Any] = {
             "phi": {m: v.tolist() for m, v in {**scores, "retrain_shapley": retrain_phi}.items()},
             "kernelshap_max_abs_diff": float(np.max(np.abs(scores["kernelshap"] - scores["shapley"]))),
@@ -423,6 +426,9 @@ def lds_study(ft: tuple[list[str], np.ndarray, dict[str, np.ndarray]],
             "ft_vs_retrain_spearman": {"all": 100.0 * spearman(ft_mean, retrain.mean(axis=0)),
                                        "stratum": 100.0 * spearman(ft_mean[stratum],
                                                                    retrain.mean(axis=0)[stratum])},
+            # the default scored against the FT values it was computed from (no retraining involved)
+            "shapley_vs_ft_values": {"all": 100.0 * spearman(own, ft_mean),
+                                     "stratum": 100.0 * spearman(own[stratum], ft_mean[stratum])},
             "counterfactuals": {},
         }
         for k in ks:
@@ -513,12 +519,17 @@ def lds_tables(doc: dict[str, Any]) -> str:
         label = {"shapley": "shapley (default)", "retrain_shapley": "retrain Shapley (ceiling, in sample)"}.get(
             method, method)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    for label, key in (("retrain Shapley of one seed vs the others", "retrain_shapley_other_seeds"),
+    for label, key in (("shapley minus its common share (diagnostic)", None),
+                       ("shapley scored on its own FT values (diagnostic)", "shapley_vs_ft_values"),
+                       ("retrain Shapley of one seed vs the others", "retrain_shapley_other_seeds"),
                        ("retrain seed-to-seed (noise ceiling)", "seed_to_seed"),
                        ("FT vs retrain per coalition (Spearman x100)", "ft_vs_retrain_spearman")):
         cells = []
         for p in props:
             for part in ("all", "stratum"):
+                if key is None:
+                    cells.append(_fmt(doc["properties"][p]["lds"]["shapley_centred"][part]["value"]))
+                    continue
                 block = doc["properties"][p][key][part]
                 cells.append(_fmt(block["value"] if isinstance(block, dict) else block))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
