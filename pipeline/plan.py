@@ -202,6 +202,32 @@ class PlanRequest:
     control_replicates: int = 1
 
 
+def _merge_draws(by_id: dict[tuple[str, str], dict[str, Any]], masks: np.ndarray, ids: Sequence[str], *,
+                 section: str, design: str, round_index: int, replicates: int, fidelity: str) -> int:
+    """Merge design draws into ``by_id`` by key (``weight`` = multiplicity); returns the rows added.
+    Rows already planned keep their round and get their weight recounted from all draws."""
+    counts: dict[str, int] = {}
+    first: dict[str, np.ndarray] = {}
+    for mask in masks:
+        key = key_of_mask(mask, ids)
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, mask)
+    added = 0
+    for key, count in counts.items():
+        existing = by_id.get((section, key))
+        if existing is not None:
+            existing["weight"] = float(count)
+            continue
+        mask = first[key]
+        by_id[(section, key)] = {
+            "coalition_key": key, "mask": mask_to_str(mask), "size": int(mask.sum()), "section": section,
+            "round": int(round_index), "design": design, "weight": float(count), "replicates": int(replicates),
+            "fidelity": fidelity,
+        }
+        added += 1
+    return added
+
+
 def extend_plan(rows: list[dict[str, Any]], ids: Sequence[str], request: PlanRequest, *, round_index: int) -> tuple[list[dict[str, Any]], int]:
     """Plan rows after asking the design for ``request.draws`` draws in total.
 
@@ -231,44 +257,13 @@ def extend_plan(rows: list[dict[str, Any]], ids: Sequence[str], request: PlanReq
             added += 1
     # 2. the design's draws, merged by key (weight = multiplicity)
     masks = _sample(request.design, n, request.draws, request.seed, request.options)
-    counts: dict[str, int] = {}
-    first: dict[str, np.ndarray] = {}
-    for mask in masks:
-        key = key_of_mask(mask, ids)
-        counts[key] = counts.get(key, 0) + 1
-        first.setdefault(key, mask)
-    for key, count in counts.items():
-        existing = by_id.get(("estimate", key))
-        if existing is not None:
-            existing["weight"] = float(count)
-            continue
-        mask = first[key]
-        by_id[("estimate", key)] = {
-            "coalition_key": key, "mask": mask_to_str(mask), "size": int(mask.sum()),
-            "section": "estimate", "round": int(round_index), "design": request.design,
-            "weight": float(count), "replicates": request.replicates_coalition, "fidelity": fidelity,
-        }
-        added += 1
+    added += _merge_draws(by_id, masks, ids, section="estimate", design=request.design, round_index=round_index,
+                          replicates=request.replicates_coalition, fidelity=fidelity)
     # 3. the control draws (low fidelity only), from their own seed stream
     if request.control > 0:
         control = _sample(request.design, n, request.control, control_seed(request.seed), request.options)
-        counts, first = {}, {}
-        for mask in control:
-            key = key_of_mask(mask, ids)
-            counts[key] = counts.get(key, 0) + 1
-            first.setdefault(key, mask)
-        for key, count in counts.items():
-            existing = by_id.get(("control", key))
-            if existing is not None:
-                existing["weight"] = float(count)
-                continue
-            mask = first[key]
-            by_id[("control", key)] = {
-                "coalition_key": key, "mask": mask_to_str(mask), "size": int(mask.sum()),
-                "section": "control", "round": int(round_index), "design": request.design,
-                "weight": float(count), "replicates": request.control_replicates, "fidelity": "low",
-            }
-            added += 1
+        added += _merge_draws(by_id, control, ids, section="control", design=request.design,
+                              round_index=round_index, replicates=request.control_replicates, fidelity="low")
     return list(by_id.values()), added
 
 
