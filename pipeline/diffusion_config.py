@@ -36,7 +36,9 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
-BUILTIN_PROPERTIES: tuple[str, ...] = ("fid", "log_fid", "kid", "inception_score", "diversity", "quality")
+BUILTIN_PROPERTIES: tuple[str, ...] = ("fid", "fid_inf", "log_fid", "kid", "inception_score", "diversity", "quality")
+#: ``properties`` when a config names none (``fid_inf`` is opt-in: it costs several Fréchet distances).
+DEFAULT_PROPERTIES: tuple[str, ...] = ("fid", "log_fid", "kid", "inception_score", "diversity", "quality")
 """Property names implemented in ``contribshap.workers.properties`` (a ``"module:function"`` string adds your own)."""
 
 
@@ -671,7 +673,7 @@ class DiffusionGameConfig(_Section):
     recover: RecoverConfig = Field(default_factory=RecoverConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    properties: list[str] = Field(default_factory=lambda: list(BUILTIN_PROPERTIES))
+    properties: list[str] = Field(default_factory=lambda: list(DEFAULT_PROPERTIES))
     feature_extractor: FeatureExtractorConfig = Field(default_factory=DigitsCNNExtractor)
     reference: Literal["clean", "all", "heldout"] = "clean"
     null_model: Literal["random_init", "base"] = "random_init"

@@ -82,3 +82,18 @@ def test_kid_is_computed_on_reference_standardised_features():
     assert 0.0 < base < 10.0  # O(1) on z-scores, not the 1e5 of raw extractor features
     z = (FEATURES - FEATURES.mean(0)) / FEATURES.std(0, ddof=1)
     assert get_property("kid")(GeneratedFeatures(FEATURES, None), reference) == pytest.approx(kernel_inception_distance(z, z))
+
+
+def test_fid_inf_removes_the_finite_sample_bias_of_fid():
+    rng = np.random.default_rng(3)
+    d = 6
+    reference = Reference(mu=np.zeros(d), sigma=np.eye(d), features=rng.normal(size=(50, d)), n_classes=4)
+    shift = np.array([1.0, 0, 0, 0, 0, 0])  # the population FID of N(shift, I) against N(0, I) is exactly 1
+    small = [GeneratedFeatures(rng.normal(size=(120, d)) + shift, None) for _ in range(40)]
+    fid = np.mean([get_property("fid")(g, reference) for g in small])
+    fid_inf = np.mean([get_property("fid_inf")(g, reference) for g in small])
+    assert fid > 1.03  # biased upward at n = 120 (by about Tr(Σ)/n terms)
+    assert abs(fid_inf - 1.0) < abs(fid - 1.0) / 2
+    assert get_property("fid_inf")(small[0], reference) == get_property("fid_inf")(small[0], reference)
+    with pytest.raises(ValueError, match="'fid_inf' needs at least"):
+        get_property("fid_inf")(GeneratedFeatures(rng.normal(size=(10, d)), None), reference)

@@ -8,8 +8,9 @@ One evaluation runs the feature extractor once on the generated images and hands
 
 or any ``"module:function"`` with that signature named in ``properties:`` (imported on first use).
 
-Built-ins (``contribshap.workers.properties.metrics``): ``fid``, ``log_fid``, ``kid``, ``inception_score``,
-``diversity``, ``quality``. Which direction is better: lower for fid/log_fid/kid, higher for the others.
+Built-ins (``contribshap.workers.properties.metrics``): ``fid``, ``fid_inf`` (FID extrapolated to infinitely
+many images), ``log_fid``, ``kid``, ``inception_score``, ``diversity``, ``quality``. Which direction is
+better: lower for fid/fid_inf/log_fid/kid, higher for the others.
 """
 
 from __future__ import annotations
