@@ -139,11 +139,39 @@ class DispatchResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
+class _LogLines:
+    """Where a progress bar draws when stderr is not a terminal (CI logs, ``nohup``, a cluster job's log):
+    each redraw becomes one plain line, without the carriage returns that pile every frame onto one line."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+#: Seconds between progress lines in a log (a terminal redraws every half second).
+LOG_PROGRESS_INTERVAL_S = 30.0
+
+
+def _bar_target() -> tuple[Any, float]:
+    """(file, mininterval) of a progress bar: the terminal itself, or plain lines every 30 s in a log."""
+    if sys.stderr.isatty():
+        return sys.stderr, 0.5
+    return _LogLines(sys.stderr), LOG_PROGRESS_INTERVAL_S
+
+
 def _progress_bar(total: int, enabled: bool, description: str) -> Any:
     from tqdm.auto import tqdm
 
+    file, interval = _bar_target()
     return tqdm(total=total, desc=description, unit="eval", disable=not enabled or total == 0,
-                dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+                dynamic_ncols=True, mininterval=interval, file=file)
 
 
 def dispatch(jobs: list[Job], *, cfg: Config, store: Store, namespace: str, config_text: str,
@@ -256,8 +284,9 @@ def _await_prepare(ref: Any, progress_path: Path, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     steps_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
-    bar = tqdm(total=1, desc="prepare: starting a worker", dynamic_ncols=True, mininterval=0.5, leave=False,
-               file=sys.stderr, bar_format="{desc} [{elapsed}]")
+    file, interval = _bar_target()
+    bar = tqdm(total=1, desc="prepare: starting a worker", dynamic_ncols=True, mininterval=interval, leave=False,
+               file=file, bar_format="{desc} [{elapsed}]")
     stage = None
     try:
         while True:

@@ -271,3 +271,17 @@ def test_resources_are_awaited_on_a_cluster_that_may_grow(capsys):
     assert str(info.value) == ("ray.num_gpus: 1 per evaluation, but the Ray cluster has no GPU (1 node); set "
                                "ray.num_gpus: 0 to run on CPUs, or add a GPU node (waited 5 s for the cluster to add one)")
     require_resources(RayConfig(num_cpus=0, num_gpus=0.25), nodes=lambda: [{"CPU": 1.0, "GPU": 1.0}])
+
+
+def test_progress_in_a_log_is_plain_lines_without_carriage_returns(capsys, monkeypatch):
+    import sys
+
+    from contribshap.pipeline import driver
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    bar = driver._progress_bar(3, True, "round 0")
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.strip().splitlines()[-1].startswith("round 0: 100%")
