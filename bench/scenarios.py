@@ -30,7 +30,11 @@ retrain seeds: LDS = 100 x Spearman(Σ_{i∈S} φ_i, mean over seeds of v_retrai
 coalitions and over the 15 without q8, next to the ceilings (Shapley of the retrained seed mean; each
 seed's v against the other seeds' mean); and the counterfactuals: remove each method's k = 1, 2 lowest-
 (harmful) or highest-credit (helpful) contributors and read the retrained property's relative change over
-the full coalition, mean over seeds with a t interval over seeds. Nothing is trained: it reads the stores
+the full coalition, mean over seeds with a t interval over seeds. Every LDS row is also scored on the
+fixed-size protocol (TRAK; Lin et al. 2025): Spearman within the subsets of one size k in
+:data:`LDS_SIZES` (all of them, and those without q8), then the mean over the sizes, where the share
+(v(N) − v(∅)) / n common to every Shapley value is a constant and cancels (``fixed_size`` per property,
+``targets_fixed_size``). Nothing is trained: it reads the stores
 (``runs/scenarios/graded_quality[-quick]`` and ``...-retrain-s<seed>``), writes
 ``bench/results/scenario_lds.json`` (``--lds-out``) and prints the tables.
 
@@ -40,7 +44,7 @@ Usage::
     nice -n 10 .venv/bin/python bench/scenarios.py --quick    # a few minutes: smaller model budget
     nice -n 10 .venv/bin/python bench/scenarios.py --only twins subset --retrain-seeds 2
     nice -n 10 .venv/bin/python bench/scenarios.py --quick --only graded_quality --retrain-seeds 3  # ~40 min
-    .venv/bin/python bench/scenarios.py --quick --lds       # rescore from the stores above (~1 min)
+    .venv/bin/python bench/scenarios.py --quick --lds       # rescore from the stores above (~30 s)
 """
 
 from __future__ import annotations
@@ -216,6 +220,9 @@ LDS_BASELINES = ("loo", "banzhaf", "datamodel", "planted_indicator", "random")
 LDS_TABLE = tuple(m for m in LDS_METHODS if m != "kernelshap")  # the same fit as shapley on the exact design
 LDS_COUNTERFACTUAL = tuple(m for m in LDS_TABLE if m != "equal_split")
 LDS_TARGET = 60.0
+#: Fixed-size LDS (the protocol of TRAK, Park et al. 2023, and Lin et al. 2025): the subsets of one size k
+#: (a fixed fraction alpha = k/n of the contributors; 0.4 and 0.6 of n = 5), Spearman within that size.
+LDS_SIZES = (2, 3)
 _RANDOM_SALT = 0x52414E44  # the salt `contribshap evaluate` seeds its random reference with
 
 
@@ -309,6 +316,94 @@ def lds_cells(subsets: np.ndarray, retrain: np.ndarray, scores: dict[str, np.nda
     return out
 
 
+def fixed_size_lds(subsets: np.ndarray, phi: np.ndarray, retrain: np.ndarray, *,
+                   sizes: tuple[int, ...] = LDS_SIZES, seed: int = 0, n_bootstrap: int = 1000,
+                   level: float = 0.95) -> dict[str, Any]:
+    """Fixed-size LDS (x100): Spearman within each subset size k in ``sizes``, then the mean over the sizes.
+
+    Within one size every Σ_{i∈S} φ_i carries the same k·c of a share c common to all φ_i, so a common
+    share cancels (the all-sizes LDS of :func:`lds_cells` ranks it with |S|). ``subsets`` (m, n) bool,
+    ``phi`` (n,), ``retrain`` (s, m). Per size, the point value and ``per_seed`` are
+    :func:`contribshap.pipeline.metrics.lds_score`'s on the subsets of that size (NaN under 3 subsets or
+    constant sums); the mean is NaN when a size is. The CIs come from one bootstrap with ``lds_score``'s
+    resampling (seeds and subsets with replacement, percentile interval, NaN resamples skipped): each
+    resample draws the seeds once and the subsets within each size, and gives every size's LDS and their
+    mean. Returns ``{"value", "ci_low", "ci_high", "per_seed", "n_subsets", "n_seeds", "level",
+    "by_size": {str(k): {"value", "ci_low", "ci_high", "per_seed", "n_subsets"}}}``.
+    """
+    subsets = np.asarray(subsets, dtype=bool)
+    retrain = np.atleast_2d(np.asarray(retrain, dtype=float))
+    sums = subsets.astype(float) @ np.asarray(phi, dtype=float)
+    s = retrain.shape[0]
+    rows = {k: np.flatnonzero(subsets.sum(axis=1) == k) for k in sizes}
+
+    def _stat(k: int, idx: np.ndarray, seed_idx: np.ndarray) -> float:
+        if len(rows[k]) < 3:
+            return math.nan
+        cols = rows[k][idx]
+        return 100.0 * spearman(sums[cols], retrain[np.ix_(seed_idx, cols)].mean(axis=0))
+
+    all_seeds = np.arange(s)
+    point = {k: _stat(k, np.arange(len(rows[k])), all_seeds) for k in sizes}
+    per_seed = {k: [_stat(k, np.arange(len(rows[k])), np.array([j])) for j in range(s)] for k in sizes}
+    # the bootstrap, vectorised over resamples: seed draws as weights (B, s), subset draws per size (B, m_k)
+    rng = np.random.default_rng(seed)
+    seed_draws = rng.integers(0, s, (n_bootstrap, s)) if s > 1 else np.zeros((n_bootstrap, 1), int)
+    weights = np.stack([np.bincount(d, minlength=s) for d in seed_draws]) / seed_draws.shape[1]
+    boot = np.full((n_bootstrap, len(sizes)), math.nan)
+    for j, k in enumerate(sizes):
+        m_k = len(rows[k])
+        if m_k < 3:
+            continue
+        idx = rng.integers(0, m_k, (n_bootstrap, m_k))
+        means = weights @ retrain[:, rows[k]]  # (B, m_k): each resample's seed mean of every subset of size k
+        boot[:, j] = 100.0 * _spearman_rows(sums[rows[k]][idx], np.take_along_axis(means, idx, axis=1))
+
+    def _ci(draws: np.ndarray) -> tuple[float, float]:
+        draws = draws[np.isfinite(draws)]
+        if len(draws) < max(10, n_bootstrap // 10):
+            return math.nan, math.nan
+        lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+        return float(lo), float(hi)
+
+    by_size = {}
+    for j, k in enumerate(sizes):
+        lo, hi = _ci(boot[:, j])
+        by_size[str(k)] = {"value": float(point[k]), "ci_low": lo, "ci_high": hi,
+                           "per_seed": [float(v) for v in per_seed[k]], "n_subsets": len(rows[k])}
+    lo, hi = _ci(boot.mean(axis=1))
+    return {"value": float(np.mean([point[k] for k in sizes])), "ci_low": lo, "ci_high": hi,
+            "per_seed": [float(np.mean([per_seed[k][j] for k in sizes])) for j in range(s)],
+            "n_subsets": int(sum(len(r) for r in rows.values())), "n_seeds": s, "level": level,
+            "sizes": list(sizes), "by_size": by_size}
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row-wise :func:`spearman` of two (B, m) arrays (average ranks for ties; NaN where a row is constant)."""
+    from scipy import stats
+
+    rx, ry = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
+    rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
+    denom = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (rx * ry).sum(axis=1) / np.where(denom > 0, denom, 1.0), math.nan)
+
+
+def fixed_size_cells(subsets: np.ndarray, retrain: np.ndarray, scores: dict[str, np.ndarray], stratum: np.ndarray,
+                     *, sizes: tuple[int, ...] = LDS_SIZES, seed: int = 0,
+                     n_bootstrap: int = 1000) -> dict[str, dict[str, Any]]:
+    """:func:`fixed_size_lds` of every attribution on all subsets and on ``stratum``, as :func:`lds_cells`."""
+    return {method: {part: fixed_size_lds(subsets[rows], phi, retrain[:, rows], sizes=sizes, seed=seed,
+                                          n_bootstrap=n_bootstrap)
+                     for part, rows in (("all", np.ones(len(subsets), bool)), ("stratum", stratum))}
+            for method, phi in scores.items()}
+
+
+def size_mean(by_size: dict[int, float]) -> dict[str, Any]:
+    """A statistic computed within each subset size -> ``{"value": mean over the sizes, "by_size"}``."""
+    return {"value": float(np.mean(list(by_size.values()))), "by_size": {str(k): float(v) for k, v in by_size.items()}}
+
+
 def seed_to_seed_lds(retrain: np.ndarray) -> dict[str, Any]:
     """Noise ceiling: 100 x Spearman(v_seed(S), mean of the other seeds' v(S)), per seed and its mean."""
     per = []
@@ -369,11 +464,14 @@ def _credit_of(phi: np.ndarray, prop: str) -> np.ndarray:
 def lds_study(ft: tuple[list[str], np.ndarray, dict[str, np.ndarray]],
               seeds: list[tuple[list[str], np.ndarray, dict[str, np.ndarray]]], *, planted: str,
               props: list[str] | None = None, ks: tuple[int, ...] = (1, 2), seed: int = 0,
-              n_bootstrap: int = 1000) -> dict[str, Any]:
+              n_bootstrap: int = 1000, sizes: tuple[int, ...] = LDS_SIZES) -> dict[str, Any]:
     """LDS and counterfactuals of every FT attribution against the retrain seeds (pure: rows in, dict out).
 
     ``ft`` and each of ``seeds`` are :func:`store_rows` triples (ids, masks, values) of the sparsified-FT
-    store and of one retrain store; every retrain store must hold every coalition.
+    store and of one retrain store; every retrain store must hold every coalition. Each property's
+    ``lds`` scores all proper coalitions at once (sizes mixed); its ``fixed_size`` block holds the same
+    rows on the fixed-size protocol (:func:`fixed_size_lds` over ``sizes``), and ``targets_fixed_size``
+    the targets on it.
     """
     ids, ft_masks, ft_values = ft
     n = len(ids)
@@ -388,8 +486,15 @@ def lds_study(ft: tuple[list[str], np.ndarray, dict[str, np.ndarray]],
 
     stratum = without_members(subsets, [p])
     props = props or [q for q in ft_values if all(q in s[2] for s in seeds)]
+    sub_sizes = subsets.sum(axis=1)
+    #: the fixed-size protocol's cells: part -> size -> the subsets of that size in that part (bool (m,))
+    within = {part: {k: rows & (sub_sizes == k) for k in sizes}
+              for part, rows in (("all", np.ones(len(subsets), bool)), ("stratum", stratum))}
     doc: dict[str, Any] = {"ids": ids, "planted": planted, "n_seeds": len(seeds),
                            "n_subsets": {"all": int(proper.sum()), "stratum": int(stratum.sum())},
+                           "fixed_size": {"sizes": list(sizes), "alpha": [k / n for k in sizes], "n_subsets": {
+                               part: {str(k): int(sel.sum()) for k, sel in cut.items()}
+                               for part, cut in within.items()}},
                            "properties": {}}
     for prop in props:
         retrain_all = np.array([coalition_values(m, v[prop], n) for _, m, v in seeds])
@@ -404,17 +509,31 @@ def lds_study(ft: tuple[list[str], np.ndarray, dict[str, np.ndarray]],
         retrain_phi = attributions(rt_masks, rt_values, planted=None, seed=seed)["shapley"]
         # diagnostic: the default without its common share (v(N) − v(∅)) / n, the part that only counts |S|
         centred = scores["shapley"] - scores["shapley"].mean()
-        cells = lds_cells(subsets, retrain, {**scores, "retrain_shapley": retrain_phi, "shapley_centred": centred},
-                          stratum, seed=seed, n_bootstrap=n_bootstrap)
-        cross = []
+        every = {**scores, "retrain_shapley": retrain_phi, "shapley_centred": centred}
+        cells = lds_cells(subsets, retrain, every, stratum, seed=seed, n_bootstrap=n_bootstrap)
+        cross, cross_fixed = [], []
         for j in range(len(seeds)):
             phi_j = attributions(masks, retrain_all[j], planted=None, seed=seed)["shapley"]
             others = np.delete(retrain, j, axis=0)
             cross.append({"all": 100.0 * spearman(subsets.astype(float) @ phi_j, others.mean(axis=0)),
                           "stratum": 100.0 * spearman(subsets[stratum].astype(float) @ phi_j,
                                                       others[:, stratum].mean(axis=0))})
+            cross_fixed.append({part: {k: 100.0 * spearman(subsets[sel].astype(float) @ phi_j,
+                                                            others[:, sel].mean(axis=0))
+                                       for k, sel in cut.items()} for part, cut in within.items()})
         ft_mean = coalition_values(ft_masks, ft_values[prop], n)[proper]
         own = subsets.astype(float) @ scores["shapley"]
+        fixed: dict[str, Any] = {
+            "lds": fixed_size_cells(subsets, retrain, every, stratum, sizes=sizes, seed=seed, n_bootstrap=n_bootstrap),
+            "seed_to_seed": {part: size_mean({k: seed_to_seed_lds(retrain[:, sel])["value"] for k, sel in cut.items()})
+                             for part, cut in within.items()},
+            "retrain_shapley_other_seeds": {part: size_mean({k: float(np.mean([c[part][k] for c in cross_fixed]))
+                                                             for k in sizes}) for part in within},
+            "ft_vs_retrain_spearman": {part: size_mean({k: 100.0 * spearman(ft_mean[sel], retrain.mean(axis=0)[sel])
+                                                        for k, sel in cut.items()}) for part, cut in within.items()},
+            "shapley_vs_ft_values": {part: size_mean({k: 100.0 * spearman(own[sel], ft_mean[sel])
+                                                      for k, sel in cut.items()}) for part, cut in within.items()},
+        }
         entry: dict[str, Any] = {
             "phi": {m: v.tolist() for m, v in {**scores, "retrain_shapley": retrain_phi}.items()},
             "kernelshap_max_abs_diff": float(np.max(np.abs(scores["kernelshap"] - scores["shapley"]))),
@@ -429,6 +548,7 @@ def lds_study(ft: tuple[list[str], np.ndarray, dict[str, np.ndarray]],
             # the default scored against the FT values it was computed from (no retraining involved)
             "shapley_vs_ft_values": {"all": 100.0 * spearman(own, ft_mean),
                                      "stratum": 100.0 * spearman(own[stratum], ft_mean[stratum])},
+            "fixed_size": fixed,
             "counterfactuals": {},
         }
         for k in ks:
@@ -446,30 +566,44 @@ def lds_study(ft: tuple[list[str], np.ndarray, dict[str, np.ndarray]],
             entry["counterfactuals"][str(k)] = per
         doc["properties"][prop] = entry
     doc["targets"] = lds_targets(doc)
+    doc["targets_fixed_size"] = lds_targets(doc, fixed_size=True)
     return doc
 
 
-def lds_targets(doc: dict[str, Any], props: tuple[str, ...] = ("fid", "quality")) -> dict[str, Any]:
+def lds_targets(doc: dict[str, Any], props: tuple[str, ...] = ("fid", "quality"), *,
+                fixed_size: bool = False) -> dict[str, Any]:
     """The stated targets, cell by cell: default LDS >= 60 without the planted contributor; the default's
     LDS the best among the baselines; its top-k harmful removal the largest improvement (ties when the
-    same set is removed)."""
-    out: dict[str, Any] = {"lds_min": {}, "lds_best": {}, "counterfactual_best": {}}
+    same set is removed). ``fixed_size``: the two LDS targets on the fixed-size LDS (mean over the sizes,
+    each size's value alongside); the counterfactuals do not depend on the protocol and are left out."""
+    out: dict[str, Any] = {"lds_min": {}, "lds_best": {}}
+    if not fixed_size:
+        out["counterfactual_best"] = {}
     for prop in props:
         if prop not in doc["properties"]:
             continue
         entry = doc["properties"][prop]
-        ours = entry["lds"]["shapley"]["stratum"]["value"]
+        lds = entry["fixed_size"]["lds"] if fixed_size else entry["lds"]
+        ours = lds["shapley"]["stratum"]["value"]
         out["lds_min"][prop] = {"value": _round(ours), "target": LDS_TARGET, "margin": _round(ours - LDS_TARGET),
                                 "passed": bool(math.isfinite(ours) and ours >= LDS_TARGET)}
+        if fixed_size:
+            out["lds_min"][prop]["by_size"] = {k: _round(c["value"])
+                                               for k, c in lds["shapley"]["stratum"]["by_size"].items()}
         for part in ("all", "stratum"):
-            mine = entry["lds"]["shapley"][part]["value"]
-            rivals = {b: entry["lds"][b][part]["value"] for b in LDS_BASELINES
-                      if math.isfinite(entry["lds"][b][part]["value"])}
+            mine = lds["shapley"][part]["value"]
+            rivals = {b: lds[b][part]["value"] for b in LDS_BASELINES if math.isfinite(lds[b][part]["value"])}
+            if not rivals:  # e.g. a size with under 3 subsets in the stratum: nothing to compare
+                out["lds_best"][f"{prop}/{part}"] = {"shapley": _round(mine), "best_baseline": None,
+                                                     "baseline": None, "margin": None, "passed": None}
+                continue
             best_rival = max(rivals, key=rivals.get)
             out["lds_best"][f"{prop}/{part}"] = {
                 "shapley": _round(mine), "best_baseline": best_rival, "baseline": _round(rivals[best_rival]),
                 "margin": _round(mine - rivals[best_rival]), "passed": bool(mine >= rivals[best_rival]),
-                "margin_vs_equal_split": _round(mine - entry["lds"]["equal_split"][part]["value"])}
+                "margin_vs_equal_split": _round(mine - lds["equal_split"][part]["value"])}
+        if fixed_size:
+            continue
         for k, per in entry["counterfactuals"].items():
             mine = per["shapley"]["harmful"]
             rows = {}
@@ -555,6 +689,43 @@ def lds_tables(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fixed_size_tables(doc: dict[str, Any], props: list[str] | None = None) -> str:
+    """Markdown tables of the fixed-size LDS of an :func:`lds_study` document: the mean over the sizes per
+    method x property x {all, without planted} (the rows of :func:`lds_tables`), then each size alone."""
+    props = props or list(doc["properties"])
+    planted = doc["planted"]
+    sizes = [str(k) for k in doc["fixed_size"]["sizes"]]
+    labels = {"shapley": "shapley (default)", "retrain_shapley": "retrain Shapley (ceiling, in sample)",
+              "shapley_centred": "shapley minus its common share (diagnostic)"}
+    methods = (*LDS_TABLE, "retrain_shapley", "shapley_centred")
+    diagnostics = (("shapley scored on its own FT values (diagnostic)", "shapley_vs_ft_values"),
+                   ("retrain Shapley of one seed vs the others", "retrain_shapley_other_seeds"),
+                   ("retrain seed-to-seed (noise ceiling)", "seed_to_seed"),
+                   ("FT vs retrain per coalition (Spearman x100)", "ft_vs_retrain_spearman"))
+    lines = ["| method | " + " | ".join(f"{p} all | {p} w/o {planted}" for p in props) + " |",
+             "|---|" + "---:|" * (2 * len(props))]
+    for method in methods:
+        cells = [_fmt(doc["properties"][p]["fixed_size"]["lds"][method][part]["value"])
+                 for p in props for part in ("all", "stratum")]
+        lines.append(f"| {labels.get(method, method)} | " + " | ".join(cells) + " |")
+    for label, key in diagnostics:
+        cells = [_fmt(doc["properties"][p]["fixed_size"][key][part]["value"]) for p in props
+                 for part in ("all", "stratum")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| method | " + " | ".join(f"{p} k={k} {'all' if part == 'all' else f'w/o {planted}'}"
+                                             for p in props for part in ("all", "stratum") for k in sizes) + " |",
+              "|---|" + "---:|" * (2 * len(props) * len(sizes))]
+    for method in methods:
+        cells = [_fmt(doc["properties"][p]["fixed_size"]["lds"][method][part]["by_size"][k]["value"])
+                 for p in props for part in ("all", "stratum") for k in sizes]
+        lines.append(f"| {labels.get(method, method)} | " + " | ".join(cells) + " |")
+    for label, key in diagnostics:
+        cells = [_fmt(doc["properties"][p]["fixed_size"][key][part]["by_size"][k]) for p in props
+                 for part in ("all", "stratum") for k in sizes]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run_lds(*, quick: bool, store_root: Path, out: Path, max_seeds: int | None = None) -> dict[str, Any]:
     """Score :data:`LDS_SCENARIO` from its stores (no training): write ``out`` and print the tables."""
     ft_store = Path(scenario_config(LDS_SCENARIO, quick=quick, store_root=store_root).store)
@@ -583,6 +754,11 @@ def run_lds(*, quick: bool, store_root: Path, out: Path, max_seeds: int | None =
           f"({'quick' if quick else 'full'} budget); w/o {LDS_PLANTED}: the subsets without it")
     print(lds_tables(doc))
     print(json.dumps(doc["targets"], indent=1))
+    counts = doc["fixed_size"]["n_subsets"]
+    print(f"\nfixed-size LDS x100: Spearman within each size k = {doc['fixed_size']['sizes']} "
+          f"({counts['all']} subsets; w/o {LDS_PLANTED}: {counts['stratum']}), then the mean over the sizes")
+    print(fixed_size_tables(doc))
+    print(json.dumps(doc["targets_fixed_size"], indent=1))
     print(f"wrote {out}")
     return doc
 

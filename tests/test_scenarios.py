@@ -118,6 +118,7 @@ def test_lds_study_on_an_additive_game():
         for part in ("all", "stratum"):
             assert entry["lds"]["shapley"][part]["value"] == pytest.approx(100.0)
             assert entry["seed_to_seed"][part]["value"] == pytest.approx(100.0)
+        assert entry["fixed_size"]["lds"]["shapley"]["all"]["value"] == pytest.approx(100.0)
         assert np.isnan(entry["lds"]["planted_indicator"]["stratum"]["value"])  # constant sums without p
         assert entry["lds"]["planted_indicator"]["all"]["value"] > 0
 
@@ -136,3 +137,55 @@ def test_lds_study_on_an_additive_game():
     verdict = doc["targets"]
     assert verdict["counterfactual_best"]["fid/k=1"]["rivals"]["planted_indicator"]["tie"]
     assert verdict["lds_min"]["fid"]["passed"] and verdict["lds_min"]["quality"]["passed"]
+
+
+def test_fixed_size_lds_cancels_a_common_share():
+    """A share c common to every φ_i adds c·|S| to each subset sum: it moves the all-sizes LDS (ranks by
+    size) but not the fixed-size LDS (within one size it is the constant k·c), on the metric and through
+    :func:`lds_study` on a game whose empty coalition sits off the additive trend (as the FT null model's).
+    """
+    from contribshap.pipeline.metrics import lds_score
+
+    sc = _scenarios_module()
+    ids, w = ["a", "b", "c", "d", "p"], np.array([16.0, 8.0, 4.0, 2.0, -1.0])  # all 32 subset sums distinct
+    masks = sc.all_masks(5)
+    proper = masks[(masks.sum(1) > 0) & (masks.sum(1) < 5)]
+    noise = np.random.default_rng(0).uniform(-0.05, 0.05, size=(3, 32))
+    retrain_all = masks.astype(float) @ w + 20.0 + noise
+    retrain = retrain_all[:, (masks.sum(1) > 0) & (masks.sum(1) < 5)]
+
+    # 1. The metric: φ and φ − 40 (the share outweighs every w·S), on the same subsets and seeds.
+    base, shifted = w, w - 40.0
+    assert lds_score(proper, base, retrain, n_bootstrap=50).value == pytest.approx(100.0)
+    assert lds_score(proper, shifted, retrain, n_bootstrap=50).value < 0.0  # ranks |S| backwards
+    fixed_base = sc.fixed_size_lds(proper, base, retrain, sizes=(2, 3), n_bootstrap=200)
+    fixed_shifted = sc.fixed_size_lds(proper, shifted, retrain, sizes=(2, 3), n_bootstrap=200)
+    assert fixed_base == fixed_shifted
+    assert fixed_base["value"] == pytest.approx(100.0)
+    assert {k: c["n_subsets"] for k, c in fixed_base["by_size"].items()} == {"2": 10, "3": 10}
+    for k in ("2", "3"):  # each size's point value is lds_score's on that size alone
+        rows = proper.sum(1) == int(k)
+        assert fixed_base["by_size"][k]["value"] == pytest.approx(
+            lds_score(proper[rows], base, retrain[:, rows], n_bootstrap=10).value)
+    reversed_ = sc.fixed_size_lds(proper, -w, retrain, sizes=(2, 3), n_bootstrap=200)
+    assert reversed_["value"] == pytest.approx(-100.0) and reversed_["ci_high"] < 0
+
+    # 2. Through lds_study: FT game = the retrained one but v(∅) 200 above the trend, so exact Shapley is
+    #    w − 40; the retrain seeds are additive. The all-sizes LDS punishes the share, fixed-size does not.
+    v_ft = masks.astype(float) @ w + 20.0 + 200.0 * (masks.sum(1) == 0)
+    ft = (ids, np.concatenate([masks, masks]), {"quality": np.concatenate([v_ft, v_ft])})
+    seeds = [(ids, masks, {"quality": row}) for row in retrain_all]
+    doc = sc.lds_study(ft, seeds, planted="p", n_bootstrap=50)
+    entry = doc["properties"]["quality"]
+    np.testing.assert_allclose(entry["phi"]["shapley"], w - 40.0, atol=1e-9)
+    assert doc["fixed_size"]["n_subsets"] == {"all": {"2": 10, "3": 10}, "stratum": {"2": 6, "3": 4}}
+    for part in ("all", "stratum"):
+        assert entry["lds"]["shapley"][part]["value"] < 0
+        assert entry["lds"]["shapley_centred"][part]["value"] > entry["lds"]["shapley"][part]["value"] + 50.0
+        fixed = entry["fixed_size"]["lds"]
+        assert fixed["shapley"][part]["value"] == pytest.approx(100.0)
+        assert fixed["shapley"][part] == fixed["shapley_centred"][part]
+        assert np.isnan(fixed["equal_split"][part]["value"])  # size alone: constant sums within a size
+    assert not doc["targets"]["lds_min"]["quality"]["passed"]
+    assert doc["targets_fixed_size"]["lds_min"]["quality"]["passed"]
+    assert doc["targets_fixed_size"]["lds_min"]["quality"]["by_size"] == {"2": 100.0, "3": 100.0}
