@@ -9,7 +9,8 @@ Usage::
 Steps:
  1. ``contribshap run CONFIG --store STORE`` (the real CLI: Ray, prepare, plan, dispatch, reduce), timed.
  2. Per-coalition timings from the store (fine-tune / sample / properties / wall).
- 3. Estimates (``contribshap.pipeline.reduce.reduce_store``): for every property, is the planted noise contributor the
+ 3. Estimates (``contribshap.pipeline.reduce.reduce_store``): for every property, is the planted noise contributor
+    (the ``planted-*`` one, else the first whose name says noise) the
     most harmful one (largest value for fid/log_fid/kid, smallest for inception_score/quality/diversity),
     and does its CI exclude zero?
  4. Cost per coalition of ``sparsified_ft``, ``ft`` and ``retrain`` measured in this process, one thread,
@@ -67,7 +68,8 @@ def noise_verdicts(store: Path) -> dict[str, dict[str, object]]:
     from contribshap.pipeline.store import Store
 
     contributors = Store(store).read_manifest()["contributors"]
-    noise = [i for i, c in enumerate(contributors) if "noise" in c["name"].lower() or "noise" in c["id"].lower()]
+    planted = [i for i, c in enumerate(contributors) if c["id"].startswith("planted-")]
+    noise = planted or [i for i, c in enumerate(contributors) if "noise" in c["name"].lower() or "noise" in c["id"].lower()]
     results = reduce_store(store, write=True, show=False)
     verdicts = {}
     for prop, by_method in results.items():
