@@ -1,8 +1,12 @@
-"""Benchmark: coverage of the default ``kernelshap`` intervals at GPU-run budgets (not a test; prints a
-table, writes JSON).
+"""Benchmark: coverage of the default ``kernelshap`` intervals (or another method's) at GPU-run budgets (not a
+test; prints a table, writes JSON).
 
 Usage:
-    nice -n 10 .venv/bin/python bench/coverage.py [--reps 300] [--out bench/results/coverage.json]
+    nice -n 10 .venv/bin/python bench/coverage.py [--reps 300] [--method kernelshap] [--factors 2,3,5,10]
+        [--out bench/results/coverage.json]
+
+``--method``: the estimator whose intervals are checked (default ``kernelshap``; any other method writes
+``bench/results/coverage_<method>.json`` unless ``--out`` is given). ``--factors``: the budget factors to run.
 
 Cells: game × budget (2n, 3n, 5n, 10n sampled coalitions; v(∅) and v(N) on top) × design (``paired``,
 ``leverage``) × replicates (1, or 2 evaluations per coalition and endpoint). Every evaluation, the endpoints
@@ -64,7 +68,7 @@ def _noise_sd(masks: np.ndarray, base: float, key: np.ndarray) -> np.ndarray:
     return base * 10.0 ** (u - 0.5)
 
 
-def run_cell(game: KnownGame, factor: int, design: str, reps: int, n_rep: int) -> dict:
+def run_cell(game: KnownGame, factor: int, design: str, reps: int, n_rep: int, method: str = "kernelshap") -> dict:
     n = game.n
     budget = factor * n
     key = np.random.default_rng(123).uniform(size=n) * np.pi
@@ -80,7 +84,8 @@ def run_cell(game: KnownGame, factor: int, design: str, reps: int, n_rep: int) -
         all_masks = np.concatenate([masks, np.repeat(ends, reps, axis=0)])
         all_values = np.concatenate([values, end_values.reshape(-1)])
         try:
-            est = estimate(all_masks, all_values, float(end_values[0].mean()), float(end_values[1].mean()), seed=r)
+            est = estimate(all_masks, all_values, float(end_values[0].mean()), float(end_values[1].mean()),
+                           method=method, seed=r)
         except ValueError:  # refused: too few coalitions for any player (counts as not identified, covered)
             covered.append(np.ones(n, bool))
             ident.append(np.zeros(n, bool))
@@ -98,7 +103,7 @@ def run_cell(game: KnownGame, factor: int, design: str, reps: int, n_rep: int) -
         rmse = np.sqrt(np.nanmean(err_a**2))
         se_ratio = float(np.nanmean(se_a) / rmse) if rmse > 0 else float("nan")
     return {
-        "game": game.name, "n": n, "budget": budget, "factor": factor, "design": design, "replicates": reps,
+        "method": method, "game": game.name, "n": n, "budget": budget, "factor": factor, "design": design, "replicates": reps,
         "coverage": float(cov.mean()), "coverage_mc_sd": float(cov.mean(axis=1).std(ddof=1) / np.sqrt(n_rep)),
         "coverage_identified": cov_id, "identified": float(idf.mean()), "se_ratio": se_ratio, "n_rep": n_rep,
     }
@@ -107,8 +112,16 @@ def run_cell(game: KnownGame, factor: int, design: str, reps: int, n_rep: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=300, help="repetitions per cell (default 300)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "coverage.json"))
+    parser.add_argument("--method", default="kernelshap", help="estimator whose intervals are checked")
+    parser.add_argument("--factors", default=",".join(map(str, BUDGET_FACTORS)),
+                        help="budget factors, comma-separated (default 2,3,5,10)")
+    parser.add_argument("--out", default=None, help="JSON path (default bench/results/coverage.json for "
+                        "kernelshap, coverage_<method>.json otherwise)")
     args = parser.parse_args()
+    factors = tuple(int(f) for f in args.factors.split(","))
+    if args.out is None:
+        name = "coverage.json" if args.method == "kernelshap" else f"coverage_{args.method}.json"
+        args.out = str(ROOT / "bench" / "results" / name)
 
     # 1. every cell
     start = time.time()
@@ -116,10 +129,10 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for game in _games():
-            for factor in BUDGET_FACTORS:
+            for factor in factors:
                 for design in DESIGNS:
                     for reps in REPLICATES:
-                        row = run_cell(game, factor, design, reps, args.reps)
+                        row = run_cell(game, factor, design, reps, args.reps, args.method)
                         rows.append(row)
                         print(f"{row['game'][:34]:34s} {row['budget']:4d} ({factor:2d}n) {design:8s} x{reps}  "
                               f"coverage {row['coverage']:.3f} ± {row['coverage_mc_sd']:.3f} "
@@ -129,7 +142,7 @@ def main() -> None:
 
     # 2. summary per budget factor over identified players (the goal: 90-99% from 3n up)
     summary = {}
-    for factor in BUDGET_FACTORS:
+    for factor in factors:
         cells = np.array([r["coverage_identified"] for r in rows if r["factor"] == factor])
         cells = cells[np.isfinite(cells)]  # a cell with no identified player has no coverage to speak of
         summary[f"{factor}n"] = {"min": float(cells.min()), "median": float(np.median(cells)),
@@ -141,7 +154,7 @@ def main() -> None:
     print(f"{seconds:.0f} s")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"level": 0.95, "noise": NOISE, "reps": args.reps, "seconds": round(seconds, 1),
+    out.write_text(json.dumps({"method": args.method, "level": 0.95, "noise": NOISE, "reps": args.reps, "seconds": round(seconds, 1),
                                "summary": summary, "cells": rows}, indent=1) + "\n")
     print(f"wrote {out}")
 
