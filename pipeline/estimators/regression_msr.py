@@ -80,8 +80,12 @@ Uncertainty
 ``kernelshap``, utility noise from replicates added) of the same regression run on the surrogate's
 *leave-one-out* residuals (closed form for kernel ridge), taking the larger of that and the in-sample one:
 in-sample residuals understate the error of a surrogate fitted to them. The surrogate's exact part φ(f)
-adds no variance term of its own (a surrogate that moves with the sample is corrected by the residuals it
-leaves). A player the residual regression cannot identify gets ``identified = False`` and an infinite
+adds a delete-a-group jackknife variance (5 groups of sampling units dealt within strata, the surrogate
+refitted without each): the in-sample residuals are small, so the estimate is mostly φ(f), and without
+that term the intervals undercovered the step-utility voting game (0.77-0.88 at 3n-10n, n = 10). Measured
+with it (bench/coverage.py --method regression_msr, 100 repetitions): voting 0.86-0.98, the smooth games
+over-covered (0.985-1.000): conservative, not calibrated. Cross-fitted runs (``folds`` >= 2) keep the
+residual regression's variance only. A player the residual regression cannot identify gets ``identified = False`` and an infinite
 interval. Options: ``folds`` (int >= 1, default 1: no cross-fitting), ``center`` (the residual regression's
 size centring, as ``kernelshap``; default ``"auto"``), ``surrogate`` (``"all_orders"``,
 ``"pairwise"`` or ``"additive"``: highest interaction order n, 2 or 1; ``"auto"`` (default): all orders or
