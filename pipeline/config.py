@@ -302,27 +302,34 @@ class Config(_Strict):
         """Seed of the coalition design: ``design.seed`` if given, else ``seed``."""
         return self.seed if self.design.seed is None else self.design.seed
 
+    def derive(self, overrides: dict[str, Any]) -> Config:
+        """The config of a derived game: this one with ``overrides`` deep-merged (a derived game has no
+        second fidelity of its own).
+
+        Raises:
+            pydantic.ValidationError: the merged config does not validate (it names the key).
+        """
+        merged = deep_merge(self.model_dump(mode="json"), overrides)
+        merged["low_fidelity"] = None
+        return Config.model_validate(merged)
+
+    def derived_namespace(self, overrides: dict[str, Any]) -> str:
+        """Store namespace of a derived game's evaluations: ``<config_hash>-<variant>``."""
+        return f"{config_hash(self)}-{variant_hash(overrides)}"
+
     def low_fidelity_overrides(self) -> dict[str, Any] | None:
         """The overrides that derive the cheap game (``{"game": low_fidelity.game}``), None without one."""
         return None if self.low_fidelity is None else {"game": self.low_fidelity.game}
 
     def low_fidelity_config(self) -> Config | None:
-        """The cheap game's whole config (the run's, with ``low_fidelity.game`` deep-merged), None without one.
-
-        Raises:
-            ValueError: the merged game does not validate (the message names the key).
-        """
+        """The cheap game's whole config (:meth:`derive` with ``low_fidelity.game``), None without one."""
         overrides = self.low_fidelity_overrides()
-        if overrides is None:
-            return None
-        merged = deep_merge(self.model_dump(mode="json"), overrides)
-        merged["low_fidelity"] = None
-        return Config.model_validate(merged)
+        return None if overrides is None else self.derive(overrides)
 
     def low_fidelity_namespace(self) -> str | None:
-        """Store namespace of the cheap game's evaluations (``<config_hash>-<variant>``), None without one."""
+        """Store namespace of the cheap game's evaluations (:meth:`derived_namespace`), None without one."""
         overrides = self.low_fidelity_overrides()
-        return None if overrides is None else f"{config_hash(self)}-{variant_hash(overrides)}"
+        return None if overrides is None else self.derived_namespace(overrides)
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

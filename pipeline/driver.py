@@ -39,6 +39,7 @@ with the same per-task resources (:func:`run_model_baselines`, :func:`run_counte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -55,18 +56,15 @@ from contribshap.pipeline.config import (
     ConfigError,
     ContribshapError,
     config_hash,
-    deep_merge,
     plan_hash,
     resolve_store,
     save_resolved,
-    variant_hash,
 )
 from contribshap.pipeline.plan import (
     ESTIMATOR_SECTIONS,
     Job,
     PlanRequest,
     add_section_rows,
-    control_draws,
     extend_plan,
     jobs_for,
     key_of_mask,
@@ -412,15 +410,13 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
             planned_draws = int(manifest.get("planned_draws") or 0)
             planned_control = int(manifest.get("planned_control_draws") or 0)
             rows = read_plan(store)
-            control = 0 if low is None else low.draws(max(draws, planned_draws), budgets[-1])
+            request = PlanRequest.of(cfg, len(ids), max(draws, planned_draws), budgets[-1])
+            control = request.control
             extend = draws > planned_draws or not rows or control > planned_control
             if extend:
                 last_round = max((r["round"] for r in rows), default=-1)
                 index = round_index if planned_draws == 0 else max(round_index, last_round + 1)
-                request = PlanRequest(cfg.design.kind, len(ids), max(draws, planned_draws), cfg.plan_seed(),
-                                      cfg.design.options, cfg.replicates.coalition, cfg.replicates.endpoints,
-                                      control=max(control, planned_control),
-                                      control_replicates=low.replicates if low is not None else 1)
+                request = dataclasses.replace(request, control=max(control, planned_control))
                 rows, added = extend_plan(rows, ids, request, round_index=index)
                 summary.planned += added
             jobs = jobs_for(rows, seed=cfg.seed, sections=ESTIMATOR_SECTIONS)
@@ -481,26 +477,18 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
 
 @dataclass(frozen=True)
 class _LowFidelity:
-    """The cheap game of a two-fidelity run: its config, namespace and plan settings."""
+    """The cheap game of a two-fidelity run: its config, namespace and the config text its tasks get."""
 
     cfg: Config
     namespace: str
     config_text: str
-    budget: int
-    replicates: int
 
     @classmethod
     def of(cls, cfg: Config) -> _LowFidelity | None:
-        if cfg.low_fidelity is None:
+        cheap, namespace = cfg.low_fidelity_config(), cfg.low_fidelity_namespace()
+        if cheap is None or namespace is None:
             return None
-        cheap = cfg.low_fidelity_config()
-        assert cheap is not None and cfg.low_fidelity_namespace() is not None
-        return cls(cheap, str(cfg.low_fidelity_namespace()), _config_text(cheap), cfg.low_fidelity.budget,
-                   cfg.low_fidelity.replicates or cfg.replicates.coalition)
-
-    def draws(self, draws: int, total_draws: int) -> int:
-        """Control draws planned with ``draws`` of the design's ``total_draws`` (the same share of the budget)."""
-        return max(control_draws(draws, total_draws, self.budget), 1)
+        return cls(cheap, namespace, _config_text(cheap))
 
 
 def _code_version() -> str:
@@ -539,10 +527,10 @@ def evaluate_coalitions(cfg: Config, store: Store | str | Path, masks: np.ndarra
     derived = cfg
     if overrides:
         try:
-            derived = Config.model_validate(deep_merge(cfg.model_dump(mode="json"), overrides))
+            derived = cfg.derive(overrides)
         except Exception as error:
             raise ConfigError(f"evaluate overrides {overrides}: {one_line(error)}") from None
-        namespace = f"{namespace}-{variant_hash(overrides)}"
+        namespace = cfg.derived_namespace(overrides)
     store.create(name=cfg.name, config_hash=config_hash(cfg), plan_hash=plan_hash(cfg))
     masks = np.asarray(masks, dtype=bool)
     lock = DriverLock(store.lock_path, stale_after_s=cfg.ray.stale_lock_s, heartbeat_s=cfg.ray.heartbeat_s)

@@ -201,6 +201,16 @@ class PlanRequest:
     control: int = 0
     control_replicates: int = 1
 
+    @classmethod
+    def of(cls, cfg: Any, n_players: int, draws: int, total_draws: int) -> PlanRequest:
+        """The request of a run's config (:class:`contribshap.pipeline.config.Config`) for ``draws`` of its
+        ``total_draws`` design draws; a two-fidelity config adds the same share of its control budget."""
+        low = cfg.low_fidelity
+        return cls(cfg.design.kind, n_players, draws, cfg.plan_seed(), cfg.design.options,
+                   cfg.replicates.coalition, cfg.replicates.endpoints,
+                   control=0 if low is None else max(control_draws(draws, total_draws, low.budget), 1),
+                   control_replicates=1 if low is None else low.replicates or cfg.replicates.coalition)
+
 
 def _merge_draws(by_id: dict[tuple[str, str], dict[str, Any]], masks: np.ndarray, ids: Sequence[str], *,
                  section: str, design: str, round_index: int, replicates: int, fidelity: str) -> int:

@@ -29,7 +29,6 @@ round the config's schedule gives them; the column is informational).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -47,7 +46,6 @@ from contribshap.pipeline.config import (
 from contribshap.pipeline.plan import (
     ESTIMATOR_SECTIONS,
     PlanRequest,
-    control_draws,
     extend_plan,
     key_of_mask,
     mask_from_str,
@@ -149,17 +147,10 @@ def _rebuild_plan(cfg: Config, ids: list[str], planned_draws: int, evaluated: se
                             max_rounds=cfg.stopping.max_rounds)
     if planned_draws > 0:
         budgets = [b for b in budgets if b < planned_draws] + [planned_draws]
-    request = PlanRequest(cfg.design.kind, n, 0, cfg.plan_seed(), cfg.design.options, cfg.replicates.coalition,
-                          cfg.replicates.endpoints)
     rounds: list[list[dict[str, Any]]] = []
     rows: list[dict[str, Any]] = []
-    low = cfg.low_fidelity
     for index, draws in enumerate(budgets):
-        control = 0 if low is None else max(control_draws(draws, budgets[-1], low.budget), 1)
-        rows, _ = extend_plan(rows, ids, dataclasses.replace(
-            request, draws=draws, control=control,
-            control_replicates=(low.replicates or cfg.replicates.coalition) if low is not None else 1,
-        ), round_index=index)
+        rows, _ = extend_plan(rows, ids, PlanRequest.of(cfg, n, draws, budgets[-1]), round_index=index)
         rounds.append(rows)
     if planned_draws > 0:
         return rows, planned_draws
