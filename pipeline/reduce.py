@@ -106,7 +106,8 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
         raise StoreError(f"store {store.root} was never prepared (no contributors); run `contribshap run` first")
     n = len(contributors)
     # 1. planned coalitions of the estimator sections, and their draw counts
-    plan_rows = [r for r in read_plan(store) if r["section"] in ESTIMATOR_SECTIONS]
+    plan = read_plan(store)
+    plan_rows = [r for r in plan if r["section"] in ESTIMATOR_SECTIONS]
     draws = {r["coalition_key"]: float(r["weight"]) for r in plan_rows}
     replicates = {r["coalition_key"]: int(r["replicates"]) for r in plan_rows}
     # 2. ok evaluations of those coalitions (replicates beyond the plan are ignored)
@@ -119,7 +120,7 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
               f"(e.g. {failed[0]['mask']} r{failed[0]['replicate']}: {failed[0]['error']}); "
               "`contribshap run` retries them", file=sys.stderr)
     empty, full = "0" * n, "1" * n
-    two = _two_fidelity_rows(store, cfg, plan_rows, ok) if cfg.low_fidelity is not None else None
+    two = _two_fidelity_rows(store, cfg, n, plan, ok) if cfg.low_fidelity is not None else None
     results: dict[str, dict[str, Any]] = {}
     for prop in _property_names(manifest, ok):
         # 3. one (masks, values) table per property; NaN values are left to the estimator to drop
@@ -190,18 +191,18 @@ def _seconds(rows: Any) -> float:
     return float(sum(r["wall_s"] for r in rows if isinstance(r.get("wall_s"), float) and math.isfinite(r["wall_s"])))
 
 
-def _two_fidelity_rows(store: Store, cfg: Config, plan_rows: list[dict[str, Any]],
+def _two_fidelity_rows(store: Store, cfg: Config, n: int, plan: list[dict[str, Any]],
                        ok: list[dict[str, Any]]) -> _TwoFidelityRows | None:
-    """Set A (pairs) and set B of a two-fidelity store; None (with a warning: the full-fidelity rows are
-    reduced alone) while the low-fidelity endpoints are not evaluated yet."""
-    n = len(store.read_manifest().get("contributors") or [])
+    """Set A (pairs) and set B of a two-fidelity store (``plan``: every plan row, ``ok``: the run's ok
+    design rows); None (with a warning: the full-fidelity rows are reduced alone) while the low-fidelity
+    endpoints are not evaluated yet."""
     namespace = cfg.low_fidelity_namespace()
     low_rows = [r for r in store.scan(namespace).rows if r["status"] == "ok"] if namespace else []
     low = {(r["coalition_key"], int(r["replicate"])): r for r in low_rows}
     pairs = [(r, low[(r["coalition_key"], int(r["replicate"]))]) for r in ok
              if (r["coalition_key"], int(r["replicate"])) in low]
-    control = {r["coalition_key"]: int(r["replicates"]) for r in read_plan(store) if r["section"] == "control"}
-    endpoints = {r["coalition_key"]: int(r["replicates"]) for r in plan_rows if r["section"] == "endpoint"}
+    control = {r["coalition_key"]: int(r["replicates"]) for r in plan if r["section"] == "control"}
+    endpoints = {r["coalition_key"]: int(r["replicates"]) for r in plan if r["section"] == "endpoint"}
     low_only = [r for r in low_rows if int(r["replicate"]) < max(control.get(r["coalition_key"], 0),
                                                                  endpoints.get(r["coalition_key"], 0))]
     sizes = {r["mask"].count("1") for r in low_only}
