@@ -129,14 +129,20 @@ def test_interval_coverage_on_a_noisy_game():
 # ---------------------------------------------------------------------------------------------------------
 # The surrogate: closed-form Shapley values against brute force
 # ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("order", "decay"), [(1, 0.0), (2, 1.0), (2, 8.0), (3, 2.0), (7, 8.0)])
-def test_surrogate_shapley_closed_form_matches_brute_force(order, decay):
-    n = 7
-    rng = np.random.default_rng(5)
+def _random_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random proper coalitions plus the full one (weighted 1e6), values and row weights for a surrogate fit."""
+    rng = np.random.default_rng(seed)
     z = (rng.random((40, n)) < 0.5).astype(np.float64)
     z = np.vstack([z[(z.sum(1) > 0) & (z.sum(1) < n)], np.ones((1, n))])
     y = rng.normal(size=len(z))
     w = np.append(rng.random(len(z) - 1) + 0.5, 1e6)
+    return z, y, w
+
+
+@pytest.mark.parametrize(("order", "decay"), [(1, 0.0), (2, 1.0), (2, 8.0), (3, 2.0), (7, 8.0)])
+def test_surrogate_shapley_closed_form_matches_brute_force(order, decay):
+    n = 7
+    z, y, w = _random_rows(n, seed=5)
     surrogate = _fit_surrogate(z, y, w, order, (decay,))
     np.testing.assert_allclose(surrogate.shapley(), brute_force_shapley(surrogate.predict, n), atol=1e-9)
     assert surrogate.predict(np.zeros((1, n)))[0] == pytest.approx(0.0, abs=1e-12)  # f(∅) = 0
@@ -146,11 +152,7 @@ def test_surrogate_shapley_closed_form_matches_brute_force(order, decay):
 def test_size_varying_surrogate_shapley_closed_form_matches_brute_force(order, decay, width):
     # linear coefficients b_j(|S|) that vary with the coalition size (plus interactions of order 2..order)
     n = 7
-    rng = np.random.default_rng(6)
-    z = (rng.random((40, n)) < 0.5).astype(np.float64)
-    z = np.vstack([z[(z.sum(1) > 0) & (z.sum(1) < n)], np.ones((1, n))])
-    y = rng.normal(size=len(z))
-    w = np.append(rng.random(len(z) - 1) + 0.5, 1e6)
+    z, y, w = _random_rows(n, seed=6)
     surrogate = _fit_surrogate(z, y, w, 1, (), ((order, decay, width),))
     assert surrogate.width == width
     assert np.linalg.norm(surrogate.shapley()) > 1e-3  # not the trivial all-zero fit
