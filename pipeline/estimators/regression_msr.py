@@ -130,12 +130,11 @@ class _Surrogate:
     g: float  # amplitude of the size features
     loo: np.ndarray  # (t,) leave-one-out residuals y_T - f_{-T}(T) of the training rows
     width: float = 0.0  # > 0: the linear features' coefficients vary with |S| (size kernel width, times n)
-    profile: np.ndarray | None = None  # (n+1,): size kernel p(|S|)·p(|T|) instead of the Gaussian one
 
     def predict(self, z: np.ndarray) -> np.ndarray:
         """f on coalitions z (m, n) bool/0-1 -> (m,)."""
         return _kernel(np.asarray(z, dtype=np.float64), self.z, self.a, self.theta, self.order, self.g,
-                       self.width, self.profile) @ self.alpha
+                       self.width) @ self.alpha
 
     def shapley(self) -> np.ndarray:
         """Exact Shapley values (n,), from the dual coefficients.
@@ -166,23 +165,19 @@ class _Surrogate:
         """b (n+1, n): b[k, j] = a Σ_T α_T z_Tj K(k, |T|), the linear coefficients at size k (width > 0)."""
         n = self.z.shape[1]
         sizes = self.z.sum(axis=1).astype(np.int64)
-        kernel = _size_kernel(np.arange(n + 1), sizes, self.width, n, self.profile)
+        kernel = _size_kernel(np.arange(n + 1), sizes, self.width, n)
         return self.a * (kernel @ (self.alpha[:, None] * self.z))
 
 
-def _size_kernel(s1: np.ndarray, s2: np.ndarray, width: float, n: int,
-                 profile: np.ndarray | None = None) -> np.ndarray:
-    """K(k, l) = exp(-((k - l) / (width · n))² / 2) between coalition sizes, or p(k)·p(l) for a profile p;
-    shapes (m1,), (m2,) -> (m1, m2)."""
+def _size_kernel(s1: np.ndarray, s2: np.ndarray, width: float, n: int) -> np.ndarray:
+    """K(k, l) = exp(-((k - l) / (width · n))² / 2) between coalition sizes; shapes (m1,), (m2,) -> (m1, m2)."""
     s1, s2 = np.asarray(s1), np.asarray(s2)
-    if profile is not None:
-        return np.outer(profile[s1.astype(np.int64)], profile[s2.astype(np.int64)])
     d = (s1.astype(np.float64)[:, None] - s2.astype(np.float64)[None, :]) / (width * n)
     return np.exp(-0.5 * d * d)
 
 
 def _kernel(z1: np.ndarray, z2: np.ndarray, a: float, theta: float, order: int, g: float,
-            width: float = 0.0, profile: np.ndarray | None = None) -> np.ndarray:
+            width: float = 0.0) -> np.ndarray:
     """k(S, T) = a Σ_{k=1..order} θ^(k-1) C(c, k) + g·[|S| = |T|], c = |S ∩ T| (the inner product of all
     interaction features Π_{j∈A} z_j, |A| <= order, weighted a θ^(|A|-1), and of one indicator per size);
     with ``width`` > 0 the order-1 term a·c becomes a·c·K(|S|, |T|) (:func:`_size_kernel`: coefficients of
@@ -195,7 +190,7 @@ def _kernel(z1: np.ndarray, z2: np.ndarray, a: float, theta: float, order: int, 
     same = s1[:, None] == s2[None, :]
     out = a * table[c] + g * same
     if width > 0:
-        out = out + a * c * _size_kernel(s1, s2, width, n, profile)
+        out = out + a * c * _size_kernel(s1, s2, width, n)
     return out
 
 
@@ -219,13 +214,11 @@ def _fit_surrogate(z: np.ndarray, y: np.ndarray, w: np.ndarray, order: int, deca
     sqrt_d = np.sqrt(d)
     scored = np.ones(len(y), dtype=bool)
     scored[-1] = False  # the full coalition is a constraint, not scored
-    best: tuple[float, float, Candidate, np.ndarray | None, np.ndarray, np.ndarray] | None = None
-
-    def search(shape: Candidate, profile: np.ndarray | None) -> None:
-        nonlocal best
+    best: tuple[float, float, Candidate, np.ndarray, np.ndarray] | None = None
+    for shape in (*((order, decay, 0.0) for decay in decays), *candidates):
         k_order, decay, width = shape
         # unit amplitudes of this shape: interactions 1, size n (a nearly free size curve)
-        k0 = _kernel(z, z, 1.0, decay / n, k_order, float(n), width, profile)
+        k0 = _kernel(z, z, 1.0, decay / n, k_order, float(n), width)
         # (s K0 + D)^{-1} = D^{-1/2} U (s Λ + I)^{-1} Uᵀ D^{-1/2} with D^{-1/2} K0 D^{-1/2} = U Λ Uᵀ
         lam, u = np.linalg.eigh(k0 / np.outer(sqrt_d, sqrt_d))
         lam = np.maximum(lam, 0.0)
@@ -239,14 +232,10 @@ def _fit_surrogate(z: np.ndarray, y: np.ndarray, w: np.ndarray, order: int, deca
             score = float(np.sum(w[scored] * loo[scored] ** 2))
             if best is None or score < best[0]:
                 alpha = (u @ (shrink * proj)) / sqrt_d
-                best = (score, s, shape, profile, alpha, loo)
-
-    for shape in (*((order, decay, 0.0) for decay in decays), *candidates):
-        search(shape, None)
+                best = (score, s, shape, alpha, loo)
     assert best is not None
-    _, s, (k_order, decay, width), profile, alpha, loo = best
-    return _Surrogate(z=z, alpha=alpha, a=s, theta=decay / n, order=k_order, g=s * n, loo=loo, width=width,
-                      profile=profile)
+    _, s, (k_order, decay, width), alpha, loo = best
+    return _Surrogate(z=z, alpha=alpha, a=s, theta=decay / n, order=k_order, g=s * n, loo=loo, width=width)
 
 
 # --------------------------------------------------------------------------------------------------------
