@@ -41,14 +41,18 @@ def _require_probs(generated: GeneratedFeatures, name: str) -> np.ndarray:
     return generated.probs
 
 
+def _frechet(features: np.ndarray, reference: Reference) -> float:
+    """clean-fid's Fréchet distance between the Gaussian of ``features`` (N, D) and the reference's."""
+    from cleanfid.fid import frechet_distance
+
+    features = features.astype(np.float64)
+    return float(frechet_distance(features.mean(axis=0), np.cov(features, rowvar=False), reference.mu, reference.sigma))
+
+
 @register_property("fid")
 def fid(generated: GeneratedFeatures, reference: Reference) -> float:
     """Fréchet distance between generated and reference features (lower is better)."""
-    from cleanfid.fid import frechet_distance
-
-    features = generated.features.astype(np.float64)
-    mu, sigma = features.mean(axis=0), np.cov(features, rowvar=False)
-    return float(frechet_distance(mu, sigma, reference.mu, reference.sigma))
+    return _frechet(generated.features, reference)
 
 
 #: Subset sizes of ``fid_inf``'s extrapolation.
@@ -58,9 +62,7 @@ FID_INF_POINTS = 8
 @register_property("fid_inf")
 def fid_inf(generated: GeneratedFeatures, reference: Reference) -> float:
     """FID extrapolated to n = ∞ from nested subsets (lower is better; see the module docstring)."""
-    from cleanfid.fid import frechet_distance
-
-    features = generated.features.astype(np.float64)
+    features = generated.features
     n, d = features.shape
     smallest = max(n // 4, d + 2)
     if n < smallest + FID_INF_POINTS:
@@ -68,10 +70,7 @@ def fid_inf(generated: GeneratedFeatures, reference: Reference) -> float:
                          f"{d}-d features (got {n}); raise sampling.n_images or use 'fid'")
     order = np.random.default_rng(0).permutation(n)
     sizes = np.unique(np.linspace(smallest, n, FID_INF_POINTS).astype(int))
-    values = []
-    for size in sizes:
-        part = features[order[:size]]
-        values.append(frechet_distance(part.mean(axis=0), np.cov(part, rowvar=False), reference.mu, reference.sigma))
+    values = [_frechet(features[order[:size]], reference) for size in sizes]
     _slope, intercept = np.polyfit(1.0 / sizes, np.asarray(values, dtype=np.float64), 1)
     return float(intercept)
 
