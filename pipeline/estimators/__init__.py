@@ -190,6 +190,7 @@ __all__ = [
     "max_halfwidth",
     "method_names",
     "method_spec",
+    "normal_interval",
     "register_method",
 ]
 
@@ -319,6 +320,15 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def normal_interval(value: np.ndarray, stderr: np.ndarray, identified: np.ndarray,
+                    level: float) -> tuple[np.ndarray, np.ndarray]:
+    """(ci_low, ci_high): value ± z_{(1+level)/2}·stderr, (-inf, inf) where a player is not identified."""
+    from scipy import stats
+
+    z = float(stats.norm.ppf(0.5 + float(level) / 2.0))
+    return np.where(identified, value - z * stderr, -np.inf), np.where(identified, value + z * stderr, np.inf)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Stopping rule
 # --------------------------------------------------------------------------------------------------------
@@ -415,10 +425,8 @@ def estimate(
     identified = np.ones(data.n, dtype=bool) if result.identified is None else np.asarray(result.identified, bool)
 
     # 4. package
-    from scipy import stats
-
     stderr = np.where(identified, np.sqrt(np.maximum(var, 0.0)), np.inf)
-    z = float(stats.norm.ppf(0.5 + float(level) / 2.0))
+    ci_low, ci_high = normal_interval(value, stderr, identified, level)
     extras.update(
         {
             "ci": ci,
@@ -433,8 +441,8 @@ def estimate(
     return Estimate(
         value=value,
         stderr=stderr,
-        ci_low=np.where(identified, value - z * stderr, -np.inf),
-        ci_high=np.where(identified, value + z * stderr, np.inf),
+        ci_low=ci_low,
+        ci_high=ci_high,
         n_evaluations=int(data.n_rows),
         method=method,
         level=float(level),

@@ -154,8 +154,7 @@ def combine_fidelities(
         coefficient, the high-fidelity-only estimate's largest half-width, the variance ratio
         Σ Var(two-fidelity) / Σ Var(high only), and the evaluation counts.
     """
-    from contribshap.pipeline.estimators import Estimate, max_halfwidth
-    from scipy import stats
+    from contribshap.pipeline.estimators import Estimate, max_halfwidth, normal_interval
 
     masks_a = np.asarray(masks_a, dtype=bool)
     masks_b = np.asarray(masks_b, dtype=bool)
@@ -193,7 +192,8 @@ def combine_fidelities(
     var = np.asarray(est_resid.stderr) ** 2 + (c * np.asarray(est_low_b.stderr)) ** 2 if c else \
         np.asarray(est_resid.stderr) ** 2
     stderr = np.where(identified, np.sqrt(var), np.inf)
-    z = float(stats.norm.ppf(0.5 + float(level) / 2.0))
+    ci_low, ci_high = normal_interval(value, stderr, identified, level)
+    n_low_only = int(np.sum((masks_b.sum(axis=1) > 0) & (masks_b.sum(axis=1) < masks_b.shape[1])))
 
     var_high = _variance(est_high)
     both = np.isfinite(var_high) & identified
@@ -211,16 +211,15 @@ def combine_fidelities(
             "variance_ratio": ratio,
             "n_high": int(est_high.n_evaluations),
             "n_low_paired": int(masks_a.shape[0]),
-            "n_low_only": int(np.sum((masks_b.sum(axis=1) > 0) & (masks_b.sum(axis=1) < masks_b.shape[1]))),
+            "n_low_only": n_low_only,
         },
     )
     return Estimate(
         value=value,
         stderr=stderr,
-        ci_low=np.where(identified, value - z * stderr, -np.inf),
-        ci_high=np.where(identified, value + z * stderr, np.inf),
-        n_evaluations=int(est_high.n_evaluations + masks_a.shape[0]
-                          + np.sum((masks_b.sum(axis=1) > 0) & (masks_b.sum(axis=1) < masks_b.shape[1]))),
+        ci_low=ci_low,
+        ci_high=ci_high,
+        n_evaluations=int(est_high.n_evaluations + masks_a.shape[0] + n_low_only),
         method=method,
         level=float(level),
         utility_noise=est_high.utility_noise,
