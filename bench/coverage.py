@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from contribshap.pipeline.estimators import estimate  # noqa: E402
-from contribshap.pipeline.sampling import sample_coalitions  # noqa: E402
+from contribshap.pipeline.core.designs import sample_coalitions  # noqa: E402
+from contribshap.pipeline.core.estimators import estimate  # noqa: E402
 from games_core import KnownGame, pairwise, size_effect, unanimity_sum, weighted_voting  # noqa: E402
 
 BUDGET_FACTORS = (2, 3, 5, 10)

@@ -9,7 +9,7 @@ Usage::
 Steps:
  1. ``contribshap run CONFIG --store STORE`` (the real CLI: Ray, prepare, plan, dispatch, reduce), timed.
  2. Per-coalition timings from the store (fine-tune / sample / properties / wall).
- 3. Estimates (``contribshap.pipeline.reduce.reduce_store``): for every property, is the planted noise contributor
+ 3. Estimates (``contribshap.pipeline.products.reduce.reduce_store``): for every property, is the planted noise contributor
     (the ``planted-*`` one, else the first whose name says noise) the
     most harmful one (largest value for fid/log_fid/kid, smallest for inception_score/quality/diversity),
     and does its CI exclude zero?
@@ -49,7 +49,7 @@ def run_demo(config: Path, store: Path, *, fresh: bool) -> float:
 
 def timing_summary(store: Path) -> dict[str, object]:
     """Step 2: median / mean seconds per stage over the ok evaluations of non-empty coalitions."""
-    from contribshap.pipeline.store import Store
+    from contribshap.pipeline.storage.store import Store
 
     manifest = Store(store).read_manifest()
     rows = [r for r in Store(store).scan(manifest["config_hash"]).rows if r["status"] == "ok" and int(r["size"]) > 0]
@@ -64,8 +64,8 @@ def timing_summary(store: Path) -> dict[str, object]:
 
 def noise_verdicts(store: Path) -> dict[str, dict[str, object]]:
     """Step 3: per property, the noise contributor's value, CI, rank and whether it is singled out."""
-    from contribshap.pipeline.reduce import reduce_store
-    from contribshap.pipeline.store import Store
+    from contribshap.pipeline.products.reduce import reduce_store
+    from contribshap.pipeline.storage.store import Store
 
     contributors = Store(store).read_manifest()["contributors"]
     planted = [i for i, c in enumerate(contributors) if c["id"].startswith("planted-")]
@@ -105,7 +105,7 @@ def cost_per_mode(config_path: Path, store: Path, *, n_coalitions: int, n_retrai
     the step count is fixed).
     """
     import torch
-    from contribshap.pipeline.config import load_config
+    from contribshap.pipeline.config.schema import load_config
     from contribshap.workers.game import DiffusionGame
 
     torch.set_num_threads(1)

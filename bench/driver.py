@@ -34,15 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from contribshap.pipeline.config import parse_config  # noqa: E402
-from contribshap.pipeline.plan import PlanRequest, derive_seed, extend_plan, jobs_for, read_plan, write_plan  # noqa: E402
-from contribshap.pipeline.store import Store  # noqa: E402
+from contribshap.pipeline.config.schema import parse_config  # noqa: E402
+from contribshap.pipeline.contracts.keys import derive_seed  # noqa: E402
+from contribshap.pipeline.storage.plan import PlanRequest, extend_plan, jobs_for, read_plan, write_plan  # noqa: E402
+from contribshap.pipeline.storage.store import Store  # noqa: E402
 
 
 def overhead(workers: int, sleep: float, n_evals: int, tmp: Path) -> dict:
-    """Run the sleep game through ``contribshap.pipeline.driver.run`` on a fresh local Ray with ``workers`` CPUs."""
+    """Run the sleep game through ``contribshap.pipeline.products.run.run`` on a fresh local Ray with ``workers`` CPUs."""
     import ray
-    from contribshap.pipeline.driver import run
+    from contribshap.pipeline.products.run import run
 
     os.environ.setdefault("RAY_AUTH_MODE", "token")  # every client of the bench uses the token
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])

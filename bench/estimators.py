@@ -79,8 +79,8 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from contribshap.pipeline.estimators import estimate  # noqa: E402
-from contribshap.pipeline.sampling import sample_coalitions  # noqa: E402
+from contribshap.pipeline.core.designs import sample_coalitions  # noqa: E402
+from contribshap.pipeline.core.estimators import estimate  # noqa: E402
 from games_core import unanimity_sum  # noqa: E402
 
 OURS = ("kernelshap@leverage", "leverage_shap@leverage", "regression_msr@leverage")

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from contribshap.pipeline.metrics import spearman
+from contribshap.pipeline.core.metrics import spearman
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOWER_IS_BETTER = {"fid", "log_fid", "kid"}
@@ -50,7 +50,7 @@ _GAMES: dict[str, object] = {}
 
 def build_config(args: argparse.Namespace):
     """The 6-contributor game config (the demo's game with ``data.classes`` = --classes)."""
-    from contribshap.pipeline.config import load_config
+    from contribshap.pipeline.config.schema import load_config
 
     cfg = load_config(args.config)
     raw = cfg.game.model_dump(mode="json")
@@ -86,11 +86,11 @@ def job_key(config, mode: str, seed: int) -> str:
     ``retrain`` starts from a random init: it depends on the data, model, sampling, properties (extractor,
     reference) and its own optimiser settings, not on θ*, pruning, recovery or the fine-tune K / lr.
     ``sparsified_ft`` / ``ft`` depend on the whole game config. Both depend on the version of the property
-    formulas (``contribshap.workers.prepare.METRICS_VERSION``), so a metric change invalidates cached jobs.
+    formulas (``contribshap.workers.artifacts.METRICS_VERSION``), so a metric change invalidates cached jobs.
     """
     import hashlib
 
-    from contribshap.workers.prepare import METRICS_VERSION
+    from contribshap.workers.artifacts import METRICS_VERSION
 
     raw = config.model_dump(mode="json")
     if mode == "retrain":
@@ -150,7 +150,7 @@ def import_report(cache: JobCache, report_path: Path, config, seed: int, prepare
     with other property formulas (``settings.metrics_version``; absent in reports older than the field) is
     not imported at all. Returns the count imported per mode.
     """
-    from contribshap.workers.prepare import METRICS_VERSION
+    from contribshap.workers.artifacts import METRICS_VERSION
 
     report = json.loads(report_path.read_text())
     settings = report["settings"]
@@ -192,7 +192,7 @@ def import_report(cache: JobCache, report_path: Path, config, seed: int, prepare
 def _worker_evaluate(config_json: str, artifacts: str, seed: int, mode: str, mask: tuple[bool, ...], job_seed: int):
     """One evaluation in a worker process (games cached per process and mode)."""
     import torch
-    from contribshap.pipeline.diffusion_config import DiffusionGameConfig
+    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
     from contribshap.workers.game import DiffusionGame
 
     torch.set_num_threads(1)
@@ -261,7 +261,7 @@ def choose_retrain_masks(spec: str, all_masks: list[tuple[bool, ...]], n: int, s
 
 
 def shapley(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float, *, exact: bool) -> np.ndarray:
-    from contribshap.pipeline.estimators import estimate
+    from contribshap.pipeline.core.estimators import estimate
 
     method = "exact_shapley" if exact else "kernelshap"
     return np.asarray(estimate(masks, values, v_empty, v_full, method=method).value)
@@ -336,8 +336,8 @@ def main() -> None:
 
     # 1. Config and prepare (θ*, pruned, recovered, extractor, reference) once, in this process.
     config, seed = build_config(args)
+    from contribshap.workers.artifacts import METRICS_VERSION
     from contribshap.workers.game import DiffusionGame
-    from contribshap.workers.prepare import METRICS_VERSION
 
     start = time.perf_counter()
     game = DiffusionGame(config, artifacts_dir=args.artifacts, seed=seed)

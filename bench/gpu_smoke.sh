@@ -58,7 +58,7 @@ unknown = sorted(set(settings) - {"cifar20", "celebahq", "artbench"})
 if unknown:
     sys.exit(f"--settings {unknown} are unknown; valid: cifar20, celebahq, artbench")
 script = Path(sys.executable).with_name("contribshap")
-CLI = [str(script)] if script.exists() else [sys.executable, "-m", "contribshap.pipeline.cli"]
+CLI = [str(script)] if script.exists() else [sys.executable, "-m", "contribshap.pipeline.products.cli"]
 
 
 def cli(*command: str, timeout: float = 3600) -> subprocess.CompletedProcess:

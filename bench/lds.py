@@ -87,8 +87,8 @@ def exact_set(workdir: Path, *, budget: int, n_subsets: int) -> dict:
     import os
     import shutil
 
-    from contribshap.pipeline.metrics import lds_score, without_members
-    from contribshap.pipeline.store import mask_from_str
+    from contribshap.pipeline.contracts.keys import mask_from_str
+    from contribshap.pipeline.core.metrics import lds_score, without_members
 
     # 1. A fresh store: sparsified-FT values, paired design, 3 replicates a coalition (the 3 cached seeds).
     if workdir.exists():
@@ -178,10 +178,11 @@ def lds_table(doc: dict, label: str) -> list[dict]:
 
 def lds_vs_coalitions(store: Path, doc: dict, methods: tuple[str, ...], n_points: int = 8) -> list[dict]:
     """Re-estimate on prefixes of the plan (design order) and score each prefix on the held-out values."""
-    from contribshap.pipeline.estimators import estimate
-    from contribshap.pipeline.metrics import lds_score
-    from contribshap.pipeline.readers import main_rows, read_all_evals
-    from contribshap.pipeline.store import Store, mask_from_str
+    from contribshap.pipeline.contracts.keys import mask_from_str
+    from contribshap.pipeline.core.estimators import estimate
+    from contribshap.pipeline.core.metrics import lds_score
+    from contribshap.pipeline.products.readers import main_rows, read_all_evals
+    from contribshap.pipeline.storage.store import Store
 
     manifest = Store(store).read_manifest()
     rows_by_ns, _ = read_all_evals(store)
@@ -220,8 +221,8 @@ def synthetic_lds_vs_budget(n: int = 20, budgets_x: tuple[int, ...] = (2, 5, 10,
     """
     import importlib.util
 
-    from contribshap.pipeline.metrics import lds_score
-    from contribshap.pipeline.sampling import sample_coalitions
+    from contribshap.pipeline.core.designs import sample_coalitions
+    from contribshap.pipeline.core.metrics import lds_score
 
     spec = importlib.util.spec_from_file_location("bench_estimators", REPO / "bench" / "estimators.py")
     module = importlib.util.module_from_spec(spec)
@@ -270,7 +271,7 @@ def main() -> None:
     for r in synthetic["rows"]:
         print(f"  {r['method']:<42} budget {r['budget']:>4}: LDS {r['lds_mean']:6.1f} ± {r['lds_sd']:.1f}")
     synthetic["seconds"] = time.time() - start
-    from contribshap.pipeline.evaluate import _jsonable, run_evaluate
+    from contribshap.pipeline.products.evaluate import _jsonable, run_evaluate
 
     if args.synthetic_only:
         args.out.write_text(json.dumps({**previous, "synthetic_lds_vs_budget": synthetic}, indent=2))
@@ -287,7 +288,7 @@ def main() -> None:
         print(f"\nwrote {args.out}")
         return
 
-    from contribshap.pipeline.config import load_config, resolve_store
+    from contribshap.pipeline.config.schema import load_config, resolve_store
 
     # 1. The demo store (run it if it has no estimates yet).
     store = args.store or resolve_store(load_config(args.config))

@@ -45,9 +45,9 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from contribshap.pipeline.estimators import estimate, max_halfwidth  # noqa: E402
-from contribshap.pipeline.estimators.multifidelity import combine_fidelities  # noqa: E402
-from contribshap.pipeline.sampling import sample_coalitions  # noqa: E402
+from contribshap.pipeline.core.designs import sample_coalitions  # noqa: E402
+from contribshap.pipeline.core.estimators import estimate, max_halfwidth  # noqa: E402
+from contribshap.pipeline.core.estimators.multifidelity import combine_fidelities  # noqa: E402
 
 from tests.games_core import size_effect, unanimity_sum  # noqa: E402
 
@@ -175,10 +175,11 @@ def print_synthetic(doc: dict[str, Any]) -> None:
 # --- part 2: the demo ----------------------------------------------------------------------------------------
 def demo(source: Path, work: Path, low: dict[str, Any], *, design_budget: int, control_budget: int) -> dict[str, Any]:
     import yaml
-    from contribshap.pipeline.config import load_config, parse_config
-    from contribshap.pipeline.driver import run
-    from contribshap.pipeline.readers import design_order
-    from contribshap.pipeline.store import Store, mask_from_str
+    from contribshap.pipeline.config.schema import load_config, parse_config
+    from contribshap.pipeline.contracts.keys import mask_from_str
+    from contribshap.pipeline.products.readers import design_order
+    from contribshap.pipeline.products.run import run
+    from contribshap.pipeline.storage.store import Store
 
     if not (source / "config.yaml").is_file():
         raise SystemExit(f"{source}: not a finished store (no config.yaml); run `contribshap run configs/demo.yaml` first")
@@ -200,16 +201,16 @@ def demo(source: Path, work: Path, low: dict[str, Any], *, design_budget: int, c
                  if r["status"] == "ok"}
     low_rows = {(r["mask"], int(r["replicate"])): r for r in store.scan(cfg.low_fidelity_namespace()).rows
                 if r["status"] == "ok"}
-    from contribshap.pipeline.plan import read_plan
+    from contribshap.pipeline.storage.plan import read_plan
 
     plan = read_plan(store)
     empty, full = "0" * n, "1" * n
     single_keys = design_order(sorted({m for m, _ in high_rows if m not in (empty, full)}), source)
     design_keys = [m for m in single_keys if (m, 0) in low_rows]
     control_keys = [r["mask"] for r in plan if r["section"] == "control"]
-    from contribshap.pipeline.plan import control_seed
-    from contribshap.pipeline.sampling import sample_coalitions
-    from contribshap.pipeline.store import mask_to_str
+    from contribshap.pipeline.contracts.keys import mask_to_str
+    from contribshap.pipeline.core.designs import sample_coalitions
+    from contribshap.pipeline.storage.plan import control_seed
 
     stream = [mask_to_str(m) for m in sample_coalitions(n, len(control_keys) * 2, cfg.design.kind,
                                                          seed=control_seed(cfg.plan_seed()), **cfg.design.options)]
@@ -217,7 +218,7 @@ def demo(source: Path, work: Path, low: dict[str, Any], *, design_budget: int, c
     control_keys = sorted(control_keys, key=lambda m: position.get(m, len(position)))
     # the cost ratio measured under the same load: 16 coalitions at both fidelities, back to back (another
     # sampling noise seed, so neither reuses the stored rows)
-    from contribshap.pipeline.driver import evaluate_coalitions
+    from contribshap.pipeline.dispatch.driver import evaluate_coalitions
 
     probe = np.array([mask_from_str(m) for m in single_keys[:16]], dtype=bool)
     fresh = {"sampling": {"noise_seed": 4321}}

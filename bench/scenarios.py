@@ -2,7 +2,7 @@
 
 Each ``configs/scenarios/<name>.yaml`` is a small digits game (n <= 5 contributors) built so that the
 right answer is known by construction (``data.contributors``, see docs/workers.md). Every scenario runs
-through the real pipeline (``contribshap.pipeline.driver.run``: prepare, the exact design with two
+through the real pipeline (``contribshap.pipeline.products.run.run``: prepare, the exact design with two
 replicates per coalition, the store, the reducer's ``exact_shapley``), and the script checks its verdict:
 
 ==================  ======================================================================================
@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from contribshap.pipeline.metrics import spearman
+from contribshap.pipeline.core.metrics import spearman
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("twins", "subset", "graded_quality", "graded_quantity", "near_duplicates", "off_distribution")
@@ -73,7 +73,7 @@ QUICK = {"train": {"steps": 200}, "recover": {"steps": 100}, "finetune": {"steps
 # --- configs -------------------------------------------------------------------------------------------------
 def scenario_config(name: str, *, quick: bool, store_root: Path, mode: str = "sparsified_ft", seed: int = 0):
     """The validated config of scenario ``name`` (``--quick`` overrides, retrain mode, run seed, store)."""
-    from contribshap.pipeline.config import parse_config
+    from contribshap.pipeline.config.schema import parse_config
 
     path = REPO_ROOT / "configs" / "scenarios" / f"{name}.yaml"
     raw = yaml.safe_load(path.read_text())
@@ -94,9 +94,9 @@ def scenario_config(name: str, *, quick: bool, store_root: Path, mode: str = "sp
 # --- one run -------------------------------------------------------------------------------------------------
 def run_scenario(cfg, *, address: str | None) -> dict[str, Any]:
     """Run ``cfg`` through the driver (resumes a finished store) and reduce: φ, se, CI per property."""
-    from contribshap.pipeline.driver import run
-    from contribshap.pipeline.reduce import reduce_store
-    from contribshap.pipeline.store import Store
+    from contribshap.pipeline.products.reduce import reduce_store
+    from contribshap.pipeline.products.run import run
+    from contribshap.pipeline.storage.store import Store
 
     start = time.perf_counter()
     summary = run(cfg, store_path=cfg.store, address=address, progress=False)
@@ -237,7 +237,8 @@ def _key(mask: np.ndarray) -> str:
 
 def store_rows(root: Path) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
     """Every ok evaluation of a store's main game: contributor ids, masks (m, n) (replicates as rows), values."""
-    from contribshap.pipeline.store import Store, mask_from_str
+    from contribshap.pipeline.contracts.keys import mask_from_str
+    from contribshap.pipeline.storage.store import Store
 
     store = Store(root)
     manifest = store.read_manifest()
@@ -268,14 +269,14 @@ def attributions(masks: np.ndarray, values: np.ndarray, *, planted: int | None, 
     endpoints' means are v(∅), v(N)). ``shapley`` is the default (``exact_shapley``; ``kernelshap`` on the
     exact design is the same fit); ``banzhaf`` is ``banzhaf_msr`` with the endpoints, i.e. the exact Banzhaf
     value on all coalitions; ``planted_indicator`` is −1 for the planted contributor, 0 otherwise, oriented
-    on these rows (:func:`contribshap.pipeline.metrics.orient`); ``random`` is seeded as ``evaluate``'s;
+    on these rows (:func:`contribshap.pipeline.core.metrics.orient`); ``random`` is seeded as ``evaluate``'s;
     ``equal_split`` gives everyone (v(N) − v(∅)) / n, so its sums rank coalitions by size alone (how much
     of an LDS the coalition size explains).
     """
     import warnings
 
-    from contribshap.pipeline.estimators import estimate
-    from contribshap.pipeline.metrics import orient
+    from contribshap.pipeline.core.estimators import estimate
+    from contribshap.pipeline.core.metrics import orient
 
     n = masks.shape[1]
     sizes = masks.sum(axis=1)
@@ -306,7 +307,7 @@ def lds_cells(subsets: np.ndarray, retrain: np.ndarray, scores: dict[str, np.nda
     ``subsets`` (m, n) bool, ``retrain`` (s, m) the retrained value of each subset under s seeds, ``stratum``
     (m,) bool. Returns method -> {"all": LdsResult dict, "stratum": LdsResult dict}.
     """
-    from contribshap.pipeline.metrics import lds_score
+    from contribshap.pipeline.core.metrics import lds_score
 
     out: dict[str, dict[str, Any]] = {}
     for method, phi in scores.items():
@@ -324,7 +325,7 @@ def fixed_size_lds(subsets: np.ndarray, phi: np.ndarray, retrain: np.ndarray, *,
     Within one size every Σ_{i∈S} φ_i carries the same k·c of a share c common to all φ_i, so a common
     share cancels (the all-sizes LDS of :func:`lds_cells` ranks it with |S|). ``subsets`` (m, n) bool,
     ``phi`` (n,), ``retrain`` (s, m). Per size, the point value and ``per_seed`` are
-    :func:`contribshap.pipeline.metrics.lds_score`'s on the subsets of that size (NaN under 3 subsets or
+    :func:`contribshap.pipeline.core.metrics.lds_score`'s on the subsets of that size (NaN under 3 subsets or
     constant sums); the mean is NaN when a size is. The CIs come from one bootstrap with ``lds_score``'s
     resampling (seeds and subsets with replacement, percentile interval, NaN resamples skipped): each
     resample draws the seeds once and the subsets within each size, and gives every size's LDS and their
@@ -421,9 +422,9 @@ def counterfactual(credit_scores: np.ndarray, k: int, retrain_all: np.ndarray, p
     the retrained value of every coalition (:func:`all_masks` order) per seed. Returns the removed indices
     and the relative change of the property over the full coalition in the direction of better
     (``improvement``, mean over seeds with a t interval over seeds; for the helpful removal the ``drop`` is
-    its negation), from :func:`contribshap.pipeline.metrics.relative_change`.
+    its negation), from :func:`contribshap.pipeline.core.metrics.relative_change`.
     """
-    from contribshap.pipeline.metrics import counterfactual_sets, relative_change, removal_mask
+    from contribshap.pipeline.core.metrics import counterfactual_sets, relative_change, removal_mask
 
     n = len(credit_scores)
     top, bottom = counterfactual_sets(credit_scores, k / n)
@@ -482,7 +483,7 @@ def lds_study(ft: tuple[list[str], np.ndarray, dict[str, np.ndarray]],
     masks = all_masks(n)
     proper = (masks.sum(axis=1) > 0) & (masks.sum(axis=1) < n)
     subsets = masks[proper]
-    from contribshap.pipeline.metrics import without_members
+    from contribshap.pipeline.core.metrics import without_members
 
     stratum = without_members(subsets, [p])
     props = props or [q for q in ft_values if all(q in s[2] for s in seeds)]
@@ -810,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # 1. One Ray for every run (workers keep their imports across scenarios).
-    from contribshap.pipeline.ray_context import connect
+    from contribshap.pipeline.dispatch.ray_context import connect
 
     first = scenario_config(args.only[0], quick=args.quick, store_root=args.store_root)
     started = connect(args.address, first.ray)

@@ -1,6 +1,6 @@
 """Simulate a GPU cluster run at scale: the real driver, a sleeping python game, random preemptions.
 
-What runs: :func:`contribshap.pipeline.driver.run` (plan, LPT ordering, bounded in-flight window, retries, store writes)
+What runs: :func:`contribshap.pipeline.products.run.run` (plan, LPT ordering, bounded in-flight window, retries, store writes)
 against ``tests.games_cluster:sleep_by_size`` on a local Ray instance with many *logical* GPUs
 (``ray.init(num_gpus=G, num_cpus=G)``; each evaluation asks for 1 GPU and 1 CPU, so G run at once). Each
 evaluation sleeps for its simulated cost times a time scale, so an hour of cluster time runs in seconds.
@@ -84,7 +84,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from contribshap.pipeline.config import parse_config  # noqa: E402
+from contribshap.pipeline.config.schema import parse_config  # noqa: E402
 from games_cluster import MARKERS_ENV, known_value, read_marker, simulated_cost  # noqa: E402
 
 BASE_S, PER_MEMBER_S, JITTER, N_PLAYERS = 6.0, 0.06, 0.15, 20
@@ -127,7 +127,7 @@ def _prestart_workers(gpus: int, tmp_path: Path, markers: Path, args: argparse.N
     a single short run ends with part of the workers started, and the rest would start inside the measured
     run, which is what an early version of this bench measured as a slow ramp.
     """
-    from contribshap.pipeline.driver import run
+    from contribshap.pipeline.products.run import run
 
     clock = time.perf_counter()
     warm = _constant_cost(args, sleep_s)
@@ -170,7 +170,7 @@ def _calibrate(gpus: int, tmp_path: Path, args: argparse.Namespace, idle_s: floa
     evaluations that sleep ``sleep_s`` each on a scratch store (evaluations / wall; at small G the sleep
     bounds it, at large G the cores do); also its CPU per evaluation (everything the Ray processes used).
     """
-    from contribshap.pipeline.driver import run
+    from contribshap.pipeline.products.run import run
 
     processes = _ray_processes()
     before, clock = _cpu_seconds(processes), time.perf_counter()
@@ -270,9 +270,9 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
     """One simulated run; returns its measured row."""
     import psutil
     import ray
-    from contribshap.pipeline.driver import lpt_order, run
-    from contribshap.pipeline.plan import jobs_for, read_plan
-    from contribshap.pipeline.store import Store
+    from contribshap.pipeline.dispatch.driver import lpt_order, run
+    from contribshap.pipeline.storage.plan import jobs_for, read_plan
+    from contribshap.pipeline.storage.store import Store
 
     mean_cost = args.base_s + args.per_member_s * N_PLAYERS / 2
     # time scale: real seconds per simulated second, so that the ideal makespan takes ~target real seconds

@@ -37,14 +37,14 @@ def params(model: torch.nn.Module) -> int:
 
 
 def prune(model: torch.nn.Module, ratio: float) -> torch.nn.Module:
-    from contribshap.pipeline.diffusion_config import PruneConfig
+    from contribshap.pipeline.config.diffusion import PruneConfig
     from contribshap.workers.pruning import prune_model
 
     return prune_model(model, PruneConfig(ratio=ratio))
 
 
 def cifar_unet():
-    from contribshap.workers.usecases.cifar import PAPER_UNET
+    from contribshap.usecases.cifar20.source import PAPER_UNET
     from diffusers import UNet2DModel
 
     kw = {k: v for k, v in PAPER_UNET.items() if k != "kind"}

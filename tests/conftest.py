@@ -19,7 +19,7 @@ import pytest
 # Every Ray client of the test session authenticates with the token (created on the first local start).
 os.environ["RAY_AUTH_MODE"] = "token"
 # Every Ray the session starts (its own, the CLI's local instances, `ray start` heads) keeps its node on
-# 127.0.0.1, as the product's embedded instance does (see contribshap.pipeline.ray_context.connect).
+# 127.0.0.1, as the product's embedded instance does (see contribshap.pipeline.dispatch.ray_context.connect).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -52,7 +52,7 @@ def game_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 def contribshap() -> list[str]:
     """Command prefix of the real CLI (the installed console script)."""
     script = Path(sys.executable).with_name("contribshap")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "contribshap.pipeline.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "contribshap.pipeline.products.cli"]
 
 
 def write_config(path: Path, text: str) -> Path:

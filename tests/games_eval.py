@@ -87,11 +87,12 @@ def build_store(
     import time
     from pathlib import Path
 
-    from contribshap.pipeline import plan as plan_mod
-    from contribshap.pipeline.config import config_hash, parse_config, plan_hash, save_resolved
-    from contribshap.pipeline.estimators import estimate
-    from contribshap.pipeline.games import build_game
-    from contribshap.pipeline.store import Store, mask_from_str
+    from contribshap.pipeline.config.schema import config_hash, parse_config, plan_hash, save_resolved
+    from contribshap.pipeline.contracts.keys import mask_from_str
+    from contribshap.pipeline.core.estimators import estimate
+    from contribshap.pipeline.games.factory import build_game
+    from contribshap.pipeline.storage import plan as plan_mod
+    from contribshap.pipeline.storage.store import Store
 
     root = Path(root)
     cfg = parse_config(

@@ -29,8 +29,8 @@ GOOD = {
 
 def build_store(root: Path) -> Path:
     """A finished store at ``root / "st"`` (config ``root / "good.yaml"``) built by the real driver."""
-    from contribshap.pipeline.config import load_config
-    from contribshap.pipeline.driver import run
+    from contribshap.pipeline.config.schema import load_config
+    from contribshap.pipeline.products.run import run
 
     (root / "good.yaml").write_text(yaml.safe_dump(GOOD))
     with pytest.MonkeyPatch.context() as patch:

@@ -159,7 +159,7 @@ def test_a_lost_plan_is_never_reported_as_finished(store, contribshap, game_env)
 def test_an_evaluation_copied_over_another_is_counted_once(store, contribshap, game_env):
     folder = next((store / "evals").iterdir())
     full = json.loads((store / "manifest.json").read_text())
-    from contribshap.pipeline.plan import key_of_mask
+    from contribshap.pipeline.contracts.keys import key_of_mask
 
     ids = [c["id"] for c in full["contributors"]]
     source = folder / f"{key_of_mask([True] * 4, ids)}-r0.parquet"

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO_ROOT, snapshot
-from contribshap.pipeline.cli import main
-from contribshap.pipeline.config import KNOWN_METHODS, config_hash, load_config, plan_hash
-from contribshap.pipeline.plan import read_plan
-from contribshap.pipeline.store import Store
+from contribshap.pipeline.config.schema import KNOWN_METHODS, config_hash, load_config, plan_hash
+from contribshap.pipeline.products.cli import main
+from contribshap.pipeline.storage.plan import read_plan
+from contribshap.pipeline.storage.store import Store
 
 AIRPORT6 = [sum(1.0 / (6 - k + 1) for k in range(1, j + 1)) for j in range(1, 7)]
 
@@ -52,8 +52,8 @@ def test_airport6_exact_through_the_real_cli(tmp_path, contribshap, game_env, ra
 
 @pytest.mark.slow
 def test_resume_after_kill_9_and_a_second_driver_is_refused(tmp_path, contribshap, game_env, ray_address):
-    from contribshap.pipeline.driver import run
-    from contribshap.pipeline.reduce import estimates_document, reduce_store
+    from contribshap.pipeline.products.reduce import estimates_document, reduce_store
+    from contribshap.pipeline.products.run import run
 
     log = tmp_path / "calls.log"
     raw = {
@@ -131,7 +131,7 @@ def _variant(**changes) -> dict:
 
 @pytest.fixture
 def good_store(tmp_path, monkeypatch, game_env, ray_address):
-    from contribshap.pipeline.driver import run
+    from contribshap.pipeline.products.run import run
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config_from(tmp_path / "good.yaml", GOOD)

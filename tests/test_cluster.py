@@ -36,8 +36,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from contribshap.pipeline.config import parse_config
-from contribshap.pipeline.submit import base_submission_id, build_entrypoint, resolve_python
+from contribshap.pipeline.config.schema import parse_config
+from contribshap.pipeline.dispatch.submit import base_submission_id, build_entrypoint, resolve_python
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -163,7 +163,7 @@ def test_submission_id_is_derived_from_the_store(tmp_path, monkeypatch):
     assert a != base_submission_id("runs/other")
     assert re.fullmatch(r"contribshap-my-store-[0-9a-f]{12}", a)
     entry = build_entrypoint("/opt/py", "cfg.yaml", tmp_path / "s", run_args=["--x", "1"])
-    assert entry.startswith("/opt/py -m contribshap.pipeline.cli run cfg.yaml --store ")
+    assert entry.startswith("/opt/py -m contribshap.pipeline.products.cli run cfg.yaml --store ")
     assert "--address auto" in entry and entry.endswith("--x 1")
     assert resolve_python("auto", "http://127.0.0.1:8265") == sys.executable
     assert resolve_python("auto", "http://10.0.0.5:8265") == "python"
@@ -171,7 +171,7 @@ def test_submission_id_is_derived_from_the_store(tmp_path, monkeypatch):
 
 
 def test_unreachable_dashboard_is_one_clear_line(tmp_path, monkeypatch):
-    from contribshap.pipeline.submit import SUBMISSION_FILE, SubmitError, job_status, submit
+    from contribshap.pipeline.dispatch.submit import SUBMISSION_FILE, SubmitError, job_status, submit
 
     monkeypatch.chdir(tmp_path)
     assert job_status(tmp_path / "store") is None  # never submitted

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from contribshap.pipeline.config import (
-    ConfigError,
+from contribshap.pipeline.config.schema import (
     config_hash,
     load_config,
     parse_config,
     plan_hash,
     save_resolved,
 )
+from contribshap.pipeline.contracts.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {
@@ -47,8 +47,8 @@ def test_issue_example_loads_as_written(tmp_path, monkeypatch):
 
 
 def test_config_accepts_exactly_the_registered_names():
-    from contribshap.pipeline.estimators import method_names
-    from contribshap.pipeline.sampling import DESIGNS
+    from contribshap.pipeline.core.designs import DESIGNS
+    from contribshap.pipeline.core.estimators import method_names
 
     for design in DESIGNS:
         budget = None if design in ("exact", "loo") else 20
@@ -156,7 +156,7 @@ def test_keys_given_twice_and_binary_files_are_refused(tmp_path):
 
 
 def test_the_store_location_is_checked_on_request(tmp_path):
-    from contribshap.pipeline.config import store_location_problem
+    from contribshap.pipeline.config.schema import store_location_problem
 
     (tmp_path / "file").write_text("x")
     assert store_location_problem(tmp_path / "new" / "deeper") is None

@@ -32,8 +32,8 @@ import warnings
 
 import numpy as np
 import pytest
-from contribshap.pipeline.estimators import estimate
-from contribshap.pipeline.sampling import sample_coalitions
+from contribshap.pipeline.core.designs import sample_coalitions
+from contribshap.pipeline.core.estimators import estimate
 from games_core import KnownGame, pairwise, size_effect, unanimity_sum
 
 REPS = 200

@@ -7,14 +7,15 @@ import math
 import numpy as np
 import pytest
 import yaml
-from contribshap.pipeline import driver, ray_context
-from contribshap.pipeline.config import config_hash, parse_config
-from contribshap.pipeline.driver import evaluate_coalitions, lpt_order, run
-from contribshap.pipeline.games_python import GameError
-from contribshap.pipeline.plan import Job, read_plan
-from contribshap.pipeline.reduce import reduce_store
-from contribshap.pipeline.status import NoUsableEvaluationsError, store_status
-from contribshap.pipeline.store import Store
+from contribshap.pipeline.config.schema import config_hash, parse_config
+from contribshap.pipeline.contracts.errors import NoUsableEvaluationsError
+from contribshap.pipeline.dispatch import driver, ray_context
+from contribshap.pipeline.dispatch.driver import evaluate_coalitions, lpt_order, run
+from contribshap.pipeline.games.python_game import GameError
+from contribshap.pipeline.products.reduce import reduce_store
+from contribshap.pipeline.products.status import store_status
+from contribshap.pipeline.storage.plan import Job, read_plan
+from contribshap.pipeline.storage.store import Store
 
 pytestmark = pytest.mark.usefixtures("game_env", "ray_address")
 
@@ -118,7 +119,7 @@ def test_lpt_order_uses_measured_costs_by_size():
 
 def test_slots_follow_cluster_resources_and_fractional_gpus(monkeypatch):
     import ray
-    from contribshap.pipeline.config import RayConfig
+    from contribshap.pipeline.config.schema import RayConfig
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
     assert ray_context.slots(RayConfig(num_cpus=0, num_gpus=0.25)) == 8
@@ -259,8 +260,8 @@ def test_unsatisfiable_resources_fail_before_dispatch_and_leave_the_store(tmp_pa
 
 
 def test_resources_are_awaited_on_a_cluster_that_may_grow(capsys):
-    from contribshap.pipeline.config import RayConfig
-    from contribshap.pipeline.ray_context import DriverError, require_resources
+    from contribshap.pipeline.config.schema import RayConfig
+    from contribshap.pipeline.dispatch.ray_context import DriverError, require_resources
 
     cpu_only, with_gpu = [{"CPU": 4.0}], [{"CPU": 4.0}, {"CPU": 8.0, "GPU": 1.0}]
     reads, naps = [cpu_only, cpu_only, with_gpu], []
@@ -276,7 +277,7 @@ def test_resources_are_awaited_on_a_cluster_that_may_grow(capsys):
 def test_progress_in_a_log_is_plain_lines_without_carriage_returns(capsys, monkeypatch):
     import sys
 
-    from contribshap.pipeline import driver
+    from contribshap.pipeline.dispatch import driver
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     bar = driver._progress_bar(3, True, "round 0")

@@ -8,8 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
-from contribshap.pipeline.estimators import METHODS, Estimate, converged, estimate, max_halfwidth
-from contribshap.pipeline.sampling import kernel_weights, sample_coalitions
+from contribshap.pipeline.core.designs import kernel_weights, sample_coalitions
+from contribshap.pipeline.core.estimators import METHODS, Estimate, converged, estimate, max_halfwidth
 from games_core import (
     KnownGame,
     additive,

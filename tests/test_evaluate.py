@@ -12,13 +12,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from contribshap.pipeline import evaluate as ev
-from contribshap.pipeline.baselines import required_masks, store_baselines
-from contribshap.pipeline.config import load_config
-from contribshap.pipeline.metrics import lds_score
-from contribshap.pipeline.plan import read_plan
-from contribshap.pipeline.readers import load_estimates
-from contribshap.pipeline.store import Store, mask_to_str
+from contribshap.pipeline.config.schema import load_config
+from contribshap.pipeline.contracts.keys import mask_to_str
+from contribshap.pipeline.core.metrics import lds_score
+from contribshap.pipeline.core.store_baselines import required_masks, store_baselines
+from contribshap.pipeline.products import evaluate as ev
+from contribshap.pipeline.products.readers import load_estimates
+from contribshap.pipeline.storage.plan import read_plan
+from contribshap.pipeline.storage.store import Store
 from games_eval import WEIGHTS, additive, build_store, planted_weights
 
 
@@ -36,7 +37,7 @@ def test_loo_and_add_one_in_equal_the_weights_on_an_additive_game():
 
 
 def test_msr_and_datamodel_recover_an_additive_game_on_a_uniform_design():
-    from contribshap.pipeline.sampling import sample_coalitions
+    from contribshap.pipeline.core.designs import sample_coalitions
 
     n = 8
     masks = np.asarray(sample_coalitions(n, 200, "uniform", seed=0), dtype=bool)
@@ -52,7 +53,7 @@ def _in_process(monkeypatch):
     calls = []
 
     def fake(cfg, store, masks, *, section, seeds, mode, address, progress, props):
-        from contribshap.pipeline.games import build_game
+        from contribshap.pipeline.games.factory import build_game
 
         calls.append((section, len(masks), tuple(seeds), mode))
         game = build_game(cfg, store)
@@ -109,7 +110,7 @@ def test_run_evaluate_scores_every_method_and_writes_the_documents(tmp_path, mon
 def test_held_out_subsets_never_coincide_with_the_plan(tmp_path, monkeypatch):
     """n=6 and 38 paired draws: 12 of the 20 size-3 subsets are estimate rows, and the held-out stream of
     the store's seed draws all 12 of them; evaluate rejects and redraws them."""
-    from contribshap.pipeline.sampling import sample_coalitions
+    from contribshap.pipeline.core.designs import sample_coalitions
 
     root = build_store(tmp_path / "store", target="games_eval:additive", n=6, design="paired", budget=40,
                        methods=("kernelshap",))
@@ -186,7 +187,7 @@ def test_planted_contributors_are_the_default_stratum(tmp_path):
 
 def test_banzhaf_uniform_is_msr_on_its_own_uniform_rows(tmp_path, monkeypatch):
     """On an additive game MSR has a closed form on any sample: w_i plus the sample's imbalance term."""
-    from contribshap.pipeline.sampling import sample_coalitions
+    from contribshap.pipeline.core.designs import sample_coalitions
 
     n = 8
     root = build_store(tmp_path / "store", target="games_eval:additive", n=n, design="paired", budget=40,
@@ -250,8 +251,8 @@ def test_run_evaluate_rejects_bad_settings_in_one_line(tmp_path):
 def test_trak_and_similarity_single_out_the_contributor_whose_images_were_generated():
     """Generated images = copies of contributor 0's images: every model baseline ranks it first."""
     import torch
-    from contribshap.pipeline.diffusion_config import DiffusionGameConfig
-    from contribshap.workers.baselines import projected_gradients, similarity_scores, trak_scores
+    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
+    from contribshap.workers.model_baselines import projected_gradients, similarity_scores, trak_scores
     from contribshap.workers.models import build_model, build_scheduler
     from sklearn.datasets import load_digits
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from contribshap.pipeline.metrics import (
+from contribshap.pipeline.core.designs import sample_coalitions
+from contribshap.pipeline.core.metrics import (
     counterfactual_sets,
     holdout_subsets,
     lds_score,
@@ -20,7 +21,6 @@ from contribshap.pipeline.metrics import (
     spearman,
     without_members,
 )
-from contribshap.pipeline.sampling import sample_coalitions
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -6,9 +6,9 @@ import warnings
 
 import numpy as np
 import pytest
-from contribshap.pipeline.estimators import estimate
-from contribshap.pipeline.estimators.multifidelity import combine_fidelities, optimal_coefficient
-from contribshap.pipeline.sampling import sample_coalitions
+from contribshap.pipeline.core.designs import sample_coalitions
+from contribshap.pipeline.core.estimators import estimate
+from contribshap.pipeline.core.estimators.multifidelity import combine_fidelities, optimal_coefficient
 
 from tests.games_core import size_effect, unanimity_sum
 

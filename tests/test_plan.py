@@ -6,21 +6,18 @@ import hashlib
 
 import numpy as np
 import pytest
-from contribshap.pipeline.plan import (
+from contribshap.pipeline.contracts.keys import coalition_key, derive_seed, mask_from_str, mask_to_str
+from contribshap.pipeline.storage.plan import (
     PlanRequest,
     add_section_rows,
-    coalition_key,
     control_draws,
-    derive_seed,
     extend_plan,
     jobs_for,
-    mask_from_str,
-    mask_to_str,
     read_plan,
     round_budgets,
     write_plan,
 )
-from contribshap.pipeline.store import Store, StoreError
+from contribshap.pipeline.storage.store import Store, StoreError
 
 IDS = [f"p{i}" for i in range(6)]
 

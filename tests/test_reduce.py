@@ -8,10 +8,10 @@ import subprocess
 import numpy as np
 import pytest
 import yaml
-from contribshap.pipeline.config import parse_config
-from contribshap.pipeline.estimators import estimate
-from contribshap.pipeline.reduce import ci_target_met, estimates_document
-from contribshap.pipeline.sampling import sample_coalitions
+from contribshap.pipeline.config.schema import parse_config
+from contribshap.pipeline.core.designs import sample_coalitions
+from contribshap.pipeline.core.estimators import estimate
+from contribshap.pipeline.products.reduce import ci_target_met, estimates_document
 from games_core import unanimity_sum
 
 CONTRIBUTORS = [{"id": f"p{i}", "name": f"p{i}"} for i in range(8)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from contribshap.pipeline.estimators import METHODS, Estimate, estimate, method_spec
-from contribshap.pipeline.estimators.regression_msr import _fit_surrogate
-from contribshap.pipeline.sampling import sample_coalitions
+from contribshap.pipeline.core.designs import sample_coalitions
+from contribshap.pipeline.core.estimators import METHODS, Estimate, estimate, method_spec
+from contribshap.pipeline.core.estimators.regression_msr import _fit_surrogate
 from games_core import (
     KnownGame,
     brute_force_shapley,

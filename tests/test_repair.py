@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import snapshot
-from contribshap.pipeline.config import parse_config
-from contribshap.pipeline.plan import PlanRequest, extend_plan, round_budgets
-from contribshap.pipeline.repair import _rebuild_plan
+from contribshap.pipeline.config.schema import parse_config
+from contribshap.pipeline.products.repair import _rebuild_plan
+from contribshap.pipeline.storage.plan import PlanRequest, extend_plan, round_budgets
 from store_fixtures import GOOD, build_store, cli, copy_store
 
 
@@ -96,7 +96,7 @@ def test_everything_lost_but_the_evaluations(store, contribshap, game_env, ray_a
     # 2. another config (its hash names no evaluation here) is refused
     (store.parent / "other.yaml").write_text(yaml.safe_dump({**GOOD, "seed": 5}))
     other = parse_config({**GOOD, "seed": 5}, check_paths=False)
-    from contribshap.pipeline.config import config_hash
+    from contribshap.pipeline.config.schema import config_hash
 
     namespace = next((store / "evals").iterdir()).name
     _fails(cli(contribshap, "repair", "st", "--config", "other.yaml", cwd=store.parent, env=game_env),

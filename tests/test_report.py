@@ -19,9 +19,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from contribshap.pipeline import evaluate as ev
-from contribshap.pipeline.plan import read_plan
-from contribshap.pipeline.report import (
+from contribshap.pipeline.products import evaluate as ev
+from contribshap.pipeline.products.report import (
     build_report,
     convergence_curve,
     convergence_lines,
@@ -29,7 +28,8 @@ from contribshap.pipeline.report import (
     headline,
     ordered,
 )
-from contribshap.pipeline.store import Store
+from contribshap.pipeline.storage.plan import read_plan
+from contribshap.pipeline.storage.store import Store
 from games_eval import build_store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -86,7 +86,7 @@ def _fake_evaluation(root: Path) -> None:
     """Add estimates/evaluation.json by running run_evaluate with the game evaluated in-process."""
 
     def in_process(cfg, store, masks, *, section, seeds, mode, address, progress, props):
-        from contribshap.pipeline.games import build_game
+        from contribshap.pipeline.games.factory import build_game
 
         game = build_game(cfg, store)
         out = {p: np.full((len(seeds), len(masks)), math.nan) for p in props}
@@ -159,7 +159,7 @@ def test_table_csv_and_parquet_hold_the_final_ranking(tmp_path):
 
 
 def test_convergence_and_cost_helpers_by_hand(tmp_path):
-    from contribshap.pipeline.sampling import sample_coalitions
+    from contribshap.pipeline.core.designs import sample_coalitions
     from games_eval import WEIGHTS, additive
 
     masks = np.asarray(sample_coalitions(6, 40, "paired", seed=0), dtype=bool)
@@ -191,7 +191,7 @@ def test_run_order_and_convergence_legend():
 
 def test_run_prints_one_summary_and_has_quiet_and_json_modes(tmp_path, monkeypatch, game_env, ray_address, capsys):
     """`run`: one summary with a credit table (a column per property) and the paths; --quiet; --json."""
-    from contribshap.pipeline.cli import main
+    from contribshap.pipeline.products.cli import main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "additive.yaml").write_text(

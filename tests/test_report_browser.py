@@ -50,11 +50,12 @@ def chromium() -> str | None:
 
 def build_diffusion_store(root: Path) -> Path:
     """A prepared, fully evaluated and reduced store of the tiny digits game (4 contributors, exact design)."""
-    from contribshap.pipeline import plan as plan_mod
-    from contribshap.pipeline.config import config_hash, parse_config, plan_hash, save_resolved
-    from contribshap.pipeline.games import build_game
-    from contribshap.pipeline.reduce import reduce_store
-    from contribshap.pipeline.store import Store, make_row, mask_from_str
+    from contribshap.pipeline.config.schema import config_hash, parse_config, plan_hash, save_resolved
+    from contribshap.pipeline.contracts.keys import mask_from_str
+    from contribshap.pipeline.games.factory import build_game
+    from contribshap.pipeline.products.reduce import reduce_store
+    from contribshap.pipeline.storage import plan as plan_mod
+    from contribshap.pipeline.storage.store import Store, make_row
 
     cfg = parse_config({"name": "browser-check", "store": str(root), "seed": 0, "game": TINY_GAME,
                         "design": {"kind": "exact"}, "estimators": ["kernelshap"]}, check_paths=False)
@@ -83,14 +84,14 @@ def build_diffusion_store(root: Path) -> Path:
 def diffusion_report(tmp_path_factory):
     """(store, index.html) of the tiny diffusion store, with the demo's "without the top contributors" grid."""
     import torch
-    from contribshap.pipeline.config import load_config
-    from contribshap.pipeline.report import (
+    from contribshap.pipeline.config.schema import load_config
+    from contribshap.pipeline.products.report import (
         SAMPLES_WITHOUT_JSON,
         SAMPLES_WITHOUT_PNG,
         build_report,
         sample_panels,
     )
-    from contribshap.workers.baselines import counterfactual_samples
+    from contribshap.workers.model_baselines import counterfactual_samples
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and several lose badly on a busy machine

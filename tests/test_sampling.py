@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from contribshap.pipeline.sampling import (
+from contribshap.pipeline.core.designs import (
     DESIGNS,
     coalition_sizes,
     kernel_weights,

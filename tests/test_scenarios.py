@@ -71,7 +71,7 @@ def test_twins_get_equal_credit(tmp_path, ray_address, game_env, contribshap):
         assert abs(a["value"] - b["value"]) <= combined + 1e-12, (prop, a, b)
 
     # 3. With one job seed the game is exactly symmetric in the twins.
-    from contribshap.pipeline.config import load_config
+    from contribshap.pipeline.config.schema import load_config
     from contribshap.workers.game import DiffusionGame
 
     cfg = load_config(config_path)
@@ -144,7 +144,7 @@ def test_fixed_size_lds_cancels_a_common_share():
     size) but not the fixed-size LDS (within one size it is the constant k·c), on the metric and through
     :func:`lds_study` on a game whose empty coalition sits off the additive trend (as the FT null model's).
     """
-    from contribshap.pipeline.metrics import lds_score
+    from contribshap.pipeline.core.metrics import lds_score
 
     sc = _scenarios_module()
     ids, w = ["a", "b", "c", "d", "p"], np.array([16.0, 8.0, 4.0, 2.0, -1.0])  # all 32 subset sums distinct

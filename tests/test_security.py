@@ -67,8 +67,8 @@ def test_cli_joins_a_token_protected_ray_without_being_told_the_mode(tmp_path: P
 
 _LISTENERS = """
 import os, psutil
-from contribshap.pipeline.config import RayConfig
-from contribshap.pipeline.ray_context import connect
+from contribshap.pipeline.config.schema import RayConfig
+from contribshap.pipeline.dispatch.ray_context import connect
 import ray
 
 connect(None, RayConfig(local_num_cpus=1))

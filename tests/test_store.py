@@ -11,8 +11,9 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from contribshap.pipeline import store as store_module
-from contribshap.pipeline.store import DriverLock, LockError, Store, StoreError
+from contribshap.pipeline.contracts import io as io_module
+from contribshap.pipeline.storage import store as store_module
+from contribshap.pipeline.storage.store import DriverLock, LockError, Store, StoreError
 
 
 def _row(key: str, rep: int = 0, status: str = "ok", **values: float) -> dict:
@@ -227,11 +228,11 @@ def test_a_failed_write_leaves_no_temporary_file_and_names_the_target(tmp_path, 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store_module.os, "replace", full)
-    for write, name in ((lambda p: store_module.atomic_write_json(p, {"a": 1}), "x.json"),
+    for write, name in ((lambda p: io_module.atomic_write_json(p, {"a": 1}), "x.json"),
                         (lambda p: Store(tmp_path).write_eval("ns", _row("k")), "ns/k-r0.parquet")):
         with pytest.raises(OSError) as info:
             write(tmp_path / name)
-        assert store_module.describe_os_error(info.value) == (
+        assert io_module.describe_os_error(info.value) == (
             f"no space left on the device of {tmp_path / 'evals' / name if '/' in name else tmp_path / name}; free "
             "space there and run the same command again (what the store already holds is kept)")
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
@@ -241,7 +242,7 @@ def test_os_errors_read_as_one_line_naming_the_real_file(tmp_path):
     import errno
 
     tmp = str(tmp_path / "estimates" / f".estimates.json.tmp-{os.getpid()}")
-    describe = store_module.describe_os_error
+    describe = io_module.describe_os_error
     assert describe(OSError(errno.EROFS, "Read-only file system", tmp)) == (
         f"cannot write {tmp_path / 'estimates' / 'estimates.json'}: read-only file system; make it writable, or "
         "copy the store to a writable folder and use the copy")

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO_ROOT
-from contribshap.pipeline.config import ConfigError, load_config, parse_config
-from contribshap.pipeline.plan import read_plan
-from contribshap.pipeline.store import Store
+from contribshap.pipeline.config.schema import load_config, parse_config
+from contribshap.pipeline.contracts.errors import ConfigError
+from contribshap.pipeline.storage.plan import read_plan
+from contribshap.pipeline.storage.store import Store
 
 
 def _cli(command: list[str], args: list[str], *, cwd: Path, env: dict) -> subprocess.CompletedProcess:

@@ -4,7 +4,7 @@ Unit tests check the readers, the LoRA-rank pruning and the properties against h
 end-to-end tests build each setting from its YAML in ``configs/`` with the paths and sizes overridden to
 tiny random models and synthetic images in the real on-disk formats (``tests/usecase_fixtures.py``):
 
-- in this process, through the production factory ``contribshap.pipeline.games.build_game``: prepare,
+- in this process, through the production factory ``contribshap.pipeline.games.factory.build_game``: prepare,
   every coalition of 3 contributors, the exact Shapley reduction (efficiency holds), artifact reuse and
   determinism;
 - through the real CLI (``contribshap run`` with Ray workers in other processes, then ``contribshap reduce
@@ -25,11 +25,12 @@ import numpy as np
 import pytest
 import usecase_fixtures as fx
 import yaml
-from contribshap.pipeline.config import parse_config
-from contribshap.pipeline.diffusion_config import CIFAR20_CLASSES, DiffusionGameConfig
-from contribshap.pipeline.estimators import estimate
-from contribshap.pipeline.games import build_game
-from contribshap.pipeline.sampling import sample_coalitions
+from contribshap.pipeline.config.diffusion import DiffusionGameConfig
+from contribshap.pipeline.config.schema import parse_config
+from contribshap.pipeline.core.designs import sample_coalitions
+from contribshap.pipeline.core.estimators import estimate
+from contribshap.pipeline.games.factory import build_game
+from contribshap.usecases.cifar20.schema import CIFAR20_CLASSES
 
 load_yaml = fx.load_yaml
 
@@ -97,7 +98,7 @@ def test_paper_hyperparameters_in_configs():
 # readers
 # --------------------------------------------------------------------------------------------------------
 def test_cifar_reader_selects_classes_in_order_with_names(tmp_path):
-    from contribshap.workers.usecases.cifar import read_cifar100
+    from contribshap.usecases.cifar20.source import read_cifar100
 
     root = fx.write_fake_cifar100(tmp_path / "cifar-100-python", classes=[40, 41, 80], n_per_class=5)
     images, owner, names = read_cifar100(root, [80, 40], max_per_class=3)
@@ -109,8 +110,8 @@ def test_cifar_reader_selects_classes_in_order_with_names(tmp_path):
 
 
 def test_celebahq_index_takes_the_largest_identities(tmp_path):
-    from contribshap.pipeline.diffusion_config import CelebAHQSource
-    from contribshap.workers.usecases.celebahq import read_celebahq_index
+    from contribshap.usecases.celebahq.schema import CelebAHQSource
+    from contribshap.usecases.celebahq.source import read_celebahq_index
 
     root = fx.write_fake_celebahq(tmp_path / "celeba", n_identities=3, n_per_identity=4, n_small=2)
     files, owner, ids = read_celebahq_index(CelebAHQSource(root=root, n_identities=3, max_per_identity=2))
@@ -121,8 +122,8 @@ def test_celebahq_index_takes_the_largest_identities(tmp_path):
 
 
 def test_artbench_artist_from_filename_and_metadata(tmp_path):
-    from contribshap.pipeline.diffusion_config import ArtBenchSource
-    from contribshap.workers.usecases.artbench import artist_from_filename, read_artbench_index
+    from contribshap.usecases.artbench.schema import ArtBenchSource
+    from contribshap.usecases.artbench.source import artist_from_filename, read_artbench_index
 
     assert artist_from_filename(Path("vincent-van-gogh_the-starry-night-1889.jpg")) == "vincent-van-gogh"
     root = fx.write_fake_artbench(tmp_path / "art", artists=["paul-cezanne", "vincent-van-gogh"], n_per_artist=3, metadata=True)
@@ -145,7 +146,7 @@ def test_corrupt_image_names_the_file(tmp_path):
 # LoRA-rank pruning
 # --------------------------------------------------------------------------------------------------------
 def test_select_ranks_keeps_the_globally_largest_components():
-    from contribshap.workers.backends.sd_lora import select_ranks
+    from contribshap.usecases.artbench.backend import select_ranks
 
     mags = {"a": np.array([5.0, 0.1, 3.0, 0.2]), "b": np.array([0.05, 0.01, 0.02, 0.03])}
     keep = select_ranks(mags, 0.5)  # 4 of 8: b keeps its best (index 0), then 5.0, 3.0, 0.2 from a
@@ -157,7 +158,7 @@ def test_select_ranks_keeps_the_globally_largest_components():
 
 def test_lora_rank_pruning_is_an_exact_truncation(tmp_path):
     import torch
-    from contribshap.workers.backends import sd_lora as ab
+    from contribshap.usecases.artbench import backend as ab
     from diffusers import UNet2DConditionModel
 
     sd = fx.write_tiny_sd(tmp_path / "sd")
@@ -197,8 +198,8 @@ def test_lora_rank_pruning_is_an_exact_truncation(tmp_path):
 # properties
 # --------------------------------------------------------------------------------------------------------
 def test_cluster_diversity_is_the_entropy_of_centroid_assignments():
-    from contribshap.workers.properties import GeneratedFeatures, Reference, compute_properties
-    from contribshap.workers.usecases.properties import nearest_centroid, one_hot, ward_centroids
+    from contribshap.workers.properties.base import GeneratedFeatures, Reference, compute_properties
+    from contribshap.workers.properties.embeddings import nearest_centroid, one_hot, ward_centroids
 
     rng = np.random.default_rng(0)
     centres = np.eye(4) * 10
@@ -220,7 +221,7 @@ def test_image_embedder_loads_local_clip_and_blip_folders(tmp_path, kind):
     """Both embedding kinds of CelebA-HQ's diversity load from a local folder and give unit rows that
     depend on the image (deterministic for the same input)."""
     import torch
-    from contribshap.workers.usecases.properties import ImageEmbedder
+    from contribshap.workers.properties.embeddings import ImageEmbedder
 
     write = fx.write_tiny_clip_vision if kind == "clip" else fx.write_tiny_blip
     folder = write(tmp_path / kind, projection_dim=12, image_size=32)
@@ -237,8 +238,8 @@ def test_image_embedder_loads_local_clip_and_blip_folders(tmp_path, kind):
 
 def test_aesthetic_head_scores_by_hand(tmp_path):
     import torch
-    from contribshap.workers.properties import GeneratedFeatures, compute_properties
-    from contribshap.workers.usecases.properties import load_linear_head
+    from contribshap.usecases.artbench.properties import load_linear_head
+    from contribshap.workers.properties.base import GeneratedFeatures, compute_properties
 
     head = fx.write_linear_head(tmp_path / "head.pth", dim=3)
     w, b = load_linear_head(head)

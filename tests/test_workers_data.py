@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from contribshap.pipeline.diffusion_config import DiffusionGameConfig
-from contribshap.workers.data import ContributorDataset, load_dataset, register_source, source_names
+from contribshap.pipeline.config.diffusion import DiffusionGameConfig
+from contribshap.workers.data import ContributorDataset, load_dataset
 from pydantic import ValidationError
 
 
@@ -109,7 +109,7 @@ def test_folder_bad_images_name_the_file(tmp_path, kind, needle):
 
 
 def test_contributor_without_images_is_an_error():
-    from contribshap.pipeline.games import Contributor
+    from contribshap.pipeline.contracts.game import Contributor
 
     with pytest.raises(ValueError, match="own no images"):
         ContributorDataset(images=torch.zeros(2, 1, 8, 8), contributor_index=torch.tensor([0, 0]),
@@ -126,11 +126,11 @@ def test_source_registry_lists_valid_names():
         def model_validate_json(cls, text):
             return cls()
 
-    assert {"digits", "folder"} <= set(source_names())
-    with pytest.raises(ValueError, match=r"registered: .*digits"):
+    from contribshap.workers.registry import SOURCES
+
+    assert {"digits", "folder", "cifar100", "celebahq", "artbench"} <= set(SOURCES.names())
+    with pytest.raises(ValueError, match=r"data.source 'nowhere' is not registered; valid: .*digits"):
         _load_cached.__wrapped__(Fake, "{}")
-    register_source("fake-test")(lambda config: None)
-    assert "fake-test" in source_names()
 
 
 def test_holdout_split_is_disjoint_from_training_and_extractor_images():
@@ -157,7 +157,7 @@ def test_holdout_split_is_disjoint_from_training_and_extractor_images():
 
 
 def test_new_data_keys_at_their_defaults_keep_the_dump_and_the_hash():
-    from contribshap.workers.prepare import config_hash
+    from contribshap.workers.artifacts import config_hash
 
     plain = _config(data={"planted": [{"kind": "noise", "name": "noise"}]})
     assert "holdout_fraction" not in plain.data.model_dump() and "contributors" not in plain.data.model_dump()

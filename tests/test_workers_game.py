@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from contribshap.pipeline.diffusion_config import DiffusionGameConfig
+from contribshap.pipeline.config.diffusion import DiffusionGameConfig
 from contribshap.workers.game import DiffusionGame
 
 TINY = {
@@ -103,7 +103,7 @@ def test_artifact_stage_is_atomic_idempotent_and_cleans_dead_writers(tmp_path):
     import subprocess
     import sys
 
-    from contribshap.workers.prepare import clean_stale_tmp, stage
+    from contribshap.workers.artifacts import clean_stale_tmp, stage
 
     calls = []
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from contribshap.pipeline.diffusion_config import DiffusionGameConfig
-from contribshap.workers.models import build_model, count_parameters, load_model, model_kind, save_model
+from contribshap.pipeline.config.diffusion import DiffusionGameConfig
+from contribshap.workers.checkpoints import load_model, save_model
+from contribshap.workers.models import build_model, count_parameters, model_kind
 from contribshap.workers.pruning import prune_model, save_pruned
 
 CONFIG = DiffusionGameConfig.model_validate({"kind": "diffusion", "model": {"block_out_channels": [8, 16]}})
@@ -55,7 +56,7 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
 
 
 def test_unknown_model_kind_lists_valid_kinds():
-    with pytest.raises(ValueError, match=r"valid kinds: .*unet"):
+    with pytest.raises(ValueError, match=r"model.kind .vae-gan. is not registered; valid: .*unet"):
         model_kind("vae-gan")
 
 

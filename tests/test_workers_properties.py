@@ -6,12 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from contribshap.workers.properties import (
+from contribshap.workers.properties.base import (
     GeneratedFeatures,
     Reference,
     compute_properties,
     get_property,
-    property_names,
 )
 from contribshap.workers.properties.metrics import class_entropy, kernel_inception_distance
 
@@ -62,7 +61,10 @@ def test_classifier_properties_match_hand_computations():
 
 
 def test_registry_lists_builtins_and_imports_module_functions():
-    assert set(property_names()) >= {"fid", "log_fid", "kid", "inception_score", "diversity", "quality"}
+    from contribshap.pipeline.config.diffusion import BUILTIN_PROPERTIES
+    from contribshap.workers.registry import PROPERTIES
+
+    assert set(PROPERTIES.names()) >= {*BUILTIN_PROPERTIES, "aesthetic_mean", "aesthetic_p90"}
     mean_norm = get_property("numpy:mean")
     assert callable(mean_norm)
     with pytest.raises(ValueError, match=r"valid: .*fid"):

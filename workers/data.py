@@ -1,8 +1,8 @@
 """Contributor-labelled image datasets.
 
 A :class:`ContributorDataset` is a tensor of images plus, for every image, the index of the contributor
-who owns it. Sources are registered by name with :func:`register_source`; :func:`load_dataset` dispatches
-on ``config.source``. Built-in sources:
+who owns it. Sources are registered by name in :data:`contribshap.workers.registry.SOURCES`;
+:func:`load_dataset` dispatches on ``config.source``. Built-in sources:
 
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images; no download). Schemes ``by_class`` (one
   contributor per digit) and ``random:K``, or a scenario's explicit ``contributors`` (twins, subsets,
@@ -12,12 +12,10 @@ on ``config.source``. Built-in sources:
 - ``folder``: a local folder of images plus ``contributors.csv`` (columns ``file,contributor[,name]``),
   optionally a ``reference_csv`` of held-out reference images.
 
-The use-case sources (``cifar100``, ``celebahq``, ``artbench``) live in ``contribshap.workers.usecases``;
-``contribshap.workers.game`` imports them, so every process that builds a game knows every source.
-Adding a source::
-
-    @register_source("cifar100")
-    def _load_cifar100(config: Cifar100Source) -> ContributorDataset: ...
+The use-case sources (``cifar100``, ``celebahq``, ``artbench``) live in their use cases
+(``contribshap.usecases``). A source is ``loader(config) -> ContributorDataset``; a source whose images are
+expensive to decode also registers an index ``reader(config) -> (owner int64 (N,), contributors)`` in
+:data:`contribshap.workers.registry.INDEXES`, so that workers learn who owns what without reading any image.
 """
 
 from __future__ import annotations
@@ -32,12 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from contribshap.pipeline.games import Contributor
+from contribshap.pipeline.contracts.game import Contributor
 
 SourceLoader = Callable[[Any], "ContributorDataset"]
 IndexReader = Callable[[Any], "tuple[np.ndarray, list[Contributor]]"]
-_SOURCES: dict[str, SourceLoader] = {}
-_INDEXES: dict[str, IndexReader] = {}
 
 
 @dataclass
@@ -96,46 +92,19 @@ class ContributorDataset:
         return torch.nonzero(~self.planted, as_tuple=False).flatten()
 
 
-def register_source(name: str) -> Callable[[SourceLoader], SourceLoader]:
-    """Register ``loader(config) -> ContributorDataset`` for ``data.source == name``."""
-
-    def decorate(loader: SourceLoader) -> SourceLoader:
-        _SOURCES[name] = loader
-        return loader
-
-    return decorate
-
-
-def register_index(name: str) -> Callable[[IndexReader], IndexReader]:
-    """Register ``reader(config) -> (owner int64 (N,), contributors)`` for ``data.source == name``.
-
-    Optional: a source whose images are expensive to decode (tens of thousands of files) registers one so
-    that workers learn who owns what without reading any image (:func:`load_index`).
-    """
-
-    def decorate(reader: IndexReader) -> IndexReader:
-        _INDEXES[name] = reader
-        return reader
-
-    return decorate
-
-
 def load_index(config: Any) -> tuple[np.ndarray, list[Contributor]]:
     """(owner int64 (N,), contributors) of the data section ``config``, in the order of :func:`load_dataset`.
 
     Uses the source's registered index reader when it has one, else loads the dataset (cached per process).
     """
-    reader = _INDEXES.get(config.source)
-    if reader is not None:
+    from contribshap.workers.registry import INDEXES
+
+    if config.source in INDEXES:
+        reader = INDEXES.get(config.source)
         owner, contributors = reader(config)
         return np.asarray(owner, dtype=np.int64), list(contributors)
     dataset = load_dataset(config)
     return dataset.contributor_index.cpu().numpy().astype(np.int64), list(dataset.contributors)
-
-
-def source_names() -> list[str]:
-    """Names of the registered data sources."""
-    return sorted(_SOURCES)
 
 
 def load_dataset(config: Any) -> ContributorDataset:
@@ -146,10 +115,9 @@ def load_dataset(config: Any) -> ContributorDataset:
 @functools.lru_cache(maxsize=4)
 def _load_cached(config_type: type, config_json: str) -> ContributorDataset:
     config = config_type.model_validate_json(config_json)
-    loader = _SOURCES.get(config.source)
-    if loader is None:
-        raise ValueError(f"data.source={config.source!r} has no loader; registered: {source_names()}")
-    return loader(config)
+    from contribshap.workers.registry import SOURCES
+
+    return SOURCES.get(config.source)(config)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -261,7 +229,6 @@ def _planted_images(spec: Any, genuine: np.ndarray, rng: np.random.Generator) ->
     raise ValueError(f"planted kind={spec.kind!r} is unknown; valid: ['noise', 'duplicates']")
 
 
-@register_source("digits")
 def _load_digits(config: Any) -> ContributorDataset:
     """scikit-learn digits; see ``DigitsSource``. Contributor ids: ``class-d`` / ``random-k`` / a scenario's
     names / ``planted-<name>``."""
@@ -350,7 +317,6 @@ def _read_image(path: Path, *, size: int, channels: int, csv_path: Path, line: i
     return array / 127.5 - 1.0
 
 
-@register_source("folder")
 def _load_folder(config: Any) -> ContributorDataset:
     """Images listed in ``contributors.csv`` (``file,contributor[,name]``); contributors in sorted id order."""
     # 1. Read the mapping file.

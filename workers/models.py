@@ -1,15 +1,15 @@
 """Denoisers and noise schedulers, built from config or loaded from local folders (never downloaded).
 
-A *model kind* (``model.kind`` in the config) is registered with :func:`register_model` and provides four
-functions: build a randomly initialised model, load one from a local folder, save one (safetensors
-only), and build its training noise scheduler. The built-in kind ``unet`` is a diffusers
-``UNet2DModel`` with a ``DDPMScheduler``; ``contribshap.workers.backends.ldm`` and ``.sd_lora`` add ``ldm``
-and ``sd_lora`` the same way::
-
-    register_model("ldm", ModelKind(build=..., load=..., save=..., scheduler=...))
+A *model kind* (``model.kind`` in the config) is a :class:`ModelKind` registered in
+:data:`contribshap.workers.registry.MODELS`; it provides four functions: build a randomly initialised model,
+load one from a local folder, save one (safetensors only), and build its training noise scheduler. The
+built-in kind ``unet`` (:data:`UNET`) is a diffusers ``UNet2DModel`` with a ``DDPMScheduler``; the CelebA-HQ
+and ArtBench use cases add ``ldm`` and ``sd_lora`` the same way (``LDM_MODEL = ModelKind(...)`` in their
+``backend.py``, declared in the use case).
 
 Checkpoint layout (``save_pretrained``): ``<folder>/config.json`` + ``diffusion_pytorch_model.safetensors``.
-A pruned model also has ``prune.json`` (see ``contribshap.workers.pruning``); :func:`load_model` handles both.
+A pruned model also has ``prune.json`` (see ``contribshap.workers.pruning``); ``contribshap.workers.checkpoints``
+loads and saves both.
 """
 
 from __future__ import annotations
@@ -42,19 +42,11 @@ class ModelKind:
     scheduler: Callable[[Any], Any]
 
 
-_KINDS: dict[str, ModelKind] = {}
-
-
-def register_model(kind: str, functions: ModelKind) -> None:
-    """Register the functions of ``model.kind == kind``."""
-    _KINDS[kind] = functions
-
-
 def model_kind(kind: str) -> ModelKind:
-    """The registered functions for ``kind``; an unknown kind is an error listing the valid ones."""
-    if kind not in _KINDS:
-        raise ValueError(f"model.kind={kind!r} is not registered; valid kinds: {sorted(_KINDS)}")
-    return _KINDS[kind]
+    """The registered functions for ``kind`` (:data:`contribshap.workers.registry.MODELS`)."""
+    from contribshap.workers.registry import MODELS
+
+    return MODELS.get(kind)
 
 
 def build_model(config: Any, *, seed: int) -> torch.nn.Module:
@@ -62,23 +54,6 @@ def build_model(config: Any, *, seed: int) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return model_kind(config.kind).build(config)
-
-
-def load_model(config: Any, folder: Path) -> torch.nn.Module:
-    """Load a model saved by :func:`save_model` (or a pruned one, see ``contribshap.workers.pruning``) from ``folder``."""
-    folder = Path(folder).expanduser()
-    if (folder / PRUNE_NAME).is_file():
-        from contribshap.workers.pruning import load_pruned
-
-        return load_pruned(config, folder)
-    return model_kind(config.kind).load(config, folder)
-
-
-def save_model(config: Any, model: torch.nn.Module, folder: Path) -> None:
-    """Save ``model`` to ``folder`` (created) as config + safetensors."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model_kind(config.kind).save(model, folder)
 
 
 def build_scheduler(config: Any) -> Any:
@@ -162,4 +137,5 @@ def _unet_scheduler(config: Any) -> Any:
     )
 
 
-register_model("unet", ModelKind(build=_build_unet, load=_load_unet, save=_save_unet, scheduler=_unet_scheduler))
+#: ``model.kind: unet``.
+UNET = ModelKind(build=_build_unet, load=_load_unet, save=_save_unet, scheduler=_unet_scheduler)

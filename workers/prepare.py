@@ -24,111 +24,25 @@ The null model (v(∅)) is not stored: ``random_init`` is rebuilt exactly from t
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
-import shutil
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from contribshap.pipeline.games import Contributor
+from contribshap.pipeline.contracts.game import Contributor
+from contribshap.pipeline.contracts.progress import report_progress
+from contribshap.workers.artifacts import METRICS_VERSION, clean_stale_tmp, config_hash, is_done, stage
+from contribshap.workers.backends import make_backend
 from contribshap.workers.data import ContributorDataset, load_dataset, load_index
-from contribshap.workers.properties import Reference
+from contribshap.workers.measure import image_grid_png, measure_model
+from contribshap.workers.properties.base import Reference
 from contribshap.workers.properties.extractors import Extractor, extractor_kind
 from contribshap.workers.training import resolve_device
 
-ARTIFACT_JSON = "artifact.json"
 #: Own images per contributor in its thumbnail grid (evenly spread over its images).
 THUMBNAIL_IMAGES = 8
-#: Version of the built-in property formulas; 2 = KID on standardised features. Part of the stage hash.
-METRICS_VERSION = 2
-_TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
-
-
-# ----------------------------------------------------------------------------------------------------
-# the artifact stage: one mechanism for every artifact
-# ----------------------------------------------------------------------------------------------------
-def config_hash(*parts: Any) -> str:
-    """12 hex chars of sha256 over the JSON of ``parts`` (pydantic models are dumped first)."""
-    dumped = [p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts]
-    return hashlib.sha256(json.dumps(dumped, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def is_done(folder: Path) -> dict[str, Any] | None:
-    """The summary of a published artifact (its ``artifact.json``), or None when ``folder`` is not complete."""
-    path = Path(folder) / ARTIFACT_JSON
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def stage(folder: Path, make: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """Build one artifact: run ``make(tmp_folder) -> summary`` unless ``folder`` is complete; publish atomically.
-
-    The artifact is built in ``.<name>.tmp-<pid>`` next to ``folder`` and renamed with ``os.replace`` once
-    ``artifact.json`` is written, so a killed prepare never leaves a half artifact under the final name
-    (its temporary folder is removed by the next :func:`clean_stale_tmp`). When another process published
-    the same artifact first, theirs is kept.
-
-    Returns:
-        the summary (JSON-able, with ``seconds``) plus ``reused``: whether the artifact already existed.
-    """
-    folder = Path(folder)
-    existing = is_done(folder)
-    if existing is not None:
-        return {**existing, "reused": True}
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    start = time.perf_counter()
-    summary = make(tmp)
-    summary["seconds"] = round(time.perf_counter() - start, 2)
-    (tmp / ARTIFACT_JSON).write_text(json.dumps(summary, indent=1, default=str))
-    try:
-        os.replace(tmp, folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        theirs = is_done(folder)
-        if theirs is None:
-            raise RuntimeError(f"artifact {folder} exists but is incomplete (no {ARTIFACT_JSON}); delete it and re-run prepare") from None
-        return {**theirs, "reused": True}  # another worker published it first: keep theirs
-    return {**summary, "reused": False}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def clean_stale_tmp(artifacts_dir: Path) -> list[str]:
-    """Remove the ``.<name>.tmp-<pid>`` folders of writers that are no longer running; returns their names.
-
-    Pids are checked on this machine: run prepare on one machine at a time per store (the driver runs it
-    as one task before any evaluation), so a temporary folder of a live writer is never removed.
-    """
-    artifacts_dir = Path(artifacts_dir)
-    removed = []
-    if not artifacts_dir.is_dir():
-        return removed
-    for entry in sorted(artifacts_dir.iterdir()):
-        match = _TMP_NAME.match(entry.name)
-        if match is None or int(match.group(1)) == os.getpid() or _pid_alive(int(match.group(1))):
-            continue
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        removed.append(entry.name)
-    return removed
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -175,7 +89,6 @@ def make_thumbnails(dataset: ContributorDataset, folder: Path, *, n_images: int 
     order (``png``: file name in ``folder``; ``planted``: the contributor's images were planted by the data
     source, e.g. pure noise). The driver-side report reads these files and never imports torch.
     """
-    from contribshap.workers.game import image_grid_png
 
     owner = dataset.contributor_index.cpu().numpy()
     entries = []
@@ -230,8 +143,6 @@ def prepare(config: Any, backend: Any, artifacts_dir: Path, *, seed: int, progre
         seed: the run's seed (θ* init and batches, pruning with random importance, extractor training).
         progress: show tqdm bars for the training stages.
     """
-    from contribshap.pipeline.tasks import report_progress
-    from contribshap.workers.game import measure_model
 
     missing = config.missing_paths()
     if missing:
@@ -298,9 +209,6 @@ def load_prepared(config: Any, artifacts_dir: Path, *, seed: int, backend: Any =
         config: ``DiffusionGameConfig``. artifacts_dir: ``<store>/artifacts``. seed: the run's seed.
         backend: the backend to load into (default: a new one for ``config.model.kind``).
     """
-    import contribshap.workers.game  # noqa: F401  (registers every data source, model kind and extractor)
-    from contribshap.workers.backends import make_backend
-
     if backend is None:
         backend = make_backend(config, seed=seed)
     paths = artifact_paths(config, backend, artifacts_dir, seed=seed)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from contribshap.pipeline.config.diffusion import PruneConfig
 from contribshap.workers.models import PRUNE_NAME, WEIGHTS_NAME, build_model, model_kind
 
 
@@ -105,7 +106,6 @@ def save_pruned(model: torch.nn.Module, folder: Path, *, model_config: Any, prun
 
 def load_pruned(model_config: Any, folder: Path) -> torch.nn.Module:
     """Rebuild and load a model saved by :func:`save_pruned` (exact weights)."""
-    from contribshap.pipeline.diffusion_config import PruneConfig
     from safetensors.torch import load_file
 
     folder = Path(folder)

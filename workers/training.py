@@ -87,13 +87,13 @@ def train(
         device: where to train. precision: ``fp32`` | ``fp16`` | ``bf16`` (mixed precision, CUDA only).
         steps / lr: override ``optim.steps`` / ``optim.lr`` (used for ``retrain``).
         progress: stage name of the progress display, or None for none: inside a task that collects
-            progress (``contribshap.pipeline.tasks.report_progress``) the steps go to the driver's bar,
+            progress (``contribshap.pipeline.dispatch.tasks.report_progress``) the steps go to the driver's bar,
             otherwise a tqdm bar is shown here.
 
     Returns:
         TrainStats. With ``optim.ema_decay`` set, the model ends with the EMA weights.
     """
-    from contribshap.pipeline.tasks import report_progress
+    from contribshap.pipeline.contracts.progress import report_progress
     from tqdm.auto import tqdm
 
     n_steps = optim.steps if steps is None else steps

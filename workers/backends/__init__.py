@@ -8,11 +8,12 @@ how to copy a start model, the null model, the sampling model):
 kind       module                          model space
 =========  ==============================  ===================================================
 ``unet``   :mod:`.pixel`                   pixels (N, C, H, W) in [-1, 1]; samples clamped
-``ldm``    :mod:`.ldm`                     VQ-VAE latents, encoded once (``latents-*``)
-``sd_lora``:mod:`.sd_lora`                 SD VAE latents; frozen SD UNet + LoRA, text-conditioned
+``ldm``    ``usecases.celebahq.backend``   VQ-VAE latents, encoded once (``latents-*``)
+``sd_lora````usecases.artbench.backend``   SD VAE latents; frozen SD UNet + LoRA, text-conditioned
 =========  ==============================  ===================================================
 
-A new model = one file with a class satisfying :class:`Backend`, added to :data:`BACKENDS`.
+A new model = a class satisfying :class:`Backend` (and a :class:`~contribshap.workers.models.ModelKind`),
+declared by its use case and registered in :data:`contribshap.workers.registry.BACKENDS` / ``MODELS``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-
-#: ``model.kind`` -> "module:class" of its backend (imported on first use).
-BACKENDS: dict[str, str] = {
-    "unet": "contribshap.workers.backends.pixel:PixelBackend",
-    "ldm": "contribshap.workers.backends.ldm:LDMBackend",
-    "sd_lora": "contribshap.workers.backends.sd_lora:SDLoraBackend",
-}
 
 #: ``load_dataset()``: the contributor dataset (pixels), loaded only when a stage needs it.
 DatasetFn = Callable[[], Any]
@@ -54,7 +48,7 @@ class Backend(Protocol):
         ...
 
     def prepare(self, paths: dict[str, Path], dataset: DatasetFn, owner: np.ndarray, *, progress: bool) -> dict[str, Any]:
-        """Build the backend's missing artifacts with ``contribshap.workers.prepare.stage``; per stage a summary."""
+        """Build the backend's missing artifacts with ``contribshap.workers.artifacts.stage``; per stage a summary."""
         ...
 
     def load(self, paths: dict[str, Path]) -> None:
@@ -100,10 +94,6 @@ def make_backend(config: Any, *, seed: int) -> Backend:
     Raises:
         ValueError: for a kind without a backend (lists the valid kinds).
     """
-    import importlib
+    from contribshap.workers.registry import BACKENDS
 
-    kind = config.model.kind
-    if kind not in BACKENDS:
-        raise ValueError(f"model.kind={kind!r} has no backend; valid: {sorted(BACKENDS)}")
-    module_name, class_name = BACKENDS[kind].split(":")
-    return getattr(importlib.import_module(module_name), class_name)(config, seed=seed)
+    return BACKENDS.get(config.model.kind)(config, seed=seed)

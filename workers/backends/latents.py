@@ -34,7 +34,7 @@ class LatentCodec(Protocol):
 
 def latents_hash(config: Any) -> str:
     """Hash of what the cached latents depend on: the data section and the codec fields of ``model``."""
-    from contribshap.workers.prepare import config_hash
+    from contribshap.workers.artifacts import config_hash
 
     codec = config.model.model_dump(mode="json", include={"kind", "vqvae", "latent_scale", "pipeline"})
     return config_hash(config.data, codec)
@@ -49,7 +49,7 @@ def latent_stage_hashes(config: Any, *, seed: int, given: tuple[str, Any] | None
             tag and the model section: ``("pretrained", model)`` for ldm, ``("lora", model)`` for sd_lora);
             ``None`` when prepare trains θ* on the latents.
     """
-    from contribshap.workers.prepare import config_hash
+    from contribshap.workers.artifacts import config_hash
 
     latents = latents_hash(config)
     theta = config_hash(*given) if given else config_hash(latents, config.model, config.train, seed)
@@ -63,7 +63,7 @@ def encode_stage(folder: Path, codec: LatentCodec, dataset: Any, owner: np.ndarr
 
     ``codec``: anything with ``encode(images) -> latents`` (a latent backend passes itself).
     """
-    from contribshap.workers.prepare import stage
+    from contribshap.workers.artifacts import stage
     from safetensors.torch import save_file
 
     def make_latents(tmp: Path) -> dict[str, Any]:

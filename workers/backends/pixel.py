@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 from contribshap.workers.backends import DatasetFn
+from contribshap.workers.checkpoints import load_model, save_model
 from contribshap.workers.data import load_dataset
-from contribshap.workers.models import build_model, build_scheduler, count_parameters, load_model, save_model
+from contribshap.workers.models import build_model, build_scheduler, count_parameters
 from contribshap.workers.training import resolve_device, train
 
 
@@ -53,7 +54,7 @@ class UNetStages:
 
     def prepare(self, paths: dict[str, Path], data: Any, *, progress: bool, first: int = 1, total: int = 6) -> dict[str, Any]:
         """Stages θ*, θ~*, recovered θ~* (``data()`` -> training tensor (N, C, h, w), called when needed)."""
-        from contribshap.workers.prepare import stage
+        from contribshap.workers.artifacts import stage
         from contribshap.workers.pruning import prune_model, save_pruned
 
         c, seed, device = self.config, self.seed, self.device
@@ -139,7 +140,7 @@ class PixelBackend:
         return tuple(load_dataset(self.config.data).images.shape[1:])
 
     def artifact_hashes(self) -> dict[str, str]:
-        from contribshap.workers.prepare import config_hash
+        from contribshap.workers.artifacts import config_hash
 
         c = self.config
         if c.model.pretrained is not None:

@@ -1,6 +1,7 @@
 """Feature extractors: images -> (features, class probabilities) for the properties.
 
-A kind (``feature_extractor.kind``) is registered with :func:`register_extractor` and provides
+A kind (``feature_extractor.kind``) is an :class:`ExtractorKind` registered in
+:data:`contribshap.workers.registry.EXTRACTORS`; it provides
 ``fit(config, dataset, folder, *, seed, device) -> dict`` (build the artifact in ``folder``; a no-op for
 pretrained weights) and ``load(config, folder, *, device) -> Extractor``. Built-ins:
 
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from contribshap.workers.properties import GeneratedFeatures
+from contribshap.workers.properties.base import GeneratedFeatures
 
 EXTRACTOR_JSON = "extractor.json"
 
@@ -46,19 +47,11 @@ class ExtractorKind:
     load: Callable[..., Extractor]
 
 
-_KINDS: dict[str, ExtractorKind] = {}
-
-
-def register_extractor(kind: str, functions: ExtractorKind) -> None:
-    """Register a feature-extractor kind."""
-    _KINDS[kind] = functions
-
-
 def extractor_kind(kind: str) -> ExtractorKind:
-    """The registered functions of ``kind``; unknown kinds are an error listing the valid ones."""
-    if kind not in _KINDS:
-        raise ValueError(f"feature_extractor.kind={kind!r} is not registered; valid: {sorted(_KINDS)}")
-    return _KINDS[kind]
+    """The registered functions of ``kind`` (:data:`contribshap.workers.registry.EXTRACTORS`)."""
+    from contribshap.workers.registry import EXTRACTORS
+
+    return EXTRACTORS.get(kind)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -156,7 +149,8 @@ def _load_digits_cnn(config: Any, folder: Path, *, device: torch.device) -> Extr
     return _DigitsExtractor(net, device, len(meta["classes"]))
 
 
-register_extractor("digits_cnn", ExtractorKind(fit=_fit_digits_cnn, load=_load_digits_cnn))
+#: ``feature_extractor.kind: digits_cnn``.
+DIGITS_CNN = ExtractorKind(fit=_fit_digits_cnn, load=_load_digits_cnn)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -205,4 +199,5 @@ def _load_inception(config: Any, folder: Path, *, device: torch.device) -> Extra
     return _InceptionExtractor(module, device, config.batch_size)
 
 
-register_extractor("inception", ExtractorKind(fit=_fit_inception, load=_load_inception))
+#: ``feature_extractor.kind: inception``.
+INCEPTION = ExtractorKind(fit=_fit_inception, load=_load_inception)

@@ -30,7 +30,7 @@ Shapley values use) compare like with like, but absolute values are not comparab
 from __future__ import annotations
 
 import numpy as np
-from contribshap.workers.properties import GeneratedFeatures, Reference, register_property
+from contribshap.workers.properties.base import GeneratedFeatures, Reference
 
 _EPS = 1e-12
 
@@ -49,7 +49,6 @@ def _frechet(features: np.ndarray, reference: Reference) -> float:
     return float(frechet_distance(features.mean(axis=0), np.cov(features, rowvar=False), reference.mu, reference.sigma))
 
 
-@register_property("fid")
 def fid(generated: GeneratedFeatures, reference: Reference) -> float:
     """Fréchet distance between generated and reference features (lower is better)."""
     return _frechet(generated.features, reference)
@@ -59,7 +58,6 @@ def fid(generated: GeneratedFeatures, reference: Reference) -> float:
 FID_INF_POINTS = 8
 
 
-@register_property("fid_inf")
 def fid_inf(generated: GeneratedFeatures, reference: Reference) -> float:
     """FID extrapolated to n = ∞ from nested subsets (lower is better; see the module docstring)."""
     features = generated.features
@@ -75,7 +73,6 @@ def fid_inf(generated: GeneratedFeatures, reference: Reference) -> float:
     return float(intercept)
 
 
-@register_property("log_fid")
 def log_fid(generated: GeneratedFeatures, reference: Reference) -> float:
     """log(FID), floored at log(1e-6) (lower is better)."""
     return float(np.log(max(fid(generated, reference), 1e-6)))
@@ -99,14 +96,12 @@ def standardise(features: np.ndarray, reference: Reference) -> np.ndarray:
     return (features.astype(np.float64) - reference.mu) / scale
 
 
-@register_property("kid")
 def kid(generated: GeneratedFeatures, reference: Reference) -> float:
     """Kernel Inception Distance, unbiased, on reference-standardised features (lower is better; can be
     slightly negative)."""
     return kernel_inception_distance(standardise(generated.features, reference), standardise(reference.features, reference))
 
 
-@register_property("inception_score")
 def inception_score(generated: GeneratedFeatures, reference: Reference) -> float:
     """exp(E_x KL(p(y|x) || p(y))) from the extractor's classifier (higher is better; 1..K)."""
     probs = _require_probs(generated, "inception_score")
@@ -122,14 +117,12 @@ def class_entropy(classes: np.ndarray, n_classes: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-@register_property("diversity")
 def diversity(generated: GeneratedFeatures, reference: Reference) -> float:
     """Entropy of predicted-class proportions (higher is more diverse; max log K)."""
     probs = _require_probs(generated, "diversity")
     return class_entropy(probs.argmax(axis=1), probs.shape[1])
 
 
-@register_property("quality")
 def quality(generated: GeneratedFeatures, reference: Reference) -> float:
     """Mean classifier confidence max_y p(y|x) (higher is better)."""
     return float(_require_probs(generated, "quality").max(axis=1).mean())
