@@ -4,7 +4,7 @@
 # wheels in the working tree, at most 64 MiB a call (tree included). Two halves:
 #
 #   here   (this machine, .venv/bin/python unless PYTHON is set)
-#          bench/device_smoke.sh here [--dir .device] [--limit-mib 60] [--offline WHEELDIR]
+#          bench/device_smoke.sh here [--dir .device] [--limit-mib 60] [--offline WHEELDIR] [--tree-mib M]
 #          downloads the cp312 manylinux wheels at the versions of constraints.txt (packages the machine lacks,
 #          and a few it has at other versions: transformers, peft, regex), checks that every requirement of a
 #          carried wheel is carried or on the machine (bench/device_packages.txt), builds the project's wheel,
@@ -235,6 +235,8 @@ def here(argv: list[str]) -> None:
     parser.add_argument("--limit-mib", type=float, default=float(os.environ.get("DEVICE_LIMIT_MIB", 60)),
                         help="what one call may carry, the travelling tree included (the tool's limit: 64)")
     parser.add_argument("--offline", default=None, help="take the wheels from this folder: no download, no build")
+    parser.add_argument("--tree-mib", type=float, default=None,
+                        help="size of the working tree that travels with each call (default: measured with git)")
     args = parser.parse_args(argv)
     base = (ROOT / args.dir).resolve()
     if args.offline:
@@ -256,7 +258,7 @@ def here(argv: list[str]) -> None:
         problems = check_closure(wheels)
         if problems:
             die("; ".join(problems) + " (add the package to MISSING in bench/device_smoke.sh)", 1)
-    tree = tree_bytes()
+    tree = tree_bytes() if args.tree_mib is None else int(args.tree_mib * MIB)
     budget = int(args.limit_mib * MIB) - tree
     print(f"\ntravelling tree {tree / MIB:.2f} MiB; each call may carry {budget / MIB:.2f} MiB more "
           f"(limit {args.limit_mib} MiB)")
