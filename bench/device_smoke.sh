@@ -26,7 +26,8 @@
 #          --no-deps --target`, puts the target on PYTHONPATH, imports ray, diffusers, torch_pruning, cleanfid,
 #          pydantic and contribshap, runs the console script, then bench/gpu_smoke.sh once per setting (each
 #          with its own JSON, within what is left of --budget-s). Writes under $OUT (default: a new temporary
-#          folder): device_smoke.log, device_smoke.json (versions, stage timings, per-setting results) and
+#          folder): device_smoke.log, device_smoke.json (versions, stage timings, per-setting results and,
+#          with the paper profile, each shipped config's cost extrapolated from them) and
 #          gpu_smoke-<setting>.json. --check-only stops after the sha256 check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -358,6 +359,26 @@ def assemble(manifest: dict, folder: Path, call_dir: Path) -> list[Path]:
     return wheels
 
 
+def extrapolate(name: str, measured: dict) -> dict:
+    """The shipped config's coalition cost from the smoke's per-unit rates, linearly: fine-tune steps x s per
+    step + images x DDIM steps x s per image-step + property seconds per image x images + the per-coalition
+    overhead measured (loading, setup); GPU-hours for ``design.budget`` coalitions."""
+    import yaml
+
+    game = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    cfg, budget = game["game"], game["design"]["budget"]
+    steps, images, ddim = cfg["finetune"]["steps"], cfg["sampling"]["n_images"], cfg["sampling"]["steps"]
+    overhead = max(0.0, measured["coalition_s"] - measured["finetune_s"] - measured["sample_s"] - measured["eval_s"])
+    parts = {"finetune_s": steps * measured["s_per_finetune_step"],
+             "sample_s": images * ddim * measured["s_per_image_step"],
+             "eval_s": measured["eval_s"] / measured["n_images"] * images,
+             "overhead_s": overhead}
+    coalition = sum(parts.values())
+    return {"config": f"configs/{name}.yaml", "finetune_steps": steps, "n_images": images, "ddim_steps": ddim,
+            **{k: round(v, 2) for k, v in parts.items()}, "coalition_s": round(coalition, 1),
+            "coalitions": budget, "gpu_hours": round(budget * coalition / 3600, 2)}
+
+
 class Log:
     def __init__(self, path: Path) -> None:
         self.handle = path.open("a")
@@ -470,9 +491,16 @@ def there(argv: list[str]) -> None:
         if code == 0 and json_out.exists():
             result = json.loads(json_out.read_text())
             entry.update(result["settings"][name], torch=result["torch"], device=result["device"])
+            if args.profile == "paper":
+                entry["extrapolated"] = extrapolate(name, entry)
         doc["settings"][name] = entry
         save()
         log(f"{name}: exit {code} in {entry['seconds']} s")
+        if "extrapolated" in entry:
+            x = entry["extrapolated"]
+            log(f"{name}: {x['config']} extrapolated: {x['coalition_s']} s / coalition (fine-tune {x['finetune_s']}, "
+                f"sample {x['sample_s']}, property {x['eval_s']}, overhead {x['overhead_s']}), "
+                f"{x['gpu_hours']} GPU-hours for {x['coalitions']} coalitions")
     failed = [n for n, e in doc["settings"].items() if e.get("exit") != 0]
     save()
     log(f"device_smoke: {len(doc['settings']) - len(failed)}/{len(doc['settings'])} settings OK, "
