@@ -41,12 +41,14 @@ case "${1:-}" in
 esac
 exec "$PY" - "$@" <<'PY'
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -298,7 +300,7 @@ def here(argv: list[str]) -> None:
     else:
         print("\nplan split: does not fit in 8 calls")
     if one_dirs:
-        show("plan one (fallback, one call; Ray slimmed, the machine's transformers/peft/regex):", one_dirs)
+        show("plan one (one call, no warm machine needed; Ray slimmed, the machine's transformers/peft/regex):", one_dirs)
     elif rays:
         print("\nplan one: does not fit in one call")
     print("\nIf the last call of plan split exits 3 (its staged parts are gone: the machine went cold between calls),"
@@ -480,12 +482,22 @@ def there(argv: list[str]) -> None:
         cmd = ["bash", "bench/gpu_smoke.sh", "--profile", args.profile, "--device", args.device, "--settings", name,
                "--out", str(json_out)]
         log(f"$ {' '.join(cmd)}   (timeout {left:.0f} s)")
+        # its own process group, so that a timeout also ends the CLI and the Ray processes it started
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+                                start_new_session=True)
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=left, cwd=ROOT)
-            code, text = done.returncode, done.stdout + done.stderr
-        except subprocess.TimeoutExpired as error:
+            text, _ = proc.communicate(timeout=left)
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
             code = "timeout"
-            text = "".join(x.decode() if isinstance(x, bytes) else (x or "") for x in (error.stdout, error.stderr))
+            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                try:
+                    text, _ = proc.communicate(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    text = ""
         log(text.rstrip()[-6000:])
         entry = {"exit": code, "seconds": round(time.perf_counter() - t, 1)}
         if code == 0 and json_out.exists():
