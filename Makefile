@@ -19,6 +19,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Tests run inside a loopback-only network namespace where the machine allows it (tests/isolated.sh).
 test: setup lint

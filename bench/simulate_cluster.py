@@ -270,7 +270,8 @@ def simulate(gpus: int, preemptions_per_gpu_hour: float, args: argparse.Namespac
     """One simulated run; returns its measured row."""
     import psutil
     import ray
-    from contribshap.pipeline.dispatch.driver import lpt_order, run
+    from contribshap.pipeline.dispatch.driver import lpt_order
+    from contribshap.pipeline.products.run import run
     from contribshap.pipeline.storage.plan import jobs_for, read_plan
     from contribshap.pipeline.storage.store import Store
 

@@ -10,9 +10,10 @@ import yaml
 from contribshap.pipeline.config.schema import config_hash, parse_config
 from contribshap.pipeline.contracts.errors import NoUsableEvaluationsError
 from contribshap.pipeline.dispatch import driver, ray_context
-from contribshap.pipeline.dispatch.driver import evaluate_coalitions, lpt_order, run
+from contribshap.pipeline.dispatch.driver import evaluate_coalitions, lpt_order
 from contribshap.pipeline.games.python_game import GameError
 from contribshap.pipeline.products.reduce import reduce_store
+from contribshap.pipeline.products.run import run
 from contribshap.pipeline.products.status import store_status
 from contribshap.pipeline.storage.plan import Job, read_plan
 from contribshap.pipeline.storage.store import Store

@@ -231,7 +231,7 @@ def test_pyproject_lists_every_package():
     found = {module_name(init, root, package)
              for root, package in ((PIPELINE, "contribshap.pipeline"), (WORKERS, "contribshap.workers"),
                                    (USECASES, "contribshap.usecases"))
-             for init in root.rglob("__init__.py")}
+             for init in root.rglob("__init__.py")} | {"contribshap.configs"}
     assert listed == found, f"pyproject.toml packages differ from the folders: {sorted(listed ^ found)}"
 
 

@@ -26,11 +26,21 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from contribshap.pipeline.contracts.game import Contributor
+from contribshap.pipeline.contracts.keys import PLANTED_PREFIX
+
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.diffusion import (
+        ContributorSpec,
+        DigitsSource,
+        FolderSource,
+        PlantedContributor,
+    )
+    from contribshap.pipeline.config.sections import Section
 
 SourceLoader = Callable[[Any], "ContributorDataset"]
 IndexReader = Callable[[Any], "tuple[np.ndarray, list[Contributor]]"]
@@ -92,7 +102,7 @@ class ContributorDataset:
         return torch.nonzero(~self.planted, as_tuple=False).flatten()
 
 
-def load_index(config: Any) -> tuple[np.ndarray, list[Contributor]]:
+def load_index(config: Section) -> tuple[np.ndarray, list[Contributor]]:
     """(owner int64 (N,), contributors) of the data section ``config``, in the order of :func:`load_dataset`.
 
     Uses the source's registered index reader when it has one, else loads the dataset (cached per process).
@@ -107,7 +117,7 @@ def load_index(config: Any) -> tuple[np.ndarray, list[Contributor]]:
     return dataset.contributor_index.cpu().numpy().astype(np.int64), list(dataset.contributors)
 
 
-def load_dataset(config: Any) -> ContributorDataset:
+def load_dataset(config: Section) -> ContributorDataset:
     """Load the dataset described by ``config`` (a data section of ``DiffusionGameConfig``), cached per process."""
     return _load_cached(type(config), config.model_dump_json())
 
@@ -217,7 +227,7 @@ def scenario_contributors(specs: list[Any], images: np.ndarray, labels: np.ndarr
     return out
 
 
-def _planted_images(spec: Any, genuine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _planted_images(spec: PlantedContributor | ContributorSpec, genuine: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Images (n_images, 1, 8, 8) in [-1, 1] for one planted contributor."""
     if spec.kind == "noise":
         return rng.uniform(-1.0, 1.0, size=(spec.n_images, *genuine.shape[1:])).astype(np.float32)
@@ -229,7 +239,7 @@ def _planted_images(spec: Any, genuine: np.ndarray, rng: np.random.Generator) ->
     raise ValueError(f"planted kind={spec.kind!r} is unknown; valid: ['noise', 'duplicates']")
 
 
-def _load_digits(config: Any) -> ContributorDataset:
+def _load_digits(config: DigitsSource) -> ContributorDataset:
     """scikit-learn digits; see ``DigitsSource``. Contributor ids: ``class-d`` / ``random-k`` / a scenario's
     names / ``planted-<name>``."""
     from sklearn.datasets import load_digits
@@ -280,7 +290,7 @@ def _load_digits(config: Any) -> ContributorDataset:
         parts_owner.append(np.full(len(extra), len(contributors)))
         parts_labels.append(np.full(len(extra), -1))
         parts_planted.append(np.ones(len(extra), bool))
-        contributors.append(Contributor(f"planted-{spec.name}", spec.name, len(extra)))
+        contributors.append(Contributor(f"{PLANTED_PREFIX}{spec.name}", spec.name, len(extra)))
     ids = [c.id for c in contributors]
     if len(set(ids)) != len(ids):
         raise ValueError(f"contributor ids {ids} are not unique; give planted contributors distinct names")
@@ -317,7 +327,7 @@ def _read_image(path: Path, *, size: int, channels: int, csv_path: Path, line: i
     return array / 127.5 - 1.0
 
 
-def _load_folder(config: Any) -> ContributorDataset:
+def _load_folder(config: FolderSource) -> ContributorDataset:
     """Images listed in ``contributors.csv`` (``file,contributor[,name]``); contributors in sorted id order."""
     # 1. Read the mapping file.
     csv_path = Path(config.csv_path()).expanduser()

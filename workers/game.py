@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from contribshap.pipeline.config.diffusion import FINETUNE_MODES
 from contribshap.pipeline.contracts.game import Contributor, EvalResult
 from contribshap.workers.artifacts import config_hash as artifact_hash
 from contribshap.workers.backends import Backend, make_backend
@@ -44,12 +45,14 @@ from contribshap.workers.measure import measure_model, save_sample_grid
 from contribshap.workers.prepare import Prepared, load_prepared, prepare
 from contribshap.workers.training import TrainStats, train
 
-FINETUNE_MODES = ("sparsified_ft", "ft", "retrain")
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
+
 #: Folder of the sample grids, inside the artifacts folder.
 SAMPLES_DIR = "samples"
 
 
-def build_diffusion_game(config: Any, *, artifacts_dir: Path, seed: int = 0) -> DiffusionGame:
+def build_diffusion_game(config: DiffusionGameConfig, *, artifacts_dir: Path, seed: int = 0) -> DiffusionGame:
     """The game of a ``game.kind: diffusion`` config (what ``contribshap.pipeline.games.factory.build_game`` returns).
 
     Importing this module has registered every data source, model kind, extractor and property.
@@ -61,7 +64,7 @@ def build_diffusion_game(config: Any, *, artifacts_dir: Path, seed: int = 0) -> 
     return DiffusionGame(config, artifacts_dir=artifacts_dir, seed=seed)
 
 
-def start_model(config: Any, backend: Backend, *, seed: int) -> tuple[torch.nn.Module, int, float]:
+def start_model(config: DiffusionGameConfig, backend: Backend, *, seed: int) -> tuple[torch.nn.Module, int, float]:
     """(trainable start model, steps, lr) for ``finetune.mode``; the only place the mode picks a model.
 
     Args:
@@ -77,7 +80,7 @@ def start_model(config: Any, backend: Backend, *, seed: int) -> tuple[torch.nn.M
     raise ValueError(f"finetune.mode={finetune.mode!r} is unknown; valid: {list(FINETUNE_MODES)}")
 
 
-def finetune_on(config: Any, prepared: Prepared, mask: np.ndarray, *, seed: int) -> tuple[torch.nn.Module, TrainStats, int, float]:
+def finetune_on(config: DiffusionGameConfig, prepared: Prepared, mask: np.ndarray, *, seed: int) -> tuple[torch.nn.Module, TrainStats, int, float]:
     """Steps 1-3: start model by mode, trained on the items of coalition ``mask`` (bool (n_players,)).
 
     Returns:
@@ -109,7 +112,7 @@ class DiffusionGame:
         result.values["fid"], result.timings["finetune_s"]
     """
 
-    def __init__(self, config: Any, *, artifacts_dir: Path, seed: int = 0) -> None:
+    def __init__(self, config: DiffusionGameConfig, *, artifacts_dir: Path, seed: int = 0) -> None:
         self.config = config
         self.artifacts_dir = Path(artifacts_dir)
         self.seed = int(seed)

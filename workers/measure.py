@@ -8,7 +8,7 @@ import io
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,13 +18,16 @@ from contribshap.workers.properties.base import Reference, compute_properties
 from contribshap.workers.properties.extractors import Extractor
 from contribshap.workers.sampling import sample_images
 
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
+
 __all__ = ["SAMPLE_GRID_IMAGES", "generate", "generate_samples", "image_grid_png", "measure_model", "save_sample_grid"]
 
 #: Images kept in the sample grid of the full / empty coalition (the first ones of the shared noise).
 SAMPLE_GRID_IMAGES = 64
 
 
-def generate_samples(config: Any, backend: Backend, model: torch.nn.Module, *, replicate: int, device: torch.device,
+def generate_samples(config: DiffusionGameConfig, backend: Backend, model: torch.nn.Module, *, replicate: int, device: torch.device,
                      n_images: int | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """Step 4: ``n_images`` (default ``sampling.n_images``) samples of the sampling model ``model``, decoded.
 
@@ -42,7 +45,7 @@ def generate_samples(config: Any, backend: Backend, model: torch.nn.Module, *, r
     return samples, images, timings
 
 
-def generate(config: Any, backend: Backend, model: torch.nn.Module, *, replicate: int, device: torch.device,
+def generate(config: DiffusionGameConfig, backend: Backend, model: torch.nn.Module, *, replicate: int, device: torch.device,
              n_images: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """:func:`generate_samples` without the model-space samples: (images (n_images, C, H, W) in [-1, 1], timings)."""
     _, images, timings = generate_samples(config, backend, model, replicate=replicate, device=device, n_images=n_images)
@@ -50,7 +53,7 @@ def generate(config: Any, backend: Backend, model: torch.nn.Module, *, replicate
 
 
 def measure_model(
-    config: Any,
+    config: DiffusionGameConfig,
     backend: Backend,
     model: torch.nn.Module,
     extractor: Extractor,

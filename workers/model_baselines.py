@@ -30,10 +30,14 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.schema import Config
+    from contribshap.workers.prepare import Prepared
 
 MODEL_BASELINES = ("pixel_mean", "pixel_max", "feature_mean", "feature_max", "trak")
 
@@ -170,7 +174,7 @@ def trak_scores(phi_train: np.ndarray, owner: np.ndarray, psi_generated: np.ndar
 
 
 def model_baselines(
-    cfg: Any,
+    cfg: Config,
     root: Path,
     *,
     methods: list[str] | tuple[str, ...] = MODEL_BASELINES,
@@ -252,7 +256,7 @@ def model_baselines(
     return out
 
 
-def coalition_images(cfg: Any, prepared: Any, mask: np.ndarray, *, ids: list[str], n_images: int) -> torch.Tensor:
+def coalition_images(cfg: Config, prepared: Prepared, mask: np.ndarray, *, ids: list[str], n_images: int) -> torch.Tensor:
     """The first ``n_images`` generated images of coalition ``mask``, made as the game makes them.
 
     Args:
@@ -286,7 +290,7 @@ def coalition_images(cfg: Any, prepared: Any, mask: np.ndarray, *, ids: list[str
 
 
 def counterfactual_samples(
-    cfg: Any, root: Path, panels: list[tuple[str, np.ndarray]], out_png: Path, *, n_show: int = 36,
+    cfg: Config, root: Path, panels: list[tuple[str, np.ndarray]], out_png: Path, *, n_show: int = 36,
 ) -> Path:
     """Save a PNG with one grid of generated samples per panel (e.g. full model / without the top-k).
 

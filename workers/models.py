@@ -17,9 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.sections import Section, UNetModelConfig
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 PRUNE_NAME = "prune.json"
@@ -49,14 +52,14 @@ def model_kind(kind: str) -> ModelKind:
     return MODELS.get(kind)
 
 
-def build_model(config: Any, *, seed: int) -> torch.nn.Module:
+def build_model(config: Section, *, seed: int) -> torch.nn.Module:
     """A randomly initialised model for ``config`` (a model section), seeded (same seed -> same weights)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return model_kind(config.kind).build(config)
 
 
-def build_scheduler(config: Any) -> Any:
+def build_scheduler(config: Section) -> Any:
     """The training noise scheduler (``DDPMScheduler``) of ``config``."""
     return model_kind(config.kind).scheduler(config)
 
@@ -91,7 +94,7 @@ def count_parameters(model: torch.nn.Module) -> int:
 # ----------------------------------------------------------------------------------------------------
 # kind "unet": diffusers UNet2DModel + DDPMScheduler
 # ----------------------------------------------------------------------------------------------------
-def _unet_kwargs(config: Any) -> dict[str, Any]:
+def _unet_kwargs(config: UNetModelConfig) -> dict[str, Any]:
     return {
         "sample_size": config.sample_size,
         "in_channels": config.in_channels,
@@ -105,13 +108,13 @@ def _unet_kwargs(config: Any) -> dict[str, Any]:
     }
 
 
-def _build_unet(config: Any) -> torch.nn.Module:
+def _build_unet(config: UNetModelConfig) -> torch.nn.Module:
     from diffusers import UNet2DModel
 
     return UNet2DModel(**_unet_kwargs(config))
 
 
-def _load_unet(config: Any, folder: Path) -> torch.nn.Module:
+def _load_unet(config: UNetModelConfig, folder: Path) -> torch.nn.Module:
     from diffusers import UNet2DModel
 
     missing = [str(folder / name) for name in ("config.json", WEIGHTS_NAME) if not (folder / name).is_file()]
@@ -126,7 +129,7 @@ def _save_unet(model: torch.nn.Module, folder: Path) -> None:
     model.save_pretrained(folder, safe_serialization=True)
 
 
-def _unet_scheduler(config: Any) -> Any:
+def _unet_scheduler(config: UNetModelConfig) -> Any:
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(

@@ -27,19 +27,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from contribshap.pipeline.contracts.game import Contributor
 from contribshap.pipeline.contracts.progress import report_progress
 from contribshap.workers.artifacts import METRICS_VERSION, clean_stale_tmp, config_hash, is_done, stage
-from contribshap.workers.backends import make_backend
+from contribshap.workers.backends import Backend, make_backend
 from contribshap.workers.data import ContributorDataset, load_dataset, load_index
 from contribshap.workers.measure import image_grid_png, measure_model
 from contribshap.workers.properties.base import Reference
 from contribshap.workers.properties.extractors import Extractor, extractor_kind
 from contribshap.workers.training import resolve_device
+
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
 
 #: Own images per contributor in its thumbnail grid (evenly spread over its images).
 THUMBNAIL_IMAGES = 8
@@ -48,7 +51,7 @@ THUMBNAIL_IMAGES = 8
 # ----------------------------------------------------------------------------------------------------
 # prepare and load
 # ----------------------------------------------------------------------------------------------------
-def artifact_paths(config: Any, backend: Any, artifacts_dir: Path, *, seed: int) -> dict[str, Path]:
+def artifact_paths(config: DiffusionGameConfig, backend: Backend, artifacts_dir: Path, *, seed: int) -> dict[str, Path]:
     """Folder of every artifact for ``config`` (whether or not it exists yet), in build order.
 
     The backend names its own artifacts and hashes (``latents``, ``theta_star``, ``pruned``,
@@ -64,7 +67,7 @@ def artifact_paths(config: Any, backend: Any, artifacts_dir: Path, *, seed: int)
     return {name: artifacts_dir / f"{name}-{value}" for name, value in hashes.items()}
 
 
-def reference_images(config: Any, dataset: ContributorDataset) -> torch.Tensor:
+def reference_images(config: DiffusionGameConfig, dataset: ContributorDataset) -> torch.Tensor:
     """The real images the reference statistics use.
 
     ``heldout``: the data's held-out reference images (no contributor owns them, the extractor never saw
@@ -116,7 +119,7 @@ class Prepared:
         device: where models run. paths: every artifact folder.
     """
 
-    backend: Any
+    backend: Backend
     data: torch.Tensor
     owner: np.ndarray
     contributors: list[Contributor]
@@ -133,7 +136,7 @@ class Prepared:
         return torch.as_tensor(np.flatnonzero(mask[self.owner]), dtype=torch.int64)
 
 
-def prepare(config: Any, backend: Any, artifacts_dir: Path, *, seed: int, progress: bool = True) -> dict[str, Any]:
+def prepare(config: DiffusionGameConfig, backend: Backend, artifacts_dir: Path, *, seed: int, progress: bool = True) -> dict[str, Any]:
     """Build every missing artifact; return a JSON-able summary (per stage: seconds, reused, numbers).
 
     Args:
@@ -202,7 +205,7 @@ def prepare(config: Any, backend: Any, artifacts_dir: Path, *, seed: int, progre
     return summary
 
 
-def load_prepared(config: Any, artifacts_dir: Path, *, seed: int, backend: Any = None) -> Prepared:
+def load_prepared(config: DiffusionGameConfig, artifacts_dir: Path, *, seed: int, backend: Backend | None = None) -> Prepared:
     """Run :func:`prepare` if needed (idempotent), then load every artifact once onto the configured device.
 
     Args:

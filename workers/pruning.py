@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from contribshap.pipeline.config.diffusion import PruneConfig
 from contribshap.workers.models import PRUNE_NAME, WEIGHTS_NAME, build_model, model_kind
+
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.sections import Section
 
 
 def _example_inputs(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -42,7 +45,7 @@ def _fix_diffusers_attributes(model: torch.nn.Module) -> None:
                 module.out_channels = conv.out_channels
 
 
-def prune_model(model: torch.nn.Module, prune: Any, *, seed: int = 0) -> torch.nn.Module:
+def prune_model(model: torch.nn.Module, prune: PruneConfig, *, seed: int = 0) -> torch.nn.Module:
     """Prune ``model`` in place and return it.
 
     Args:
@@ -87,7 +90,7 @@ def prune_model(model: torch.nn.Module, prune: Any, *, seed: int = 0) -> torch.n
     return model
 
 
-def save_pruned(model: torch.nn.Module, folder: Path, *, model_config: Any, prune: Any, base_folder: Path | None) -> None:
+def save_pruned(model: torch.nn.Module, folder: Path, *, model_config: Section, prune: PruneConfig, base_folder: Path | None) -> None:
     """Save a pruned model: ``config.json`` (unpruned architecture) + ``prune.json`` + safetensors weights.
 
     ``base_folder`` (the unpruned θ*) is recorded and needed again only for ``global_pruning``, where the
@@ -104,7 +107,7 @@ def save_pruned(model: torch.nn.Module, folder: Path, *, model_config: Any, prun
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_NAME))
 
 
-def load_pruned(model_config: Any, folder: Path) -> torch.nn.Module:
+def load_pruned(model_config: Section, folder: Path) -> torch.nn.Module:
     """Rebuild and load a model saved by :func:`save_pruned` (exact weights)."""
     from safetensors.torch import load_file
 

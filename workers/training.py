@@ -13,7 +13,6 @@ so the same data + seed gives the same weights (on the same device and thread co
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,8 +153,3 @@ def train(
     model.eval()
     tail = losses[-max(1, n_steps // 10) :]
     return TrainStats(steps=n_steps, seconds=time.perf_counter() - start, final_loss=sum(tail) / len(tail), losses=losses)
-
-
-def clone_model(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy (the per-coalition job never touches the cached prepared model)."""
-    return copy.deepcopy(model)

@@ -40,6 +40,8 @@ from contribshap.pipeline.config.sections import OmitNewDefaults, Section, UNetM
 from contribshap.usecases import discover
 from pydantic import Field, field_validator, model_validator
 
+#: ``finetune.mode`` values: the paper's ``sparsified_ft``, plain ``ft`` of θ*, and ``retrain`` from scratch.
+FINETUNE_MODES: tuple[str, ...] = ("sparsified_ft", "ft", "retrain")
 BUILTIN_PROPERTIES: tuple[str, ...] = ("fid", "fid_inf", "log_fid", "kid", "inception_score", "diversity", "quality")
 #: ``properties`` when a config names none (``fid_inf`` is opt-in: it costs several Fréchet distances).
 DEFAULT_PROPERTIES: tuple[str, ...] = ("fid", "log_fid", "kid", "inception_score", "diversity", "quality")
@@ -299,7 +301,7 @@ class FinetuneConfig(OptimConfig):
         retrain_lr: lr for ``retrain`` (default: ``train.lr``).
     """
 
-    mode: Literal["sparsified_ft", "ft", "retrain"] = "sparsified_ft"
+    mode: Literal[FINETUNE_MODES] = "sparsified_ft"  # type: ignore[valid-type]
     steps: int = Field(50, ge=0)
     lr: float = Field(3e-4, gt=0)
     batch_size: int = Field(64, ge=1)

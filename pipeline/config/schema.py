@@ -35,14 +35,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from contribshap.pipeline.config.diffusion import DiffusionGameConfig
+from contribshap.pipeline.config.diffusion import FINETUNE_MODES, DiffusionGameConfig
 from contribshap.pipeline.contracts.errors import ConfigError
 from contribshap.pipeline.core.designs import DESIGNS, EXACT_MAX_PLAYERS
 from contribshap.pipeline.core.estimators import method_names
@@ -223,7 +222,7 @@ class EvaluationConfig(_Strict):
     holdout_alpha: float = Field(default=0.5, gt=0, lt=1)
     n_subsets: int = Field(default=50, ge=2)
     seeds: list[int] = Field(default_factory=lambda: [0])
-    mode: Literal["finetune", "sparsified_ft", "ft", "retrain"] = "finetune"
+    mode: Literal[("finetune", *FINETUNE_MODES)] = "finetune"  # type: ignore[valid-type]
     stratify_exclude: list[str] | None = None
     counterfactual: bool = True
     counterfactual_replicates: int = Field(default=3, ge=1)
@@ -645,8 +644,3 @@ def save_resolved(cfg: Config, path: Path) -> None:
         if isinstance(error, OSError) and error.filename is None:
             raise OSError(error.errno, error.strerror, str(path)) from error
         raise
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for an int/float (not bool) that is finite."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -43,7 +43,8 @@ class _ProgressFile:
     :data:`PROGRESS_INTERVAL_S` seconds unless the stage changes or it is the stage's last step."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.stage, self.written_at = Path(path), None, 0.0
+        self.path, self.written_at = Path(path), 0.0
+        self.stage: str | None = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         now = time.monotonic()

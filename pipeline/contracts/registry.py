@@ -69,7 +69,7 @@ class Registry(Generic[T]):
         if isinstance(entry, str):
             entry = load_target(entry)
             self._entries[name] = entry
-        return entry  # type: ignore[return-value]
+        return entry
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

@@ -148,11 +148,6 @@ def shapley_kernel_size_probs(n: int) -> np.ndarray:
     return mass / mass.sum()
 
 
-def n_coalitions_of_size(n: int, k: int) -> int:
-    """C(n, k) as a Python int."""
-    return math.comb(n, k)
-
-
 def _log_binom(n: int, k: np.ndarray) -> np.ndarray:
     from scipy.special import gammaln
 

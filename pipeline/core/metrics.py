@@ -182,7 +182,9 @@ def lds_score(
     rng = np.random.default_rng(seed)
     boot = np.empty(n_bootstrap)
     for b in range(n_bootstrap):
-        boot[b] = _stat(rng.integers(0, m, m), rng.integers(0, s, s) if s > 1 else all_seeds)
+        rows_b = np.asarray(rng.integers(0, m, size=m))  # rows first, then seeds: the stream's fixed order
+        seeds_b = np.asarray(rng.integers(0, s, size=s)) if s > 1 else all_seeds
+        boot[b] = _stat(rows_b, seeds_b)
     boot = boot[np.isfinite(boot)]
     if len(boot) < max(10, n_bootstrap // 10):
         lo = hi = math.nan
@@ -236,7 +238,7 @@ def without_members(masks: np.ndarray, members: np.ndarray | list[int]) -> np.nd
     members = np.asarray(members, dtype=int)
     if members.size == 0:
         return np.ones(len(masks), dtype=bool)
-    return ~masks[:, members].any(axis=1)
+    return np.asarray(~masks[:, members].any(axis=1))
 
 
 # --------------------------------------------------------------------------------------------------------

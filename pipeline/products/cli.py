@@ -27,7 +27,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_config(name: str) -> Path:
+    """The path of a config shipped with the package (``configs/<name>``, installed as ``contribshap.configs``)."""
+    from importlib.resources import files
+
+    return Path(str(files("contribshap.configs") / name))
+
 #: errno values of an ``OSError`` the CLI reports as one line even when it names no file.
 _FILE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
@@ -379,7 +386,7 @@ def demo(
 ) -> None:
     """Run the embedded digits demo (configs/demo.yaml) end to end: the run, a sample grid without the top
     contributors, the report (its path ends the summary)."""
-    config = REPO_ROOT / "configs" / ("demo_ci.yaml" if ci else "demo.yaml")
+    config = shipped_config("demo_ci.yaml" if ci else "demo.yaml")
     if not config.is_file():
         raise ContribshapError(f"{config} is missing; it ships with the repository: update the checkout")
     _run_and_show(config, store=None, address=address, force_new=force_new, progress=progress, quiet=quiet,

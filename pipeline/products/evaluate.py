@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from contribshap.pipeline.config.diffusion import FINETUNE_MODES
 from contribshap.pipeline.config.schema import Config
 from contribshap.pipeline.contracts.errors import ContribshapError
-from contribshap.pipeline.contracts.keys import mask_from_str, mask_to_str
+from contribshap.pipeline.contracts.keys import is_planted, mask_from_str, mask_to_str
+from contribshap.pipeline.contracts.plain import jsonable
 from contribshap.pipeline.core.metrics import (
     counterfactual_sets,
     holdout_subsets,
@@ -67,7 +69,6 @@ MODEL_BASELINES = ("pixel_mean", "pixel_max", "feature_mean", "feature_max", "tr
 REFERENCE_METHODS = ("random", "planted_indicator")
 """References scored like every method: a seeded random attribution (LDS ~0) and the planted indicator
 (-1 for each stratified-out contributor, 0 otherwise, oriented on the estimate rows; only when some exist)."""
-_MODES = ("sparsified_ft", "ft", "retrain")
 _HOLDOUT_SEED_SALT = 0x4C445300  # "LDS\0": the held-out subsets' own seed namespace
 _BANZHAF_SEED_SALT = 0x425A4600  # "BZF\0": the uniform design of the Banzhaf baseline
 
@@ -144,13 +145,13 @@ def run_evaluate(
         >>> doc = run_evaluate(Path("runs/airport-6"), n_subsets=30)  # doctest: +SKIP
         LDS kernelshap value: 97.1 [93.0, 99.2]
     """
-    from contribshap.pipeline.config.schema import load_config
+    from contribshap.pipeline.storage.saved_config import read_saved_config
     from contribshap.pipeline.storage.store import Store
 
     # 1. Open the store and resolve the settings (config `evaluation` section fills the gaps).
     root = Path(store).expanduser().resolve()
     manifest = Store(root).read_manifest()
-    cfg = load_config(root / "config.yaml", check_paths=False)
+    cfg = read_saved_config(root)
     contributors = manifest.get("contributors") or []
     n = len(contributors)
     ids = [str(c.get("id")) for c in contributors]
@@ -195,18 +196,7 @@ def run_evaluate(
     #    uniform rows) is rejected and redrawn.
     holdout_seed = int(np.random.SeedSequence([cfg.seed, _HOLDOUT_SEED_SALT]).generate_state(1)[0])
     seen = _seen_coalitions(root, main, uniform, n)
-    masks, rejected = holdout_subsets(n, settings.n_subsets, alpha=settings.alpha, seed=holdout_seed, exclude=seen)
-    if rejected:
-        notes.append(f"{rejected} held-out draw(s) equal to a coalition the methods saw were rejected and redrawn")
-    if len(masks) < settings.n_subsets:
-        notes.append(f"only {len(masks)} distinct held-out subsets exist for n={n}, alpha={settings.alpha} "
-                     f"apart from the {len(seen)} coalitions the methods saw")
-    if len(masks) < 3:
-        raise EvaluationError(
-            f"only {len(masks)} held-out subsets of size {max(1, round(settings.alpha * n))} differ from the "
-            f"{len(seen)} coalitions the estimators and baselines saw (n={n}); LDS needs at least 3: use "
-            "another --alpha, or a smaller design budget"
-        )
+    masks, rejected = _holdout_masks(n, settings, seed=holdout_seed, seen=seen, notes=notes)
     _print(progress, f"evaluate: {len(masks)} held-out subsets x {len(settings.seeds)} seed(s), mode "
                      f"{settings.mode or 'as the run'} ({settings.game_kind} game)")
     holdout = _evaluate(cfg, root, masks, section="holdout", seeds=settings.seeds, mode=settings.mode,
@@ -233,6 +223,38 @@ def run_evaluate(
                        counterfactual=settings.counterfactual, top_k=top_k, address=address)
 
     # 11. Write the document (JSON + long Parquet table) and return it.
+    doc = _document(
+        settings, cfg, top_k, attributions, contributors=contributors, masks=masks, holdout=holdout, props=props,
+        rejected=rejected, seen=len(seen), holdout_seed=holdout_seed, banzhaf_seed=banzhaf_seed, uniform=uniform,
+        lds_doc=lds_doc, lds_strat=lds_strat, stratum=stratum, cf_doc=cf_doc, samples=samples, notes=notes)
+    write_evaluation(root, doc)
+    return doc
+
+
+def _holdout_masks(n: int, settings: _Settings, *, seed: int, seen: set[str], notes: list[str]
+                   ) -> tuple[np.ndarray, int]:
+    """Held-out subsets (m, n) apart from every coalition a method saw, and the number of draws rejected."""
+    masks, rejected = holdout_subsets(n, settings.n_subsets, alpha=settings.alpha, seed=seed, exclude=seen)
+    if rejected:
+        notes.append(f"{rejected} held-out draw(s) equal to a coalition the methods saw were rejected and redrawn")
+    if len(masks) < settings.n_subsets:
+        notes.append(f"only {len(masks)} distinct held-out subsets exist for n={n}, alpha={settings.alpha} "
+                     f"apart from the {len(seen)} coalitions the methods saw")
+    if len(masks) < 3:
+        raise EvaluationError(
+            f"only {len(masks)} held-out subsets of size {max(1, round(settings.alpha * n))} differ from the "
+            f"{len(seen)} coalitions the estimators and baselines saw (n={n}); LDS needs at least 3: use "
+            "another --alpha, or a smaller design budget"
+        )
+    return masks, rejected
+
+
+def _document(settings: _Settings, cfg: Config, top_k: tuple[float, ...], attributions: dict[str, Any], *,
+              contributors: list[dict[str, Any]], masks: np.ndarray, holdout: dict[str, np.ndarray],
+              props: list[str], rejected: int, seen: int, holdout_seed: int, banzhaf_seed: int, uniform: Any,
+              lds_doc: dict[str, Any], lds_strat: dict[str, Any], stratum: np.ndarray, cf_doc: dict[str, Any],
+              samples: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """The evaluation document (strict JSON data: NaN and inf as None)."""
     doc = {
         "settings": {"n_subsets": settings.n_subsets, "alpha": settings.alpha, "mode": settings.mode or "as_run",
                      "seeds": settings.seeds, "methods": sorted({m for per in attributions.values() for m in per}),
@@ -244,7 +266,7 @@ def run_evaluate(
         "contributors": contributors,
         "holdout": {"masks": [mask_to_str(m) for m in masks],
                     "values": {p: holdout[p].tolist() for p in props}, "rejected": rejected,
-                    "excluded_coalitions": len(seen)},
+                    "excluded_coalitions": seen},
         "lds": lds_doc,
         "stratify": {"exclude": settings.stratify_exclude or [], "n_subsets": int(stratum.sum()),
                      "masks": [mask_to_str(m) for m in masks[stratum]],
@@ -259,9 +281,7 @@ def run_evaluate(
         "notes": notes,
         "created": time.time(),
     }
-    doc = _jsonable(doc)
-    write_evaluation(root, doc)
-    return doc
+    return jsonable(doc, strict=True)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -281,7 +301,7 @@ def _resolve_settings(cfg: Config, *, n_subsets: int | None, alpha: float | None
     banzhaf_uniform = bool(banzhaf_uniform if banzhaf_uniform is not None else ev.banzhaf_uniform)
     exclude = stratify_exclude if stratify_exclude is not None else ev.stratify_exclude
     if exclude is None:  # default: the planted contributors (ids `planted-<name>`, see the digits source)
-        exclude = [i for i in ids if i.startswith("planted-")]
+        exclude = [i for i in ids if is_planted(i)]
     exclude = [str(i) for i in exclude]
     n_subsets = int(n_subsets if n_subsets is not None else ev.n_subsets)
     alpha = float(alpha if alpha is not None else ev.holdout_alpha)
@@ -298,8 +318,8 @@ def _resolve_settings(cfg: Config, *, n_subsets: int | None, alpha: float | None
         problems.append(f"alpha={alpha}: must be in (0, 1); use 0.5 (the paper's choice)")
     if not seeds:
         problems.append("seeds: give at least one training seed, e.g. --seeds 0,1,2")
-    if mode is not None and mode not in _MODES:
-        problems.append(f"mode={mode!r}: valid modes are {', '.join(_MODES)} (or omit it: as the run)")
+    if mode is not None and mode not in FINETUNE_MODES:
+        problems.append(f"mode={mode!r}: valid modes are {', '.join(FINETUNE_MODES)} (or omit it: as the run)")
     if mode is not None and game_kind == "python":
         problems.append(f"mode={mode!r}: python games have no fine-tune mode; omit --mode")
     bad_k = [k for k in top_k if not 0.0 < float(k) < 1.0]
@@ -616,19 +636,6 @@ def _samples(cfg: Config, root: Path, attributions: dict[str, dict[str, Any]], p
 # --------------------------------------------------------------------------------------------------------
 # the evaluation document
 # --------------------------------------------------------------------------------------------------------
-def _jsonable(x: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python (strict JSON)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def evaluation_table(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Long table of an evaluation document: one row per (property, method, metric, k)."""
     rows = []

@@ -19,6 +19,7 @@ import numpy as np
 from contribshap.pipeline.contracts.errors import ContribshapError
 from contribshap.pipeline.contracts.keys import mask_from_str, mask_to_str
 from contribshap.pipeline.storage.plan import read_plan
+from contribshap.pipeline.storage.saved_config import read_saved_config
 from contribshap.pipeline.storage.store import RESERVED_COLUMNS, Store
 
 __all__ = [
@@ -145,9 +146,7 @@ def design_order(mask_strings: list[str], root: Path) -> list[str]:
         return mask_strings
     kind, seed, options = "", 0, {}
     try:
-        from contribshap.pipeline.config.schema import load_config
-
-        cfg = load_config(Path(root) / "config.yaml", check_paths=False)
+        cfg = read_saved_config(root)
         kind, seed, options = cfg.design.kind, cfg.plan_seed(), dict(cfg.design.options)
     except Exception:  # no/old config: fall back to a seeded shuffle
         kind = ""

@@ -44,26 +44,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from contribshap.pipeline.config.schema import Config, parse_config, read_yaml
-from contribshap.pipeline.contracts.errors import ConfigError
+from contribshap.pipeline.config.schema import Config
 from contribshap.pipeline.contracts.io import atomic_write_json, atomic_write_table
 from contribshap.pipeline.contracts.keys import mask_from_str
 from contribshap.pipeline.storage.plan import ESTIMATOR_SECTIONS, read_plan
+from contribshap.pipeline.storage.saved_config import read_saved_config
 from contribshap.pipeline.storage.store import RESERVED_COLUMNS, Store, StoreError
 
-__all__ = ["ci_target_met", "estimates_document", "load_store_config", "print_table", "reduce_store"]
-
-
-def load_store_config(store: Store) -> Config:
-    """The resolved config saved in ``<store>/config.yaml`` (paths are not re-checked)."""
-    if not store.config_path.is_file():
-        raise StoreError(f"{store.root} has no config.yaml; run `contribshap run CONFIG` to create the store")
-    try:
-        return parse_config(read_yaml(store.config_path), source=str(store.config_path), check_paths=False)
-    except ConfigError as error:  # damaged since the run saved it: name the first problem and the repair
-        problem = str(error).removeprefix(f"{store.config_path}: ").split("; ")[0]
-        raise StoreError(f"{store.config_path} is damaged ({problem}); run `contribshap repair {store.root} --config "
-                         "CONFIG` to write it again from the run's config") from None
+__all__ = ["ci_target_met", "estimates_document", "print_table", "reduce_store"]
 
 
 def _property_names(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
@@ -96,7 +84,7 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
 
     store = Store(store_path)
     manifest = store.read_manifest()
-    cfg = cfg or load_store_config(store)
+    cfg = cfg or read_saved_config(store.root, fix=f"run `contribshap repair {store.root} --config CONFIG` to write it again from the run's config")
     methods = methods or list(cfg.estimators)
     contributors = manifest.get("contributors") or []
     if not contributors:

@@ -36,7 +36,6 @@ from typing import Any
 
 from contribshap import pipeline
 from contribshap.pipeline.config.schema import Config, config_hash, load_config, plan_hash, save_resolved
-from contribshap.pipeline.contracts.errors import ConfigError
 from contribshap.pipeline.contracts.keys import key_of_mask, mask_from_str
 from contribshap.pipeline.storage.plan import (
     ESTIMATOR_SECTIONS,
@@ -46,6 +45,7 @@ from contribshap.pipeline.storage.plan import (
     round_budgets,
     write_plan,
 )
+from contribshap.pipeline.storage.saved_config import read_saved_config
 from contribshap.pipeline.storage.store import (
     FORMAT_VERSION,
     RESERVED_COLUMNS,
@@ -86,15 +86,7 @@ def _stamp() -> str:
 def _load_config(store: Store, config: str | Path | None) -> Config:
     if config is not None:
         return load_config(config, check_paths=False)
-    if not store.config_path.is_file():
-        raise StoreError(f"{store.root} has no config.yaml; pass the run's config: contribshap repair {store.root} "
-                         "--config CONFIG")
-    try:
-        return load_config(store.config_path, check_paths=False)
-    except ConfigError as error:
-        problem = str(error).removeprefix(f"{store.config_path}: ").split("; ")[0]
-        raise StoreError(f"{store.config_path} is damaged ({problem}); pass the run's config: contribshap repair "
-                         f"{store.root} --config CONFIG") from None
+    return read_saved_config(store.root, fix=f"pass the run's config: contribshap repair {store.root} --config CONFIG")
 
 
 def _check_namespace(store: Store, namespace: str) -> None:
@@ -253,7 +245,7 @@ def repair_store(store_path: str | Path, *, config: str | Path | None = None) ->
 
 def _readable_config(store: Store) -> bool:
     try:
-        load_config(store.config_path, check_paths=False)
-    except ConfigError:
+        read_saved_config(store.root)
+    except StoreError:
         return False
     return True

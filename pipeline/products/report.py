@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from contribshap.pipeline.contracts.keys import mask_to_str
+from contribshap.pipeline.contracts.errors import ContribshapError
+from contribshap.pipeline.contracts.keys import is_planted, mask_to_str
 from contribshap.pipeline.products.readers import load_estimates, load_evaluation, main_rows, read_all_evals
+from contribshap.pipeline.storage.saved_config import read_saved_config
 
 _STAGES = ("finetune_s", "sample_s", "eval_s")
 _MAX_RANKED = 20  # the ranking plot shows at most 2 x this many contributors
@@ -46,7 +48,6 @@ _MAX_CARDS = 60  # contributor cards shown (the table lists everyone)
 SAMPLES_WITHOUT_PNG = "artifacts/samples/without-top.png"
 SAMPLES_WITHOUT_JSON = "artifacts/samples/without-top.json"
 #: Contributor ids of this prefix hold data the source planted (e.g. pure noise): "flagged" contributors.
-FLAGGED_PREFIX = "planted-"
 NOT_IDENTIFIED = "CI ∞ · not identified"
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -402,7 +403,7 @@ def headline(estimates: dict[str, Any]) -> tuple[str, str] | None:
 
 def flagged(ids: list[str]) -> list[int]:
     """Indices of the flagged contributors: those whose data the source planted (ids ``planted-<name>``)."""
-    return [i for i, cid in enumerate(ids) if str(cid).startswith(FLAGGED_PREFIX)]
+    return [i for i, cid in enumerate(ids) if is_planted(cid)]
 
 
 def _names_list(names: list[str], limit: int = 4) -> str:
@@ -505,13 +506,10 @@ def _model_grids(store: Path, rows: list[dict[str, Any]], n: int) -> dict[str, P
 
 def _saved_config(store: Path) -> dict[str, Any]:
     """The store's resolved ``config.yaml`` as plain data ({} when unreadable: the report still renders)."""
-    import yaml
-
     try:
-        raw = yaml.safe_load((store / "config.yaml").read_text())
-    except (OSError, ValueError, yaml.YAMLError):
+        return read_saved_config(store).model_dump(mode="json")
+    except ContribshapError:
         return {}
-    return raw if isinstance(raw, dict) else {}
 
 
 def load_ordered_estimates(store: Path, manifest: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from contribshap.pipeline.contracts.errors import ContribshapError, NoUsableEvaluationsError
 from contribshap.pipeline.storage.plan import ESTIMATOR_SECTIONS, jobs_for, read_plan
+from contribshap.pipeline.storage.saved_config import read_saved_config
 from contribshap.pipeline.storage.store import Store
 
 __all__ = ["require_ok_evaluations", "store_status"]
@@ -48,12 +49,8 @@ def require_ok_evaluations(store_path: str | Path, *, what: str) -> None:
 
 def _low_fidelity_namespace(store: Store) -> str | None:
     """The cheap game's namespace of a two-fidelity store (from its saved config), else None."""
-    if not store.config_path.is_file():
-        return None
     try:
-        from contribshap.pipeline.config.schema import load_config
-
-        return load_config(store.config_path, check_paths=False).low_fidelity_namespace()
+        return read_saved_config(store.root).low_fidelity_namespace()
     except ContribshapError:
         return None
 

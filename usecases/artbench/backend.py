@@ -34,7 +34,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,10 @@ from contribshap.workers.backends import DatasetFn
 from contribshap.workers.backends.latents import encode_stage, latent_stage_hashes, read_latents
 from contribshap.workers.models import ModelKind, from_pretrained_safetensors
 from contribshap.workers.training import resolve_device, train
+
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
+    from contribshap.usecases.artbench.schema import SDLoraModelConfig
 
 LORA_NAME = "lora.safetensors"
 LORA_CONFIG_NAME = "lora.json"
@@ -295,7 +299,7 @@ def load_lora(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 # ----------------------------------------------------------------------------------------------------------
 # model.kind: sd_lora in the model registry (base UNet + full-rank LoRA adapter "default")
 # ----------------------------------------------------------------------------------------------------------
-def _build_sd_lora(config: Any) -> torch.nn.Module:
+def _build_sd_lora(config: SDLoraModelConfig) -> torch.nn.Module:
     from diffusers import UNet2DConditionModel
 
     unet = from_pretrained_safetensors(UNet2DConditionModel, Path(config.pipeline).expanduser() / "unet", key="model.pipeline/unet")
@@ -305,7 +309,7 @@ def _build_sd_lora(config: Any) -> torch.nn.Module:
     return unet
 
 
-def _load_sd_lora(config: Any, folder: Path) -> torch.nn.Module:
+def _load_sd_lora(config: SDLoraModelConfig, folder: Path) -> torch.nn.Module:
     unet = _build_sd_lora(config)
     state, _ = load_lora(folder)
     set_lora_state(unet, "default", state)
@@ -316,7 +320,7 @@ def _save_sd_lora(model: torch.nn.Module, folder: Path) -> None:
     save_lora(lora_state(model, "default"), folder, {"adapter": "default"})
 
 
-def _sd_scheduler(config: Any) -> Any:
+def _sd_scheduler(config: SDLoraModelConfig) -> Any:
     from diffusers import DDPMScheduler
 
     raw = json.loads((Path(config.pipeline).expanduser() / "scheduler" / "scheduler_config.json").read_text())
@@ -327,7 +331,7 @@ def _sd_scheduler(config: Any) -> Any:
 SD_LORA_MODEL = ModelKind(build=_build_sd_lora, load=_load_sd_lora, save=_save_sd_lora, scheduler=_sd_scheduler)
 
 
-def ensure_full_adapter(unet: torch.nn.Module, model_config: Any, alpha: float) -> None:
+def ensure_full_adapter(unet: torch.nn.Module, model_config: SDLoraModelConfig, alpha: float) -> None:
     """Add the full-rank adapter ``default`` (rank ``model.rank``) unless the UNet has it."""
     if "default" not in getattr(unet, "peft_config", {}):
         unet.add_adapter(lora_config(model_config.rank, alpha, list(model_config.target_modules)), adapter_name="default")
@@ -389,7 +393,7 @@ class SDLoraBackend:
 
     clamp = False
 
-    def __init__(self, config: Any, *, seed: int) -> None:
+    def __init__(self, config: DiffusionGameConfig, *, seed: int) -> None:
         self.config = config
         self.seed = int(seed)
         self.device = resolve_device(config.device)

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from contribshap.workers.properties.base import GeneratedFeatures, Reference
 from contribshap.workers.properties.embeddings import ImageEmbedder
 from contribshap.workers.properties.extractors import EXTRACTOR_JSON, Extractor, ExtractorKind
+
+if TYPE_CHECKING:
+    from contribshap.usecases.artbench.schema import AestheticExtractor
+    from contribshap.workers.data import ContributorDataset
 
 
 def load_linear_head(path: str | Path) -> tuple[np.ndarray, float]:
@@ -59,7 +63,7 @@ class AestheticExtractor(Extractor):
         return GeneratedFeatures(features=self.scores(images)[:, None], probs=None)
 
 
-def _fit_aesthetic(config: Any, dataset: Any, folder: Path, *, seed: int, device: torch.device) -> dict[str, Any]:
+def _fit_aesthetic(config: AestheticExtractor, dataset: ContributorDataset, folder: Path, *, seed: int, device: torch.device) -> dict[str, Any]:
     w, _ = load_linear_head(config.head)
     folder.mkdir(parents=True, exist_ok=True)
     summary = {"kind": "laion_aesthetic", "clip": str(config.clip), "head": str(config.head), "embedding_dim": len(w)}
@@ -67,7 +71,7 @@ def _fit_aesthetic(config: Any, dataset: Any, folder: Path, *, seed: int, device
     return summary
 
 
-def _load_aesthetic(config: Any, folder: Path, *, device: torch.device) -> Extractor:
+def _load_aesthetic(config: AestheticExtractor, folder: Path, *, device: torch.device) -> Extractor:
     w, b = load_linear_head(config.head)
     return AestheticExtractor(ImageEmbedder("clip", config.clip, device=device, batch_size=config.batch_size), w, b)
 

@@ -100,7 +100,8 @@ ARTBENCH_PROPERTIES: tuple[str, ...] = ("aesthetic_mean", "aesthetic_p90")
 
 
 def check(game: Any) -> list[str]:
-    """Cross-section rules of ``sd_lora``: v(∅) is the base pipeline without LoRA."""
+    """Cross-section rules of ``sd_lora`` for a ``DiffusionGameConfig`` ``game`` (the schema calls it while it
+    validates; typed loosely because the schema imports this module): v(∅) is the base pipeline without LoRA."""
     if game.model.kind == "sd_lora" and game.null_model != "base":
         return [f"null_model={game.null_model!r} with model.kind=sd_lora: v(∅) is the base pipeline without LoRA; "
                 "set null_model: base"]

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from contribshap.pipeline.contracts.game import Contributor
 from contribshap.workers.data import ContributorDataset, read_images
+
+if TYPE_CHECKING:
+    from contribshap.usecases.artbench.schema import ArtBenchSource
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -29,7 +32,7 @@ def artist_from_filename(path: Path) -> str:
     return path.stem.split("_", 1)[0]
 
 
-def read_artbench_index(config: Any) -> tuple[list[Path], np.ndarray, list[str]]:
+def read_artbench_index(config: ArtBenchSource) -> tuple[list[Path], np.ndarray, list[str]]:
     """Files, owner int64 (N,) indexing ``artists``, and artists (sorted ids) of ``data.source: artbench``."""
     root = Path(config.root).expanduser()
     base = root / config.style if config.style and (root / config.style).is_dir() else root
@@ -79,13 +82,13 @@ def _contributors(owner: np.ndarray, artists: list[str]) -> list[Contributor]:
     return [Contributor(f"artist-{a}", a.replace("-", " ").title(), int((owner == j).sum())) for j, a in enumerate(artists)]
 
 
-def artbench_index(config: Any) -> tuple[np.ndarray, list[Contributor]]:
+def artbench_index(config: ArtBenchSource) -> tuple[np.ndarray, list[Contributor]]:
     """``data.source: artbench`` owners (N,) and contributors without reading any image."""
     _, owner, artists = read_artbench_index(config)
     return owner, _contributors(owner, artists)
 
 
-def load_artbench(config: Any) -> ContributorDataset:
+def load_artbench(config: ArtBenchSource) -> ContributorDataset:
     """``data.source: artbench`` -> pixels in [-1, 1]; contributor ids ``artist-<name>``; prompts as conditioning."""
     files, owner, artists = read_artbench_index(config)
     contributors = _contributors(owner, artists)

@@ -17,7 +17,7 @@ Artifact hashes::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,10 @@ from contribshap.workers.models import (
     model_kind,
 )
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
+    from contribshap.usecases.celebahq.schema import LDMModelConfig
 
 
 class VQCodec:
@@ -77,7 +81,7 @@ class VQCodec:
 _unet = model_kind("unet")
 
 
-def _ldm_scheduler(config: Any) -> Any:
+def _ldm_scheduler(config: LDMModelConfig) -> Any:
     """Kind unet's DDPM schedule with ``clip_sample=False``: latents are not bounded to [-1, 1]."""
     from diffusers import DDPMScheduler
 
@@ -100,7 +104,7 @@ class LDMBackend(PixelBackend):
 
     clamp = False
 
-    def __init__(self, config: Any, *, seed: int) -> None:
+    def __init__(self, config: DiffusionGameConfig, *, seed: int) -> None:
         super().__init__(config, seed=seed)
         self.codec = VQCodec(config.model.vqvae, latent_scale=config.model.latent_scale, device=self.device,
                              batch_size=config.model.encode_batch_size)

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from contribshap.pipeline.contracts.game import Contributor
 from contribshap.workers.data import ContributorDataset, read_images
 
+if TYPE_CHECKING:
+    from contribshap.usecases.celebahq.schema import CelebAHQSource
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Data: folder + labels.csv
 # ----------------------------------------------------------------------------------------------------------
-def read_celebahq_index(config: Any) -> tuple[list[Path], np.ndarray, list[str]]:
+def read_celebahq_index(config: CelebAHQSource) -> tuple[list[Path], np.ndarray, list[str]]:
     """The files and owners of ``data.source: celebahq`` without reading any image.
 
     Returns:
@@ -64,13 +67,13 @@ def _contributors(owner: np.ndarray, identities: list[str]) -> list[Contributor]
     return [Contributor(f"celebahq-{i}", f"identity {i}", int((owner == j).sum())) for j, i in enumerate(identities)]
 
 
-def celebahq_index(config: Any) -> tuple[np.ndarray, list[Contributor]]:
+def celebahq_index(config: CelebAHQSource) -> tuple[np.ndarray, list[Contributor]]:
     """``data.source: celebahq`` owners (N,) and contributors without reading any image."""
     _, owner, identities = read_celebahq_index(config)
     return owner, _contributors(owner, identities)
 
 
-def load_celebahq(config: Any) -> ContributorDataset:
+def load_celebahq(config: CelebAHQSource) -> ContributorDataset:
     """``data.source: celebahq`` -> pixels in [-1, 1] (N, 3, S, S); contributor ids ``celebahq-<identity>``."""
     files, owner, identities = read_celebahq_index(config)
     contributors = _contributors(owner, identities)

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from contribshap.pipeline.contracts.game import Contributor
 from contribshap.workers.data import ContributorDataset
+
+if TYPE_CHECKING:
+    from contribshap.usecases.cifar20.schema import Cifar100Source
 
 #: ``model:`` fields of the paper's CIFAR UNet (35.7M parameters before pruning).
 PAPER_UNET: dict[str, Any] = {
@@ -79,7 +82,7 @@ def read_cifar100(root: Path, classes: list[int], *, max_per_class: int | None =
     return np.concatenate(parts), np.concatenate(owner), names
 
 
-def load_cifar100(config: Any) -> ContributorDataset:
+def load_cifar100(config: Cifar100Source) -> ContributorDataset:
     """``data.source: cifar100`` -> images in [-1, 1] (N, 3, 32, 32); contributor ids ``cifar100-<class>``."""
     images, owner, names = read_cifar100(config.root, list(config.classes), max_per_class=config.max_per_class)
     contributors = [

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
 
 #: ``load_dataset()``: the contributor dataset (pixels), loaded only when a stage needs it.
 DatasetFn = Callable[[], Any]
@@ -88,7 +91,7 @@ class Backend(Protocol):
         ...
 
 
-def make_backend(config: Any, *, seed: int) -> Backend:
+def make_backend(config: DiffusionGameConfig, *, seed: int) -> Backend:
     """The backend of ``config.model.kind`` for the ``DiffusionGameConfig`` ``config`` (run seed ``seed``).
 
     Raises:

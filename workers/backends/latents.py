@@ -8,10 +8,13 @@ instead of decoding tens of thousands of images, and checks that the owners stil
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
 
 LATENTS_NAME = "latents.safetensors"
 
@@ -32,7 +35,7 @@ class LatentCodec(Protocol):
         ...
 
 
-def latents_hash(config: Any) -> str:
+def latents_hash(config: DiffusionGameConfig) -> str:
     """Hash of what the cached latents depend on: the data section and the codec fields of ``model``."""
     from contribshap.workers.artifacts import config_hash
 
@@ -40,7 +43,7 @@ def latents_hash(config: Any) -> str:
     return config_hash(config.data, codec)
 
 
-def latent_stage_hashes(config: Any, *, seed: int, given: tuple[str, Any] | None) -> dict[str, str]:
+def latent_stage_hashes(config: DiffusionGameConfig, *, seed: int, given: tuple[str, Any] | None) -> dict[str, str]:
     """Artifact hashes of a latent backend: the latent cache, θ*, the pruned and the recovered model.
 
     Args:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,8 +26,11 @@ from contribshap.workers.data import load_dataset
 from contribshap.workers.models import build_model, build_scheduler, count_parameters
 from contribshap.workers.training import resolve_device, train
 
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
 
-def null_model(config: Any, theta_star: torch.nn.Module, *, seed: int) -> torch.nn.Module:
+
+def null_model(config: DiffusionGameConfig, theta_star: torch.nn.Module, *, seed: int) -> torch.nn.Module:
     """v(∅)'s model for a UNet: ``random_init`` (seeded full architecture) or ``base`` (θ*)."""
     if config.null_model == "random_init":
         return build_model(config.model, seed=seed + 7919)
@@ -46,7 +49,7 @@ class UNetStages:
         noise_scheduler: the training scheduler. device: where training runs.
     """
 
-    def __init__(self, config: Any, *, seed: int, noise_scheduler: Any, device: torch.device) -> None:
+    def __init__(self, config: DiffusionGameConfig, *, seed: int, noise_scheduler: Any, device: torch.device) -> None:
         self.config, self.seed, self.noise_scheduler, self.device = config, int(seed), noise_scheduler, device
         self.theta_star: torch.nn.Module | None = None
         self.recovered: torch.nn.Module | None = None
@@ -127,7 +130,7 @@ class PixelBackend:
 
     clamp = True
 
-    def __init__(self, config: Any, *, seed: int) -> None:
+    def __init__(self, config: DiffusionGameConfig, *, seed: int) -> None:
         self.config = config
         self.seed = int(seed)
         self.device = resolve_device(config.device)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,10 @@ from contribshap.workers.properties.extractors import (
     Extractor,
     ExtractorKind,
 )
+
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.diffusion import EmbeddingClustersExtractor
+    from contribshap.workers.data import ContributorDataset
 
 #: CLIP image normalisation (used when the model folder has no preprocessor_config.json).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -148,7 +152,7 @@ class ClusterExtractor(Extractor):
         return GeneratedFeatures(features=emb, probs=one_hot(nearest_centroid(emb, self.centroids), self.n_classes))
 
 
-def _fit_clusters(config: Any, dataset: Any, folder: Path, *, seed: int, device: torch.device) -> dict[str, Any]:
+def _fit_clusters(config: EmbeddingClustersExtractor, dataset: ContributorDataset, folder: Path, *, seed: int, device: torch.device) -> dict[str, Any]:
     """Embed at most ``reference_size`` real images (seeded choice), Ward-cluster them, save the centroids."""
     images = dataset.images if hasattr(dataset, "images") else dataset
     rng = np.random.default_rng(seed)
@@ -172,7 +176,7 @@ def _fit_clusters(config: Any, dataset: Any, folder: Path, *, seed: int, device:
     return summary
 
 
-def _load_clusters(config: Any, folder: Path, *, device: torch.device) -> Extractor:
+def _load_clusters(config: EmbeddingClustersExtractor, folder: Path, *, device: torch.device) -> Extractor:
     path = Path(folder) / CENTROIDS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"cluster centroids {path} do not exist; re-run prepare")

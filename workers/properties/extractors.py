@@ -20,12 +20,16 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from contribshap.workers.properties.base import GeneratedFeatures
+
+if TYPE_CHECKING:
+    from contribshap.pipeline.config.diffusion import DigitsCNNExtractor, InceptionExtractor
+    from contribshap.workers.data import ContributorDataset
 
 EXTRACTOR_JSON = "extractor.json"
 
@@ -85,7 +89,7 @@ class _DigitsExtractor(Extractor):
         return GeneratedFeatures(features=features.double().cpu().numpy(), probs=probs.cpu().numpy())
 
 
-def _fit_digits_cnn(config: Any, dataset: Any, folder: Path, *, seed: int, device: torch.device) -> dict[str, Any]:
+def _fit_digits_cnn(config: DigitsCNNExtractor, dataset: ContributorDataset, folder: Path, *, seed: int, device: torch.device) -> dict[str, Any]:
     """Train the CNN on the extractor split (else the labelled genuine images); save safetensors + ``extractor.json``."""
     from safetensors.torch import save_file
 
@@ -137,7 +141,7 @@ def _fit_digits_cnn(config: Any, dataset: Any, folder: Path, *, seed: int, devic
     return summary
 
 
-def _load_digits_cnn(config: Any, folder: Path, *, device: torch.device) -> Extractor:
+def _load_digits_cnn(config: DigitsCNNExtractor, folder: Path, *, device: torch.device) -> Extractor:
     from safetensors.torch import load_file
 
     meta_path, weights = folder / EXTRACTOR_JSON, folder / "extractor.safetensors"
@@ -177,7 +181,7 @@ class _InceptionExtractor(Extractor):
         return GeneratedFeatures(features=torch.cat(features).numpy(), probs=torch.cat(probs).numpy())
 
 
-def _fit_inception(config: Any, dataset: Any, folder: Path, *, seed: int, device: torch.device) -> dict[str, Any]:
+def _fit_inception(config: InceptionExtractor, dataset: ContributorDataset, folder: Path, *, seed: int, device: torch.device) -> dict[str, Any]:
     if not Path(config.weights).expanduser().is_file():
         raise FileNotFoundError(f"feature_extractor.weights: {config.weights} does not exist; copy clean-fid's inception-2015-12-05.pt there")
     folder.mkdir(parents=True, exist_ok=True)
@@ -186,7 +190,7 @@ def _fit_inception(config: Any, dataset: Any, folder: Path, *, seed: int, device
     return summary
 
 
-def _load_inception(config: Any, folder: Path, *, device: torch.device) -> Extractor:
+def _load_inception(config: InceptionExtractor, folder: Path, *, device: torch.device) -> Extractor:
     """Load clean-fid's TorchScript Inception from ``feature_extractor.weights`` with ``torch.jit.load``.
 
     Security: a TorchScript file is a program; loading it executes code from the file. Use only a file you

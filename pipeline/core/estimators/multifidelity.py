@@ -169,7 +169,7 @@ def combine_fidelities(
                          f"got {masks_b.shape} and {low_b.shape}.")
     paired = np.isfinite(high_a) & np.isfinite(low_a)
     masks_a, high_a, low_a = masks_a[paired], high_a[paired], low_a[paired]
-    fit = {"method": method, "level": level, "seed": seed, "options": options}
+    fit: dict[str, Any] = {"method": method, "level": level, "seed": seed, "options": options}
 
     # 1. the parts' variances on A (v_H, v_L, v_H − v_L) and on B (v_L): the coefficient
     est_high = _fit(masks_a, high_a, "set A (full fidelity)", **fit)
