@@ -258,8 +258,16 @@ def _num_text(value) -> str:
 def check(config: Path = typer.Argument(..., help="YAML config to validate.")) -> None:
     """Validate CONFIG, every local path it names and the store folder; list all problems at once; do no work."""
     from contribshap.pipeline.config.schema import config_hash, load_config, plan_hash, resolve_store
+    from contribshap.pipeline.contracts.errors import ConfigError
+    from contribshap.pipeline.games.python_game import GameError, option_problems
 
     cfg = load_config(config, check_store=True)
+    try:  # a python game's options against its function's signature (imports the game's module)
+        problems = option_problems(cfg)
+    except GameError as error:
+        problems = [str(error)]
+    if problems:
+        raise ConfigError(f"{config}: " + " | ".join(problems))
     n = cfg.n_players()
     typer.echo(
         f"ok: {config} · name {cfg.name} · game {cfg.game.kind}"
