@@ -240,6 +240,8 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
                               lock=lock, progress=progress, description=f"round {round_index}",
                               known_rows=plan.known_rows)
             ok, failed = result.ok, result.failed
+            if low is not None:
+                _check_fidelity_failed(result, "full-fidelity")
             if plan.low_todo:
                 assert low is not None
                 ensure_prepared(low.cfg, store, low.namespace, search_paths, ray_context, progress=progress)
