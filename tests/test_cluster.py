@@ -444,3 +444,52 @@ def test_submit_wait_exits_nonzero_when_the_job_fails(ray_head):
     assert proc.returncode == 1, out[-2000:] + err[-2000:]
     assert "ended: FAILED" in out
     assert "error: " in out and "no_such_module" in out  # the job's one-line error reached the submitter
+
+
+@pytest.mark.slow
+def test_submit_and_status_use_the_token_at_hand_without_ray_auth_mode(ray_head):
+    """A token-protected head (``ray start --head`` with token auth), a submitting process whose environment
+    has no ``RAY_AUTH_MODE`` (the token is in ~/.ray/auth_token): submit, status and the values work."""
+    from games_pipeline import airport_shapley
+
+    work = ray_head["tmp"] / "token"
+    work.mkdir()
+    shutil.copy(ROOT / "tests" / "games_pipeline.py", work / "games_pipeline.py")
+    n = 5
+    (work / "config.yaml").write_text(yaml.safe_dump({
+        "name": "token", "store": "stores/token", "game": {"kind": "python", "target": "games_pipeline:airport",
+                                                           "n_players": n},
+        "design": {"kind": "exact"}, "estimators": ["kernelshap"], "ray": {"num_cpus": 1},
+    }, sort_keys=False))
+    env = {k: v for k, v in _env().items() if k != "RAY_AUTH_MODE"}
+    assert Path.home().joinpath(".ray", "auth_token").is_file()
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "contribshap"), *args], cwd=work, env={**env, **extra},
+                              capture_output=True, text=True, timeout=120)
+
+    # 1. a client that sends no token is refused with the auth fix, not "start the cluster"
+    refused = cli("submit", "config.yaml", "--address", ray_head["dashboard"], RAY_AUTH_MODE="disabled")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"error: the Ray dashboard at {ray_head['dashboard']} needs the cluster's auth token (none was sent); "
+        "export RAY_AUTH_MODE=token and put the cluster's token at ~/.ray/auth_token (or in RAY_AUTH_TOKEN; "
+        "`ray get-auth-token` on the head prints it)"], refused.stderr
+    assert not (work / "stores").exists()
+    # 2. without RAY_AUTH_MODE: the token at hand is used; the job runs to the end
+    submitted = cli("submit", "config.yaml", "--address", ray_head["dashboard"], "--wait")
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    store = work / "stores" / "token"
+    assert submitted.stdout.strip().splitlines()[-1] == base_submission_id(store) + "-a1"
+    # 3. status shows the job's state from the cluster
+    status = cli("status", str(store), "--json")
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    assert info["job"]["status"] == "SUCCEEDED", info["job"]
+    assert (info["ok"], info["remaining"]) == (2**n, 0)
+    # 4. the exact design gives the exact Shapley values of the airport game
+    reduced = cli("reduce", str(store), "--json")
+    assert reduced.returncode == 0, reduced.stderr
+    entry = json.loads(reduced.stdout)["cost"]["kernelshap"]
+    values = [c["value"] for c in entry["contributors"]]
+    np.testing.assert_allclose(values, airport_shapley(n), rtol=0, atol=1e-9)

@@ -22,6 +22,7 @@ def test_demo_ci_runs_end_to_end(tmp_path, ray_address, game_env, contribshap):
                            "--address", ray_address, "--no-progress"],
                           cwd=tmp_path, env=game_env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "pid=" not in done.stderr, done.stderr[-3000:]  # no worker line (bar) forwarded by Ray: progress is off
 
     # 2. The store: manifest with the 11 contributors, one ok row per planned coalition, finite properties.
     manifest = json.loads((store / "manifest.json").read_text())

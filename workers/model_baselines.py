@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from contribshap.pipeline.contracts.progress import report_progress
 
 if TYPE_CHECKING:
     from contribshap.pipeline.config.schema import Config
@@ -120,7 +121,8 @@ def projected_gradients(
         seed: seed of the noises and of the Gaussian projection.
         max_params: use the gradients of the last parameters of the model up to this count (a dense
             projection of a 35M-parameter model would not fit; the demo's 164k-parameter UNet uses all).
-        progress: tqdm description, or None.
+        progress: stage name of the progress display, or None for none: inside a task that collects
+            progress the steps go to the driver's bar (``report_progress``), otherwise a tqdm bar is shown.
 
     Returns:
         float64 (N, d).
@@ -147,10 +149,13 @@ def projected_gradients(
     out = np.empty((len(images), dim))
     was_training = model.training
     model.eval()
-    for i in tqdm(range(len(images)), desc=progress, disable=progress is None, mininterval=1.0):
+    to_driver = progress is not None and report_progress(progress, 0, len(images))
+    for i in tqdm(range(len(images)), desc=progress, disable=progress is None or to_driver, mininterval=1.0):
         grads = torch.autograd.grad(_loss_batch(model, scheduler, images[i].to(device), timesteps, noise), chosen)
         flat = torch.cat([g.reshape(-1) for g in grads])
         out[i] = (flat @ projection).double().cpu().numpy()
+        if to_driver:
+            report_progress(progress, i + 1, len(images))
     model.train(was_training)
     return out
 
@@ -188,7 +193,8 @@ def model_baselines(
         cfg: the run's ``contribshap.pipeline.config.schema.Config`` (``game.kind: diffusion``).
         root: the store folder (artifacts under ``<store>/artifacts``).
         methods: subset of :data:`MODEL_BASELINES`.
-        progress: print timings and show a bar for the per-sample gradients.
+        progress: show the TRAK gradients' steps and the timings (to the driver's bar inside a task that
+            collects progress, else a tqdm bar and a printed line).
         trak_dim / trak_timesteps: TRAK projection dimension and number of fixed timesteps.
 
     Returns:
@@ -210,12 +216,14 @@ def model_baselines(
     images = load_dataset(game.data).images
     n = len(prepared.contributors)
     owner = prepared.owner
+    report_progress("model baselines: samples of the full model")
     samples, generated, _ = generate_samples(game, backend, backend.stage_model("theta_star"), replicate=0,
                                              device=prepared.device)
     out: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     # 2. Pixel similarity.
     if {"pixel_mean", "pixel_max"} & set(methods):
+        report_progress("model baselines: pixel similarity")
         start = time.perf_counter()
         train_pixels = images.reshape(len(images), -1).double().numpy()
         centre = train_pixels.mean(axis=0)  # without centring, the shared background dominates the cosine
@@ -225,6 +233,7 @@ def model_baselines(
         seconds["pixel"] = time.perf_counter() - start
     # 3. Feature similarity (the property extractor's features, centred on the training mean).
     if {"feature_mean", "feature_max"} & set(methods):
+        report_progress("model baselines: feature similarity")
         start = time.perf_counter()
         train_features = np.concatenate([prepared.extractor(images[i : i + 512]).features
                                          for i in range(0, len(images), 512)])
@@ -251,8 +260,9 @@ def model_baselines(
     payload = {"scores": {k: v.tolist() for k, v in out.items()}, "seconds": seconds,
                "contributors": [c.id for c in prepared.contributors], "n_generated": len(generated)}
     (folder / "model_baselines.json").write_text(json.dumps(payload, indent=2))
-    if progress:
-        print("model baselines: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), flush=True)
+    timings = "model baselines: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+    if progress and not report_progress(timings):  # a task's driver shows it on its bar, else print it
+        print(timings, flush=True)
     return out
 
 

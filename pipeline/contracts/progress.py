@@ -55,11 +55,16 @@ class _ProgressFile:
         atomic_write_json(self.path, {"stage": stage, "done": done, "total": total, "at": time.time()})
 
 
+def _drop(stage: str, done: int, total: int) -> None:
+    """Progress sink of a task whose driver shows no progress (``--quiet``, ``--no-progress``)."""
+
+
 @contextlib.contextmanager
 def collect_progress(path: str | Path | None) -> Iterator[None]:
-    """Inside the block, :func:`report_progress` writes to the file ``path`` (None: progress is dropped
-    and worker code shows none)."""
-    token = _PROGRESS_SINK.set(_ProgressFile(Path(path)) if path else None)
+    """Inside the block, :func:`report_progress` writes to the file ``path``; None: progress is dropped,
+    and worker code shows none either (:func:`report_progress` returns True, so no local bar is drawn that
+    Ray would forward to the driver's console line by line)."""
+    token = _PROGRESS_SINK.set(_ProgressFile(Path(path)) if path else _drop)
     try:
         yield
     finally:

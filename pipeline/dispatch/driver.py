@@ -77,6 +77,8 @@ WAIT_TIMEOUT_S = 1.0
 PREPARE_POLL_S = 0.3
 #: The prepare task's progress file, in the store (removed when prepare ends).
 PREPARE_PROGRESS_FILE = "prepare-progress.json"
+#: The model-baselines task's progress file, in the store (removed when the task ends).
+MODEL_BASELINES_PROGRESS_FILE = "model-baselines-progress.json"
 
 
 # --- dispatch -----------------------------------------------------------------------------------------------
@@ -225,32 +227,54 @@ def search_paths_of_driver() -> tuple[str, ...]:
     return tuple(dict.fromkeys(os.path.abspath(p) for p in paths))
 
 
-def _await_prepare(ref: Any, progress_path: Path, enabled: bool) -> Any:
-    """``ray.get(ref)`` of the prepare task, showing the stage and steps it reports as one live bar on stderr."""
+class _StageBar:
+    """One live bar on stderr for the stages and steps a task reports (``{"stage", "done", "total"}``
+    states of :mod:`contribshap.pipeline.contracts.progress`): a new stage resets it under its own name;
+    a stage without steps shows its name and the elapsed time."""
+
+    STEPS = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
+    PLAIN = "{desc} [{elapsed}]"
+
+    def __init__(self, starting: str, *, file: Any = None, interval: float | None = None) -> None:
+        from tqdm.auto import tqdm
+
+        if file is None:
+            file, interval = _bar_target()
+        # miniters=0: redraw every `interval` even when no step was made (the elapsed time moves on)
+        self.bar = tqdm(total=1, desc=starting, dynamic_ncols=True, mininterval=interval or 0.0, miniters=0,
+                        leave=False, file=file, bar_format=self.PLAIN)
+        self.stage: str | None = None
+
+    def show(self, state: dict[str, Any] | None) -> None:
+        """Draw ``state`` (None: nothing new; the elapsed time is redrawn)."""
+        bar = self.bar
+        if state is not None:
+            total = int(state["total"])
+            if state["stage"] != self.stage:  # the name first: reset() draws at once
+                self.stage = state["stage"]
+                bar.set_description_str(self.stage, refresh=False)
+                bar.bar_format = self.STEPS if total else self.PLAIN
+                bar.reset(total=max(total, 1))
+            bar.n = min(int(state["done"]), total) if total else 0
+        bar.update(0)  # redraws at most every mininterval
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _await_with_progress(ref: Any, progress_path: Path, enabled: bool, *, starting: str) -> Any:
+    """``ray.get(ref)`` of a task that reports its progress to ``progress_path``
+    (:func:`~contribshap.pipeline.contracts.progress.collect_progress`), shown as one live bar on stderr;
+    ``starting``: the bar's text until the task reports. The file is removed at the end."""
     import ray
 
     if not enabled:
         return ray.get(ref)
-    from tqdm.auto import tqdm
-
-    steps_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
-    file, interval = _bar_target()
-    bar = tqdm(total=1, desc="prepare: starting a worker", dynamic_ncols=True, mininterval=interval, leave=False,
-               file=file, bar_format="{desc} [{elapsed}]")
-    stage = None
+    bar = _StageBar(starting)
     try:
         while True:
             done_refs, _ = ray.wait([ref], timeout=PREPARE_POLL_S)
-            state = read_progress(progress_path)
-            if state is not None:
-                total = int(state["total"])
-                if state["stage"] != stage:  # a new stage: the same bar, reset (a stage without steps: no bar)
-                    stage = state["stage"]
-                    bar.bar_format = steps_format if total else "{desc} [{elapsed}]"
-                    bar.reset(total=max(total, 1))
-                    bar.set_description_str(stage, refresh=False)
-                bar.n = min(int(state["done"]), total) if total else 0
-            bar.update(0)  # redraws at most every mininterval (the elapsed time moves on)
+            bar.show(read_progress(progress_path))
             if done_refs:
                 return ray.get(ref)
     finally:
@@ -279,7 +303,7 @@ def ensure_prepared(cfg: Config, store: Store, namespace: str, search_paths: tup
     try:
         ref = remote.remote(cfg, str(store.root), namespace, search_paths,
                             str(progress_path) if progress else None)
-        out = _await_prepare(ref, progress_path, progress)
+        out = _await_with_progress(ref, progress_path, progress, starting="prepare: starting a worker")
     except Exception as error:
         cause = getattr(error, "cause", None) or error
         if isinstance(cause, ContribshapError):
@@ -356,8 +380,12 @@ def evaluate_coalitions(cfg: Config, store: Store | str | Path, masks: np.ndarra
 
 
 # --- model jobs of `contribshap evaluate` (torch baselines) --------------------------------------------------
-def _run_model_task(cfg: Config, task: Callable[..., Any], *args: Any, name: str, address: str | None) -> Any:
+def _run_model_task(cfg: Config, task: Callable[..., Any], *args: Any, name: str, address: str | None,
+                    progress_path: Path | None = None) -> Any:
     """Run ``task(cfg, *args)`` as one Ray task with the evaluation resources; return its result.
+
+    ``progress_path``: the task takes it as ``progress_path=`` and reports its progress there; it is shown
+    as one live bar (as prepare's). None: the task reports nothing and shows nothing.
 
     Raises:
         DriverError: the task failed (one line: the task's name and its error; the caller may record it).
@@ -370,7 +398,10 @@ def _run_model_task(cfg: Config, task: Callable[..., Any], *args: Any, name: str
             num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, max_retries=cfg.ray.max_retries, name=name,
         )
         try:
-            return ray.get(remote.remote(cfg, *args))
+            if progress_path is None:
+                return ray.get(remote.remote(cfg, *args))
+            ref = remote.remote(cfg, *args, progress_path=str(progress_path))
+            return _await_with_progress(ref, progress_path, True, starting=f"{name}: starting a worker")
         except Exception as error:
             cause = getattr(error, "cause", None) or error
             raise DriverError(f"task {name} failed: {one_line(cause)}; fix the cause and run the command again") from None
@@ -384,14 +415,16 @@ def run_model_baselines(cfg: Config, store: str | Path, *, methods: Sequence[str
         cfg: the run's config. store: its store folder (prepared artifacts under ``artifacts/``).
         methods: model baselines to compute (``pixel_mean``, ``pixel_max``, ``feature_mean``,
             ``feature_max``, ``trak``).
-        address: Ray address (as :func:`run`). progress: timings printed by the worker.
+        address: Ray address (as :func:`run`). progress: one live bar of the task's stages and steps.
 
     Returns:
         method -> float array (n,) of unsigned scores (the worker also caches them in
         ``estimates/model_baselines.json``).
     """
-    return _run_model_task(cfg, model_baselines_task, str(Path(store)), list(methods), progress,
-                           name="contribshap.model_baselines", address=address)
+    progress_path = Path(store) / MODEL_BASELINES_PROGRESS_FILE
+    return _run_model_task(cfg, model_baselines_task, str(Path(store)), list(methods),
+                           name="contribshap.model_baselines", address=address,
+                           progress_path=progress_path if progress else None)
 
 
 def run_counterfactual_samples(cfg: Config, store: str | Path, panels: list[tuple[str, np.ndarray]], out_png: Path,

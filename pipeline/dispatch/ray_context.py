@@ -29,12 +29,15 @@ from contribshap.pipeline.config.schema import RayConfig
 from contribshap.pipeline.contracts.errors import ContribshapError, one_line
 
 __all__ = [
+    "AUTH_FIX",
     "DriverError",
     "LazyRay",
     "connect",
+    "is_auth_refusal",
     "require_resources",
     "resource_problem",
     "slots",
+    "use_token_auth_when_at_hand",
     "window",
 ]
 
@@ -56,6 +59,37 @@ def ray_token_available() -> bool:
         return True
     path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
     return Path(path).is_file()
+
+
+#: What to do when a token-protected cluster refuses a client that sent no token (or another one).
+AUTH_FIX = ("export RAY_AUTH_MODE=token and put the cluster's token at ~/.ray/auth_token (or in RAY_AUTH_TOKEN; "
+            "`ray get-auth-token` on the head prints it)")
+
+
+def use_token_auth_when_at_hand(address: str | None) -> None:
+    """Pick Ray's auth mode for this process's clients (the driver's ``ray.init``, the Jobs API client).
+
+    Ray's clients default to ``RAY_AUTH_MODE=disabled``, which a token-protected cluster refuses (after
+    ~20 s of retries for ``ray.init``). When the environment leaves ``RAY_AUTH_MODE`` unset and a token is
+    at hand (:func:`ray_token_available`), token mode is used; a local instance (``address`` None) always
+    uses it. Ray reads the mode once, when its core library loads: after that this does nothing.
+    """
+    if "ray" in sys.modules:
+        return
+    if address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    elif "RAY_AUTH_MODE" not in os.environ and ray_token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def is_auth_refusal(error: BaseException | None) -> bool:
+    """True when ``error`` (or an exception it was raised from) is Ray's ``AuthenticationError``."""
+    seen = 0
+    while error is not None and seen < 8:
+        if type(error).__name__ == "AuthenticationError":
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def _keep_local_node_on_loopback() -> None:
@@ -85,19 +119,13 @@ def connect(address: str | None, ray_cfg: RayConfig) -> bool:
     - **token authentication** on (``RAY_AUTH_MODE=token`` unless the environment says otherwise; Ray makes
       the token in ``~/.ray/auth_token`` on first use).
 
-    Joining a cluster: Ray's clients default to ``RAY_AUTH_MODE=disabled``, which a token-protected
-    cluster refuses after ~20 s of retries; when the environment leaves ``RAY_AUTH_MODE`` unset and a token
-    is at hand (:func:`ray_token_available`), token mode is used.
+    Joining a cluster: token mode when a token is at hand (:func:`use_token_auth_when_at_hand`).
 
     Raises:
         DriverError: the cluster at ``address`` cannot be reached (one line with the fix).
     """
     address = address or ray_cfg.address or os.environ.get("RAY_ADDRESS") or None
-    if "ray" not in sys.modules:  # both are read once, when Ray's core library loads
-        if address is None:
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
-        elif "RAY_AUTH_MODE" not in os.environ and ray_token_available():
-            os.environ["RAY_AUTH_MODE"] = "token"
+    use_token_auth_when_at_hand(address)
     import ray
 
     if ray.is_initialized():
@@ -116,12 +144,8 @@ def connect(address: str | None, ray_cfg: RayConfig) -> bool:
             logging_level=logging.WARNING,
         )
     except ConnectionError as error:
-        cause = error.__cause__
-        if cause is not None and type(cause).__name__ == "AuthenticationError":
-            raise DriverError(
-                f"Ray at {address!r} refused the connection: it needs its auth token; set RAY_AUTH_MODE=token "
-                "and put the cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN)"
-            ) from None
+        if is_auth_refusal(error):
+            raise DriverError(f"Ray at {address!r} refused the connection: it needs its auth token; {AUTH_FIX}") from None
         raise DriverError(
             f"cannot reach Ray at {address!r} ({one_line(error)}); start the cluster, or drop --address "
             "to run on a local instance"

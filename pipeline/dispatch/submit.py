@@ -50,6 +50,12 @@ from urllib.parse import urlparse
 
 from contribshap.pipeline.config.schema import load_config, resolve_store
 from contribshap.pipeline.contracts.errors import ContribshapError, one_line
+from contribshap.pipeline.dispatch.ray_context import (
+    AUTH_FIX,
+    is_auth_refusal,
+    ray_token_available,
+    use_token_auth_when_at_hand,
+)
 
 __all__ = [
     "ACTIVE_STATES",
@@ -185,14 +191,26 @@ def _probe(address: str, timeout_s: float) -> None:
         ) from None
 
 
+def _refused(address: str, error: BaseException) -> SubmitError | None:
+    """The one line for a dashboard that refused this client's credentials (None for any other error)."""
+    if not is_auth_refusal(error):
+        return None
+    sent = os.environ.get("RAY_AUTH_MODE", "").lower() == "token" and ray_token_available()
+    why = "refused the auth token sent" if sent else "needs the cluster's auth token (none was sent)"
+    return SubmitError(f"the Ray dashboard at {address} {why}; {AUTH_FIX}")
+
+
 def _client(address: str, *, timeout_s: float = 10.0) -> Any:
+    """A Jobs API client of the dashboard at ``address``, in token mode when a token is at hand (as the
+    driver's ``ray.init``); a refusal names the auth fix, an unreachable dashboard the address fix."""
+    use_token_auth_when_at_hand(address)
     from ray.job_submission import JobSubmissionClient
 
     _probe(address, timeout_s)
     try:
         return JobSubmissionClient(address)
     except Exception as error:
-        raise SubmitError(
+        raise _refused(address, error) or SubmitError(
             f"cannot reach the Ray dashboard at {address} ({one_line(error)}); start the cluster "
             "or fix --address (the dashboard URL, e.g. http://127.0.0.1:8265)"
         ) from None
@@ -338,7 +356,7 @@ def submit(
         except Exception as error:
             # 2a. Lost a race against another submitter of the same store: attach to its attempt.
             if "already exists" not in str(error):
-                raise SubmitError(
+                raise _refused(address, error) or SubmitError(
                     f"the Ray dashboard at {address} refused job {submission_id} ({one_line(error)}); "
                     "check the cluster's dashboard log"
                 ) from None
@@ -353,19 +371,19 @@ def submit(
         say(f"[contribshap submit] {verb} job {submission_id}{resumed}\n")
 
     # 3. Record the submission next to the store (for `contribshap status`), when the store is visible here.
-    _write_record(
-        store_path,
-        {
-            "address": address, "base_id": base_id, "submission_id": result.submission_id,
-            "attempt": result.attempt, "entrypoint": result.entrypoint, "config": str(config_abs),
-            "submitted_at": time.time(),
-        },
-    )
+    record = {
+        "address": address, "base_id": base_id, "submission_id": result.submission_id,
+        "attempt": result.attempt, "entrypoint": result.entrypoint, "config": str(config_abs),
+        "submitted_at": time.time(),
+    }
+    recorded = _write_record(store_path, record)
 
-    # 4. Follow the log to the end when asked.
+    # 4. Follow the log to the end when asked (a store the job created is visible now: record it there).
     if wait:
         result.status = follow_logs(client, result.submission_id, echo=say)
         say(f"[contribshap submit] job {result.submission_id} ended: {result.status}\n")
+        if not recorded:
+            _write_record(store_path, record)
     return result
 
 
@@ -381,7 +399,7 @@ def job_status(store: str | Path) -> dict[str, Any] | None:
         else ``{submission_id, attempt, address, status, message, start_time, end_time, attempts}`` where
         ``status`` is a Ray job state (PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED), ``UNKNOWN`` when the
         cluster no longer knows the id (e.g. a new cluster), or ``UNREACHABLE`` when the dashboard does not
-        answer; ``attempts`` lists ``{submission_id, status}`` of the lineage the cluster knows.
+        answer or refuses this client (``message`` then names the auth fix); ``attempts`` lists ``{submission_id, status}`` of the lineage the cluster knows.
     """
     path = Path(store).expanduser().resolve() / SUBMISSION_FILE
     if not path.is_file():
@@ -403,7 +421,7 @@ def job_status(store: str | Path) -> dict[str, Any] | None:
     try:
         lineage = _lineage(client, str(record.get("base_id")))
     except Exception as error:
-        info.update(status="UNREACHABLE", message=one_line(error))
+        info.update(status="UNREACHABLE", message=str(_refused(str(record.get("address")), error) or one_line(error)))
         return info
     info["attempts"] = [{"submission_id": j.submission_id, "status": _status_str(j.status)} for _, j in lineage]
     known = [job for _, job in lineage if job.submission_id == info["submission_id"]]

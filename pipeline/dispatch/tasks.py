@@ -13,7 +13,8 @@ GPU worker loads its model once.
 - :func:`evaluate_task`: evaluate one (coalition, replicate), retry transient errors inside the task, write
   its row atomically (``ok`` or ``failed``) and return it.
 - :func:`model_baselines_task` / :func:`counterfactual_samples_task`: the torch baselines of
-  ``contribshap evaluate``, reached through the game factory and run like every other model job.
+  ``contribshap evaluate``, reached through the game factory and run like every other model job (the
+  baselines report their progress as prepare does).
 """
 
 from __future__ import annotations
@@ -121,9 +122,15 @@ def evaluate_task(cfg: Config, store_root: str, namespace: str, job: dict[str, A
     return row
 
 
-def model_baselines_task(cfg: Config, store_root: str, methods: list[str], progress: bool) -> dict[str, np.ndarray]:
-    """The model baselines of the store (TRAK, ...): method -> unsigned scores (n,)."""
-    return factory.model_baselines(cfg, Path(store_root), methods=methods, progress=progress)
+def model_baselines_task(cfg: Config, store_root: str, methods: list[str],
+                         progress_path: str | None = None) -> dict[str, np.ndarray]:
+    """The model baselines of the store (TRAK, ...): method -> unsigned scores (n,).
+
+    ``progress_path``: a file for the stages and steps it reports (the driver's bar); None: it reports
+    and shows nothing.
+    """
+    with collect_progress(progress_path):
+        return factory.model_baselines(cfg, Path(store_root), methods=methods, progress=progress_path is not None)
 
 
 def counterfactual_samples_task(cfg: Config, store_root: str, panels: list[tuple[str, np.ndarray]],

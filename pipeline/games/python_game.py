@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from contribshap.pipeline.config.schema import PythonGameConfig
+from contribshap.pipeline.config.schema import Config, PythonGameConfig
 from contribshap.pipeline.contracts.errors import ContribshapError
 from contribshap.pipeline.contracts.game import Contributor, EvalResult
 
-__all__ = ["GameError", "PythonGame", "import_target"]
+__all__ = ["GameError", "PythonGame", "import_target", "option_problems", "signature_problem"]
 
 
 class GameError(ContribshapError):
@@ -91,6 +91,56 @@ def import_target(target: str, search_paths: Sequence[str] = ()) -> Callable[...
             f"callables there: {', '.join(public) or 'none'}"
         )
     return function
+
+
+#: Keyword arguments the python game passes itself when the function's signature names them.
+_PASSED_BY_THE_GAME = ("replicate", "seed")
+
+
+def signature_problem(function: Callable[..., Any], options: dict[str, Any]) -> str | None:
+    """Why ``function(mask, **options)`` (plus ``replicate`` / ``seed`` when it names them, as
+    :meth:`PythonGame.evaluate` calls it) cannot be called; None when it can. Nothing is called."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin without a signature: the call will tell
+        return None
+    extra = {name: 0 for name in _PASSED_BY_THE_GAME if name in signature.parameters}
+    try:
+        signature.bind(None, **{**options, **extra})
+    except TypeError as error:
+        takes = [name for name, p in list(signature.parameters.items())[1:]
+                 if name not in _PASSED_BY_THE_GAME and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        return f"{error} (it takes: {', '.join(takes) or 'no options'})"
+    return None
+
+
+def option_problems(cfg: Config, search_paths: Sequence[str] = ()) -> list[str]:
+    """``game.options`` of a python game, and those of its cheap game (``low_fidelity.game.options``),
+    checked against the function's signature: one clause per mismatch naming the key and the fix.
+
+    The function's module is imported (search paths first, then the working directory); a module that
+    cannot be imported here is not judged (the run's prepare reports it).
+
+    Raises:
+        GameError: the module cannot be imported or has no such function (callers that only want the
+            signature check catch it).
+    """
+    games = [("game", cfg.game)]
+    cheap = cfg.low_fidelity_config() if cfg.low_fidelity is not None else None
+    if cheap is not None:
+        games.append(("low_fidelity.game", cheap.game))
+    problems = []
+    functions: dict[str, Callable[..., Any]] = {}
+    for key, game in games:
+        if not isinstance(game, PythonGameConfig):
+            continue
+        if game.target not in functions:
+            functions[game.target] = import_target(game.target, search_paths)
+        problem = signature_problem(functions[game.target], game.options)
+        if problem is not None:
+            problems.append(f"{key}.options: {game.target} cannot be called with them: {problem}; "
+                            f"fix {key}.options or the function's parameters")
+    return problems
 
 
 class PythonGame:

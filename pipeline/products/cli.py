@@ -47,6 +47,22 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from contribshap.pipeline import __version__
+
+        typer.echo(f"contribshap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                 help="Print the version and exit."),
+) -> None:
+    """Shapley credit for the data contributors of a diffusion model (sparsified fine-tuning + Ray)."""
+
+
 def _lazy(module: str, attribute: str, owner: str):
     """Import ``module.attribute`` or fail with one line saying which part is missing."""
     import importlib
@@ -242,8 +258,16 @@ def _num_text(value) -> str:
 def check(config: Path = typer.Argument(..., help="YAML config to validate.")) -> None:
     """Validate CONFIG, every local path it names and the store folder; list all problems at once; do no work."""
     from contribshap.pipeline.config.schema import config_hash, load_config, plan_hash, resolve_store
+    from contribshap.pipeline.contracts.errors import ConfigError
+    from contribshap.pipeline.games.python_game import GameError, option_problems
 
     cfg = load_config(config, check_store=True)
+    try:  # a python game's options against its function's signature (imports the game's module)
+        problems = option_problems(cfg)
+    except GameError as error:
+        problems = [str(error)]
+    if problems:
+        raise ConfigError(f"{config}: " + " | ".join(problems))
     n = cfg.n_players()
     typer.echo(
         f"ok: {config} · name {cfg.name} · game {cfg.game.kind}"
@@ -429,8 +453,10 @@ def repair(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: known errors -> one line on stderr and exit code 2."""
-    import click
+    """Console entry point: known errors -> one line on stderr and exit code 2; a usage error (unknown
+    option, missing or bad argument) -> the usage line and the error, exit code 2, no traceback."""
+    from typer._click.exceptions import ClickException  # typer raises these with standalone_mode=False
+    from typer.exceptions import Abort, Exit
 
     warnings.formatwarning = _format_warning
     command = typer.main.get_command(app)
@@ -446,15 +472,12 @@ def main(argv: list[str] | None = None) -> int:
             raise  # not a file problem (a connection error has its own message)
         _echo_err(f"error: {describe_os_error(error)}")
         return 2
-    except click.exceptions.Exit as done:
+    except Exit as done:
         return int(done.exit_code or 0)
-    except click.ClickException as error:
+    except ClickException as error:
         error.show()
         return 2
-    except click.exceptions.Abort:
-        _echo_err("interrupted; run the same command again to resume")
-        return 130
-    except KeyboardInterrupt:
+    except (Abort, KeyboardInterrupt):
         _echo_err("interrupted; run the same command again to resume")
         return 130
     return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as a return value here

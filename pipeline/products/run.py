@@ -4,6 +4,8 @@ The whole state is the store (manifest, plan, one file per evaluation): running 
 after a crash, a ``kill -9`` or a preemption continues exactly where the last run stopped.
 
 Run, step by step (:func:`run`):
+ 0. a python game's ``game.options`` (and ``low_fidelity.game.options``) must fit its function's
+    signature (:func:`contribshap.pipeline.games.python_game.option_problems`): else exit 2, nothing written.
  1. open the store: create it, or check that it belongs to this config hash and design; take
     ``driver.lock`` (a second live driver on the same store is refused; a stale lock is taken over).
  2. connect to Ray on first need: ``address`` (CLI, config, or ``RAY_ADDRESS``); ``auto`` joins the
@@ -42,6 +44,7 @@ from contribshap.pipeline.dispatch.driver import (
     search_paths_of_driver,
 )
 from contribshap.pipeline.dispatch.ray_context import LazyRay
+from contribshap.pipeline.games.python_game import GameError, option_problems
 from contribshap.pipeline.products.reduce import ci_target_met, reduce_store
 from contribshap.pipeline.products.status import require_ok_evaluations
 from contribshap.pipeline.storage.plan import (
@@ -174,6 +177,17 @@ def _check_fidelity_failed(result: DispatchResult, what: str) -> None:
         )
 
 
+def _check_game_options(cfg: Config) -> None:
+    """``game.options`` (and ``low_fidelity.game.options``) of a python game against the function's
+    signature; a module that does not import here is left to the prepare step, which reports it."""
+    try:
+        problems = option_problems(cfg, search_paths_of_driver())
+    except GameError:
+        return
+    if problems:
+        raise ConfigError(" | ".join(problems))
+
+
 def run(cfg: Config, *, store_path: str | Path | None = None, address: str | None = None,
         force_new: bool = False, progress: bool = True, reduce: bool = True) -> RunSummary:
     """Prepare, plan, dispatch and reduce (resumable). See the module docstring for the steps.
@@ -187,6 +201,8 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
         reduce: reduce after each round (and stop early on the CI target).
     """
     clock = time.perf_counter()
+    # 0. a python game's options must fit its function (else every job would fail): before any write
+    _check_game_options(cfg)
     # 1. the store and its lock
     store = Store(resolve_store(cfg, store_path))
     namespace = config_hash(cfg)
@@ -224,6 +240,8 @@ def run(cfg: Config, *, store_path: str | Path | None = None, address: str | Non
                               lock=lock, progress=progress, description=f"round {round_index}",
                               known_rows=plan.known_rows)
             ok, failed = result.ok, result.failed
+            if low is not None:
+                _check_fidelity_failed(result, "full-fidelity")
             if plan.low_todo:
                 assert low is not None
                 ensure_prepared(low.cfg, store, low.namespace, search_paths, ray_context, progress=progress)
