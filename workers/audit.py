@@ -229,7 +229,7 @@ def merge_contributors(owner: np.ndarray, contributors: list[Contributor], group
         new_index[group] = k
         members = [contributors[i] for i in group]
         merged.append(Contributor("+".join(c.id for c in members), " + ".join(c.name for c in members),
-                                  sum(c.n_images for c in members)))
+                                  sum(c.n_samples for c in members)))
     return new_index[np.asarray(owner, dtype=np.int64)], merged
 
 
