@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,9 @@ def data_summary_lines(summary: dict[str, Any] | None) -> list[str]:
         for file, reason in files["unreadable"][:10]:
             lines.append(f"  unreadable: {file} ({reason})")
         for group in files["duplicate_files"][:10]:
-            lines.append(f"  same bytes: {', '.join(group[:4])}{' ...' if len(group) > 4 else ''}")
+            counts = Counter(group)
+            named = [f"{f} (listed {k} times)" if k > 1 else f for f, k in counts.items()]
+            lines.append(f"  same bytes: {', '.join(named[:4])}{' ...' if len(named) > 4 else ''}")
     people = summary.get("contributors")
     if people:
         classes = [p["n_classes"] for p in people if p["n_classes"]]
