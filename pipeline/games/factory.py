@@ -79,12 +79,12 @@ def counterfactual_samples(config: Config, store_root: Path, panels: list[tuple[
 
 
 def data_summary(config: Config) -> dict | None:
-    """``contribshap check``'s summary of a diffusion game's data (``contribshap.workers.audit.data_summary``:
+    """``contribshap check``'s summary of a diffusion game's data (``contribshap.workers.data_summary.data_summary``:
     images and classes per contributor, unreadable and byte-identical files, overlap between contributors);
     None for other games. A source that cannot be loaded is a :class:`ConfigError` naming the problem."""
     if getattr(config.game, "kind", None) != "diffusion":
         return None
-    from contribshap.workers.audit import data_summary as run
+    from contribshap.workers.data_summary import data_summary as run
 
     try:
         return run(config.game)
