@@ -106,8 +106,8 @@ def overlap_html(table: dict[str, Any] | None) -> str:
     parts = ['<h2 id="overlap">Overlap between contributors</h2>',
              f"<p>Images a contributor shares with another ({html.escape(_method(table))}): row = whose images, "
              "column = found among whose images, cell = share of the row's images (exact copies in brackets). "
-             "The diagonal counts copies inside one contributor's own images. A contributor that copies or "
-             "splits another's images is paid twice by plain Shapley values; "
+             "The diagonal counts copies inside one contributor's own images. A contributor that copies another's "
+             "images can be paid for them as if they were new data by plain Shapley values; "
              "<code>data.merge_overlapping</code> joins such identities into one player.</p>"]
     involved = sorted({i for p in table.get("pairs") or [] for i in (ids.index(p["a"]), ids.index(p["b"]))})
     if not involved:
@@ -121,6 +121,6 @@ def overlap_html(table: dict[str, Any] | None) -> str:
             near, exact, frac = table["near"][i][j], table["exact"][i][j], table["near_fraction"][i][j]
             cells.append(f"<td>{frac:.0%} ({exact})</td>" if near else "<td>-</td>")
         rows.append(f"<tr><td>{html.escape(ids[i])} ({sizes[i]})</td>{''.join(cells)}</tr>")
-    parts.append(f'<table class="overlap"><tr><th>images of \\ among</th>{head}</tr>{"".join(rows)}</table>')
+    parts.append(f'<table class="overlap"><tr><th>images of (row), found among</th>{head}</tr>{"".join(rows)}</table>')
     parts.append("<pre>" + html.escape("\n".join(overlap_lines(table)[1:])) + "</pre>")
     return "\n".join(parts)
