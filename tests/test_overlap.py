@@ -142,3 +142,26 @@ def test_check_prints_the_demo_overlap(contribshap):
         in done.stdout
     assert "  large-a <-> excerpt: 60/250 of large-a (24%, 60 exact), 60/60 of excerpt (100%, 60 exact)" in done.stdout
     assert "overlap: 2 pair(s)" in done.stdout
+
+
+def test_status_and_report_show_the_prepared_overlap(tmp_path):
+    import json
+
+    from contribshap.pipeline.products.report import build_report
+    from contribshap.pipeline.products.status import store_status
+    from contribshap.pipeline.storage.store import Store
+    from games_eval import build_store
+
+    root = build_store(tmp_path / "store", target="games_eval:additive", n=3, design="exact", budget=8,
+                       methods=("kernelshap",))
+    ids = [c["id"] for c in Store(root).read_manifest()["contributors"]]
+    assert store_status(root)["overlap"] is None and 'id="overlap"' not in build_report(root).read_text()
+    images = _images(6, 7)
+    table = overlap_table(np.concatenate([images, images[:2]]), np.array([0, 0, 1, 1, 2, 2, 2, 2]),
+                          [Contributor(i, i, 0) for i in ids])
+    (root / "artifacts" / "overlap-0123456789ab").mkdir(parents=True)
+    (root / "artifacts" / "overlap-0123456789ab" / "overlap.json").write_text(json.dumps(table))
+    pairs = store_status(root)["overlap"]["pairs"]
+    assert [(p["a"], p["b"], p["near_a"], p["near_b"]) for p in pairs] == [(ids[0], ids[2], 2, 2)]
+    page = build_report(root).read_text()
+    assert 'id="overlap"' in page and "<td>50% (2)</td>" in page and "<td>100% (2)</td>" in page
