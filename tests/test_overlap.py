@@ -165,3 +165,17 @@ def test_status_and_report_show_the_prepared_overlap(tmp_path):
     assert [(p["a"], p["b"], p["near_a"], p["near_b"]) for p in pairs] == [(ids[0], ids[2], 2, 2)]
     page = build_report(root).read_text()
     assert 'id="overlap"' in page and "<td>50% (2)</td>" in page and "<td>100% (2)</td>" in page
+
+
+def test_check_summary_names_the_merged_players():
+    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
+    from contribshap.workers.data_summary import data_summary
+
+    game = DiffusionGameConfig.model_validate({"kind": "diffusion", "data": {
+        "source": "digits", "merge_overlapping": {"threshold": 0.5}, "contributors": [
+            {"name": "a", "n_images": 40}, {"name": "b", "n_images": 40}, {"name": "copier", "kind": "copy", "of": "a"}]}})
+    assert game.n_contributors() is None  # how many players remain depends on the images
+    summary = data_summary(game)
+    assert summary["merged"] == {"threshold": 0.5, "players": ["a+copier", "b"]}
+    assert [p["id"] for p in summary["contributors"]] == ["a", "b", "copier"]  # the audit sees them unmerged
+    assert data_summary_lines(summary)[-1] == "merge_overlapping (threshold 0.5): 2 players; merged: a+copier"

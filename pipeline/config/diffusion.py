@@ -557,9 +557,12 @@ class DiffusionGameConfig(Section):
     def n_contributors(self) -> int | None:
         """Number of players when the config tells it without loading images (digits; folder: reads the CSV).
 
-        None when unknown before prepare (e.g. a missing CSV, or a source without ``n_contributors``).
+        None when unknown before prepare (e.g. a missing CSV, a source without ``n_contributors``, or
+        ``merge_overlapping``: how many players remain depends on the images).
         """
         data = self.data
+        if getattr(data, "merge_overlapping", None) is not None:
+            return None
         if isinstance(data, DigitsSource):
             if data.contributors is not None:
                 genuine = len(data.contributors)
