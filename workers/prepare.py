@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 THUMBNAIL_IMAGES = 8
 #: Version of the overlap audit's defaults (part of its artifact hash).
 OVERLAP_VERSION = 1
+#: Fewest feature dimensions for the feature-space part of the overlap audit.
+OVERLAP_MIN_FEATURES = 8
 #: File of the overlap artifact (read by ``contribshap status`` and the report).
 OVERLAP_JSON = "overlap.json"
 
@@ -225,6 +227,8 @@ def make_overlap(dataset: ContributorDataset, extractor: Extractor | None, folde
     features = None
     if extractor is not None and len(images) <= MAX_NEAR_IMAGES:
         features = np.concatenate([extractor(images[b : b + 512]).features for b in range(0, len(images), 512)])
+        if features.ndim != 2 or features.shape[1] < OVERLAP_MIN_FEATURES:
+            features = None  # a score, not an embedding (e.g. an aesthetic predictor): cosine says nothing
     table = overlap_table(images.cpu().numpy(), dataset.contributor_index.cpu().numpy(), dataset.contributors,
                           features=features)
     (folder / OVERLAP_JSON).write_text(json.dumps(table, indent=1))
