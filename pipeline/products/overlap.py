@@ -47,16 +47,22 @@ def overlap_lines(table: dict[str, Any] | None, *, limit: int = 20) -> list[str]
     if table is None:
         return ["overlap: no audit yet (prepare writes it)"]
     pairs = table.get("pairs") or []
-    if not pairs:
-        return [f"overlap: no images shared between contributors ({_method(table)})"]
     sizes = dict(zip(table["ids"], table["n_images"], strict=True))
-    lines = [f"overlap: {len(pairs)} pair(s) of contributors share images ({_method(table)}):"]
+    if not pairs:
+        lines = [f"overlap: no images shared between contributors ({_method(table)})"]
+    else:
+        lines = [f"overlap: {len(pairs)} pair(s) of contributors share images ({_method(table)}):"]
     for p in pairs[:limit]:
         lines.append(f"  {p['a']} <-> {p['b']}: {p['near_a']}/{sizes[p['a']]} of {p['a']} ({p['fraction_a']:.0%}, "
                      f"{p['exact_a']} exact), {p['near_b']}/{sizes[p['b']]} of {p['b']} ({p['fraction_b']:.0%}, "
                      f"{p['exact_b']} exact)")
     if len(pairs) > limit:
         lines.append(f"  ... and {len(pairs) - limit} more pair(s)")
+    diagonal = table.get("inside") or [row[k] for k, row in enumerate(table.get("near") or [])]
+    inside = [(cid, k) for cid, k in zip(table["ids"], diagonal, strict=False) if k]
+    if inside:
+        lines.append("copies inside one contributor's own images: " + ", ".join(
+            f"{cid} {k}/{sizes[cid]}" for cid, k in inside[:limit]))
     return lines
 
 

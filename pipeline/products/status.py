@@ -125,4 +125,5 @@ def _overlap_pairs(root: Path, manifest: dict[str, Any]) -> dict[str, Any] | Non
     table = read_overlap(root, manifest)
     if table is None:
         return None
-    return {key: table.get(key) for key in ("ids", "n_images", "hamming", "rmse", "near_searched", "pairs")}
+    return {**{key: table.get(key) for key in ("ids", "n_images", "hamming", "rmse", "near_searched", "pairs")},
+            "inside": [row[k] for k, row in enumerate(table.get("near") or [])]}
