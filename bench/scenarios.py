@@ -12,6 +12,10 @@ graded_quality      Spearman(credit, −corruption level) >= 0.9 on fid and on q
 graded_quantity     credit strictly increasing with the number of images on fid (Spearman = 1)
 near_duplicates     credit(dups) < credit(genuine) on diversity
 off_distribution    noise has the least credit on fid, kid and quality
+split_copy          (not in the default list) three variants: ``split`` (c's images under 3 identities, a
+                    copier of a), ``unsplit`` (one c), ``merged`` (``data.merge_overlapping``); reports the
+                    split identities' summed credit against c's and the copier's credit against a's, with
+                    and without the merge; passes when the merge joins exactly a and its copier
 ==================  ======================================================================================
 
 Every verdict is reported, passed or not, with the Spearman of each property's credit against the
@@ -44,6 +48,7 @@ Usage::
     nice -n 10 .venv/bin/python bench/scenarios.py --quick    # a few minutes: smaller model budget
     nice -n 10 .venv/bin/python bench/scenarios.py --only twins subset --retrain-seeds 2
     nice -n 10 .venv/bin/python bench/scenarios.py --quick --only graded_quality --retrain-seeds 3  # ~40 min
+    nice -n 10 .venv/bin/python bench/scenarios.py --quick --only split_copy  # three games, 112 coalitions
     .venv/bin/python bench/scenarios.py --quick --lds       # rescore from the stores above (~30 s)
 """
 
@@ -64,6 +69,10 @@ from contribshap.pipeline.core.metrics import spearman
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("twins", "subset", "graded_quality", "graded_quantity", "near_duplicates", "off_distribution")
+#: Scenarios run only when named (``--only``).
+EXTRA_SCENARIOS = ("split_copy",)
+#: split_copy's variants: what each changes in ``data`` of configs/scenarios/split_copy.yaml.
+SPLIT_COPY_VARIANTS = ("split", "unsplit", "merged")
 LOWER_IS_BETTER = {"fid", "log_fid", "kid"}
 #: --quick: the same scenarios with a smaller training budget (numbers are noisier; for a smoke check).
 QUICK = {"train": {"steps": 200}, "recover": {"steps": 100}, "finetune": {"steps": 25},
@@ -71,13 +80,23 @@ QUICK = {"train": {"steps": 200}, "recover": {"steps": 100}, "finetune": {"steps
 
 
 # --- configs -------------------------------------------------------------------------------------------------
-def scenario_config(name: str, *, quick: bool, store_root: Path, mode: str = "sparsified_ft", seed: int = 0):
-    """The validated config of scenario ``name`` (``--quick`` overrides, retrain mode, run seed, store)."""
+def scenario_config(name: str, *, quick: bool, store_root: Path, mode: str = "sparsified_ft", seed: int = 0,
+                    variant: str | None = None):
+    """The validated config of scenario ``name`` (``--quick`` overrides, retrain mode, run seed, store;
+    ``variant``: one of :data:`SPLIT_COPY_VARIANTS` for split_copy)."""
     from contribshap.pipeline.config.schema import parse_config
 
     path = REPO_ROOT / "configs" / "scenarios" / f"{name}.yaml"
     raw = yaml.safe_load(path.read_text())
     game = raw["game"]
+    if variant == "unsplit":  # c1, c2, c3 -> one c with their images (drawn in the same class rotation)
+        specs = game["data"]["contributors"]
+        split = [c for c in specs if c["name"] in ("c1", "c2", "c3")]
+        at = specs.index(split[0])
+        game["data"]["contributors"] = [*specs[:at], {"name": "c", "n_images": sum(c["n_images"] for c in split)},
+                                        *[c for c in specs[at:] if c not in split]]
+    elif variant == "merged":
+        game["data"]["merge_overlapping"] = {"threshold": 0.5}
     if quick:
         for section, values in QUICK.items():
             game[section] = {**game[section], **values}
@@ -87,6 +106,8 @@ def scenario_config(name: str, *, quick: bool, store_root: Path, mode: str = "sp
         raw["replicates"] = {"coalition": 1, "endpoints": 1}
         suffix += f"-retrain-s{seed}"
     raw["seed"] = seed
+    if variant is not None:
+        suffix += f"-{variant}"
     raw["store"] = str(store_root / f"{name}{suffix}")
     return parse_config(raw, source=str(path))
 
@@ -181,6 +202,56 @@ def verdict(name: str, result: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"scenario {name!r} is unknown; valid: {list(SCENARIOS)}")
     checks["credit"] = {p: dict(zip(ids, np.round(credit(result, p), 6).tolist(), strict=True)) for p in props}
     return checks
+
+
+def split_copy_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the credits do under a split and a copy, with and without ``merge_overlapping``.
+
+    Per property (credit = φ, or −φ where lower is better; ± = 1.96·sqrt(Σ se²), replicate noise only):
+    ``split_sum`` = credit(c1) + credit(c2) + credit(c3) in ``split`` against ``unsplit_c`` = credit(c) in
+    ``unsplit``; ``copier`` against ``original`` = credit(a) in ``split``; ``pair_unmerged`` = their sum
+    against ``merged_pair`` = credit(a+copier) in ``merged``.
+    """
+    split, unsplit, merged = (results[v] for v in SPLIT_COPY_VARIANTS)
+
+    def value(result: dict[str, Any], prop: str, ids: list[str]) -> dict[str, float | None]:
+        at = {cid: j for j, cid in enumerate(result["ids"])}
+        se = np.asarray(result["properties"][prop]["stderr"], dtype=float)
+        picked = [at[i] for i in ids]
+        return {"credit": _round(float(credit(result, prop)[picked].sum())),
+                "ci_half_width": _round(1.96 * float(np.sqrt((se[picked] ** 2).sum())))}
+
+    per = {}
+    for prop in split["properties"]:
+        per[prop] = {"split_sum": value(split, prop, ["c1", "c2", "c3"]), "unsplit_c": value(unsplit, prop, ["c"]),
+                     "copier": value(split, prop, ["copier"]), "original": value(split, prop, ["a"]),
+                     "pair_unmerged": value(split, prop, ["a", "copier"]),
+                     "merged_pair": value(merged, prop, ["a+copier"]) if "a+copier" in merged["ids"] else None,
+                     "v_full": {v: _round(results[v]["properties"][prop]["v_full"]) for v in SPLIT_COPY_VARIANTS}}
+    expected = ["a+copier", "b", "c1", "c2", "c3"]
+    return {"merged_players": merged["ids"], "passed": merged["ids"] == expected,
+            "passed_means": f"the merge joins exactly a and its copier: players {expected}", "per_property": per}
+
+
+def split_copy_table(summary: dict[str, Any]) -> str:
+    """Text table of :func:`split_copy_summary` (credit ± replicate half-width)."""
+    def cell(v: dict[str, Any] | None) -> str:
+        return "-" if not v or v["credit"] is None else f"{v['credit']:.4g} ± {v['ci_half_width'] or 0:.2g}"
+
+    cols = ("split_sum", "unsplit_c", "copier", "original", "pair_unmerged", "merged_pair")
+    lines = ["property  " + "  ".join(f"{c:>18}" for c in cols)]
+    for prop, row in summary["per_property"].items():
+        lines.append(f"{prop:<9} " + "  ".join(f"{cell(row[c]):>18}" for c in cols))
+    return "\n".join(lines)
+
+
+def run_split_copy(*, quick: bool, store_root: Path, address: str | None) -> dict[str, Any]:
+    """The three variants of split_copy, each through the real pipeline, and their summary."""
+    results = {v: run_scenario(scenario_config("split_copy", quick=quick, store_root=store_root, variant=v),
+                               address=address) for v in SPLIT_COPY_VARIANTS}
+    summary = split_copy_summary(results)
+    print(split_copy_table(summary), flush=True)
+    return {"config": "configs/scenarios/split_copy.yaml", "variants": results, "verdict": summary}
 
 
 def _margin(result: dict[str, Any], prop: str, *, better: str, worse: str) -> dict[str, Any]:
@@ -781,7 +852,7 @@ def _finite(obj: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller training budget (a few minutes)")
-    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--only", nargs="+", choices=(*SCENARIOS, *EXTRA_SCENARIOS), default=list(SCENARIOS))
     parser.add_argument("--retrain-seeds", type=int, default=0, help="also retrain with this many run seeds (>= 2)")
     parser.add_argument("--store-root", type=Path, default=REPO_ROOT / "runs" / "scenarios")
     parser.add_argument("--out", type=Path, default=None,
@@ -804,6 +875,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rescore:
         report = json.loads(out.read_text())
         for name, entry in report["scenarios"].items():
+            if name == "split_copy":
+                entry["verdict"] = split_copy_summary(entry["variants"])
+                continue
             result = {k: v for k, v in entry["sparsified_ft"].items() if k != "verdict"}
             entry["sparsified_ft"]["verdict"] = verdict(name, result)
         out.write_text(json.dumps(report, indent=1) + "\n")
@@ -825,6 +899,14 @@ def main(argv: list[str] | None = None) -> int:
             report["scenarios"] = {k: v for k, v in previous.get("scenarios", {}).items() if k not in args.only}
     try:
         for name in args.only:
+            if name == "split_copy":
+                entry = run_split_copy(quick=args.quick, store_root=args.store_root, address=args.address)
+                report["scenarios"][name] = entry
+                print(f"{name}: {'PASS' if entry['verdict']['passed'] else 'FAIL'} (players after the merge: "
+                      f"{entry['verdict']['merged_players']})", flush=True)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(report, indent=1) + "\n")
+                continue
             cfg = scenario_config(name, quick=args.quick, store_root=args.store_root)
             result = run_scenario(cfg, address=args.address)
             entry = {"config": f"configs/scenarios/{name}.yaml", "n_contributors": len(result["ids"]),

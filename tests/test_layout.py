@@ -135,7 +135,8 @@ ALLOWED: dict[str, set[str]] = {
 }
 #: The one door from the driver side to the workers: the game factory (and the baselines through it).
 FACTORY_DOORS = {("contribshap.pipeline.games.factory", "contribshap.workers.game"),
-                 ("contribshap.pipeline.games.factory", "contribshap.workers.model_baselines")}
+                 ("contribshap.pipeline.games.factory", "contribshap.workers.model_baselines"),
+                 ("contribshap.pipeline.games.factory", "contribshap.workers.data_summary")}
 
 
 def layer_of(module: str) -> str | None:

@@ -9,8 +9,12 @@ who owns it. Sources are registered by name in :data:`contribshap.workers.regist
   graded quality and quantity, near-duplicates, noise: :func:`scenario_contributors`); optional planted
   contributors (``noise``, ``duplicates``); an optional seeded per-class held-out split
   (``holdout_fraction``: reference images + the extractor's training images, :func:`holdout_split`).
-- ``folder``: a local folder of images plus ``contributors.csv`` (columns ``file,contributor[,name]``),
-  optionally a ``reference_csv`` of held-out reference images.
+- ``folder``: a local folder of images plus ``contributors.csv`` (columns ``file,contributor[,name][,label]``),
+  optionally a ``reference_csv`` of held-out reference images, or (with ``labels: true``) a seeded
+  per-class held-out split like the digits' (``holdout_fraction``).
+
+Any source with ``merge_overlapping`` set has its overlapping contributors joined into one player after
+loading (:func:`merge_overlapping`, the overlap audit of :mod:`contribshap.workers.audit`).
 
 The use-case sources (``cifar100``, ``celebahq``, ``artbench``) live in their use cases
 (``contribshap.usecases``). A source is ``loader(config) -> ContributorDataset``; a source whose images are
@@ -109,7 +113,7 @@ def load_index(config: Section) -> tuple[np.ndarray, list[Contributor]]:
     """
     from contribshap.workers.registry import INDEXES
 
-    if config.source in INDEXES:
+    if config.source in INDEXES and getattr(config, "merge_overlapping", None) is None:
         reader = INDEXES.get(config.source)
         owner, contributors = reader(config)
         return np.asarray(owner, dtype=np.int64), list(contributors)
@@ -127,7 +131,26 @@ def _load_cached(config_type: type, config_json: str) -> ContributorDataset:
     config = config_type.model_validate_json(config_json)
     from contribshap.workers.registry import SOURCES
 
-    return SOURCES.get(config.source)(config)
+    dataset = SOURCES.get(config.source)(config)
+    merge = getattr(config, "merge_overlapping", None)
+    return dataset if merge is None else merge_overlapping(dataset, merge)
+
+
+def merge_overlapping(dataset: ContributorDataset, merge: Any) -> ContributorDataset:
+    """``dataset`` with the contributors whose images overlap (``merge.threshold``, ``hamming``, ``rmse``)
+    joined into one player each; the images are unchanged."""
+    from contribshap.workers.audit import merge_contributors, merge_groups, overlap_table
+
+    owner = dataset.contributor_index.cpu().numpy()
+    table = overlap_table(dataset.images.cpu().numpy(), owner, dataset.contributors, hamming=merge.hamming,
+                          rmse=merge.rmse)
+    groups = merge_groups(np.asarray(table["near_fraction"]), merge.threshold)
+    if all(len(g) == 1 for g in groups):
+        return dataset
+    new_owner, contributors = merge_contributors(owner, dataset.contributors, groups)
+    dataset.contributor_index = torch.from_numpy(new_owner)
+    dataset.contributors = contributors
+    return dataset
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -327,8 +350,20 @@ def _read_image(path: Path, *, size: int, channels: int, csv_path: Path, line: i
     return array / 127.5 - 1.0
 
 
+def _class_labels(values: list[str], csv_path: Path) -> np.ndarray:
+    """int64 class indices of the ``label`` column: the integers themselves, else the sorted names' positions."""
+    empty = [k for k, v in enumerate(values) if not v.strip()]
+    if empty:
+        raise ValueError(f"{csv_path} line {empty[0] + 2} has an empty label; give every image a label")
+    try:
+        return np.asarray([int(v) for v in values], dtype=np.int64)
+    except ValueError:
+        names = sorted(set(values))
+        return np.searchsorted(np.asarray(names), np.asarray(values)).astype(np.int64)
+
+
 def _load_folder(config: FolderSource) -> ContributorDataset:
-    """Images listed in ``contributors.csv`` (``file,contributor[,name]``); contributors in sorted id order."""
+    """Images listed in ``contributors.csv`` (``file,contributor[,name][,label]``); contributors in sorted id order."""
     # 1. Read the mapping file.
     csv_path = Path(config.csv_path()).expanduser()
     root = Path(config.root).expanduser()
@@ -339,9 +374,34 @@ def _load_folder(config: FolderSource) -> ContributorDataset:
         missing_columns = {"file", "contributor"} - set(reader.fieldnames or [])
         if missing_columns:
             raise ValueError(f"{csv_path} lacks columns {sorted(missing_columns)}; the header must be file,contributor[,name]")
+        if config.labels and "label" not in (reader.fieldnames or []):
+            raise ValueError(f"data.labels is true but {csv_path} has no `label` column (header: "
+                             f"{','.join(reader.fieldnames or [])}); add file,contributor,label or set labels: false")
         rows = [(line, row) for line, row in enumerate(reader, start=2)]
     if not rows:
         raise ValueError(f"{csv_path} lists no images; add file,contributor rows")
+    labels = _class_labels([row["label"] or "" for _, row in rows], csv_path) if config.labels else None
+    held: dict[str, torch.Tensor] = {}
+    if config.holdout_fraction > 0.0:
+        assert labels is not None  # the schema requires labels for a held-out split
+        train_idx, extractor_idx, reference_idx = holdout_split(labels, config.holdout_fraction, config.split_seed)
+        if not len(reference_idx) or not len(extractor_idx):
+            raise ValueError(f"data.holdout_fraction={config.holdout_fraction} holds out no reference or no extractor "
+                             f"image of {csv_path} ({len(rows)} images); raise it or add images")
+
+        def read(indices: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.stack([
+                _read_image(root / rows[k][1]["file"], size=config.image_size, channels=config.channels,
+                            csv_path=csv_path, line=rows[k][0]) for k in indices]).astype(np.float32))
+
+        held = {"reference_images": read(reference_idx), "extractor_images": read(extractor_idx),
+                "extractor_labels": torch.from_numpy(labels[extractor_idx])}
+        everyone = {row["contributor"] for _, row in rows}
+        rows, labels = [rows[k] for k in train_idx], labels[train_idx]
+        emptied = sorted(everyone - {row["contributor"] for _, row in rows})
+        if emptied:
+            raise ValueError(f"data.holdout_fraction={config.holdout_fraction} holds out every image of contributors "
+                             f"{emptied[:5]}; lower it or give them more images")
 
     # 2. Contributors in sorted id order (stable on every worker), names from the optional column.
     names: dict[str, str] = {}
@@ -371,11 +431,14 @@ def _load_folder(config: FolderSource) -> ContributorDataset:
         reference = torch.from_numpy(np.stack([
             _read_image(root / row["file"], size=config.image_size, channels=config.channels, csv_path=reference_path,
                         line=line) for line, row in reference_rows]).astype(np.float32))
+    if reference is not None:
+        held["reference_images"] = reference
     return ContributorDataset(
         images=torch.from_numpy(np.stack(images).astype(np.float32)),
         contributor_index=torch.from_numpy(owner),
         contributors=contributors,
-        reference_images=reference,
+        labels=None if labels is None else torch.from_numpy(labels),
+        **held,
     )
 
 

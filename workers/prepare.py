@@ -18,6 +18,8 @@ Stages (numbers match :func:`prepare`)::
                    (``reference: heldout``: images no contributor owns and the extractor never saw)
     6 stages       every property for the null, θ*, pruned and recovered models     artifact.json
     7 thumbnails   a few of each contributor's own images (the report's cards)     <k>.png, index.json
+    8 overlap      exact / near-duplicate images shared between contributors        overlap.json
+                   (dHash + pixel RMSE; cosine of the extractor's features)
 
 The null model (v(∅)) is not stored: ``random_init`` is rebuilt exactly from the config seed.
 """
@@ -46,6 +48,12 @@ if TYPE_CHECKING:
 
 #: Own images per contributor in its thumbnail grid (evenly spread over its images).
 THUMBNAIL_IMAGES = 8
+#: Version of the overlap audit's defaults (part of its artifact hash).
+OVERLAP_VERSION = 1
+#: Fewest feature dimensions for the feature-space part of the overlap audit.
+OVERLAP_MIN_FEATURES = 8
+#: File of the overlap artifact (read by ``contribshap status`` and the report).
+OVERLAP_JSON = "overlap.json"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -64,6 +72,7 @@ def artifact_paths(config: DiffusionGameConfig, backend: Backend, artifacts_dir:
     hashes["stages"] = config_hash(hashes["recovered"], hashes["reference"], config.sampling, config.null_model,
                                    config.properties, f"metrics-{METRICS_VERSION}")
     hashes["thumbnails"] = config_hash(config.data, THUMBNAIL_IMAGES)
+    hashes["overlap"] = config_hash(hashes["extractor"], OVERLAP_VERSION)
     return {name: artifacts_dir / f"{name}-{value}" for name, value in hashes.items()}
 
 
@@ -202,7 +211,29 @@ def prepare(config: DiffusionGameConfig, backend: Backend, artifacts_dir: Path, 
     report_progress("prepare: contributor thumbnails")
     summary["thumbnails"] = stage(paths["thumbnails"], lambda folder: {
         **make_thumbnails(load_dataset(config.data), folder), "folder": paths["thumbnails"].name})
+
+    # 8. Images shared between contributors (exact, near by perceptual hash, near in the extractor's features).
+    report_progress("prepare: overlap audit")
+    summary["overlap"] = stage(paths["overlap"], lambda folder: {
+        **make_overlap(load_dataset(config.data), extractor, folder), "folder": paths["overlap"].name})
     return summary
+
+
+def make_overlap(dataset: ContributorDataset, extractor: Extractor | None, folder: Path) -> dict[str, Any]:
+    """Stage 8: ``overlap.json`` (:func:`contribshap.workers.audit.overlap_table`) of the players' images."""
+    from contribshap.workers.audit import MAX_NEAR_IMAGES, overlap_table
+
+    images = dataset.images
+    features = None
+    if extractor is not None and len(images) <= MAX_NEAR_IMAGES:
+        features = np.concatenate([extractor(images[b : b + 512]).features for b in range(0, len(images), 512)])
+        if features.ndim != 2 or features.shape[1] < OVERLAP_MIN_FEATURES:
+            features = None  # a score, not an embedding (e.g. an aesthetic predictor): cosine says nothing
+    table = overlap_table(images.cpu().numpy(), dataset.contributor_index.cpu().numpy(), dataset.contributors,
+                          features=features)
+    (folder / OVERLAP_JSON).write_text(json.dumps(table, indent=1))
+    return {"pairs": len(table["pairs"]), "max_fraction": max(
+        (max(p["fraction_a"], p["fraction_b"]) for p in table["pairs"]), default=0.0)}
 
 
 def load_prepared(config: DiffusionGameConfig, artifacts_dir: Path, *, seed: int, backend: Backend | None = None) -> Prepared:

@@ -111,6 +111,25 @@ class ContributorSpec(Section):
         return self
 
 
+class MergeOverlapping(Section):
+    """Merge contributors whose images overlap into one player before valuation (``data.merge_overlapping``).
+
+    Two contributors are joined (transitively) when at least ``threshold`` of either one's images have an
+    exact or near copy among the other's (the overlap audit: a 64-bit difference hash within ``hamming``
+    bits, confirmed by a pixel RMSE <= ``rmse``). The merged player's id is the members' ids joined with
+    ``+``; it owns every image of its members (the data are unchanged, only who is paid for them).
+
+    Attributes:
+        threshold: overlap fraction in (0, 1] that joins two contributors (default 0.5).
+        hamming: dHash distance in bits of a near-duplicate candidate (default 6).
+        rmse: pixel RMSE (values in [-1, 1]) below which a candidate is a near duplicate (default 0.1).
+    """
+
+    threshold: float = Field(0.5, gt=0.0, le=1.0)
+    hamming: int = Field(6, ge=0, le=64)
+    rmse: float = Field(0.1, ge=0.0)
+
+
 class DigitsSource(OmitNewDefaults):
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes; no download).
 
@@ -126,9 +145,11 @@ class DigitsSource(OmitNewDefaults):
             of the diffusion model. Seeded by ``split_seed``, per class, so it is the same on every worker.
         contributors: a scenario: explicit contributors (:class:`ContributorSpec`) instead of ``scheme``
             (default None: ``scheme`` decides). Planted contributors are still appended after them.
+        merge_overlapping: join overlapping contributors into one player (:class:`MergeOverlapping`;
+            default None: every contributor is its own player).
     """
 
-    omit_at_default: ClassVar[tuple[str, ...]] = ("holdout_fraction", "contributors")
+    omit_at_default: ClassVar[tuple[str, ...]] = ("holdout_fraction", "contributors", "merge_overlapping")
 
     source: Literal["digits"] = "digits"
     scheme: str = "by_class"
@@ -137,6 +158,7 @@ class DigitsSource(OmitNewDefaults):
     split_seed: int = 0
     holdout_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     contributors: list[ContributorSpec] | None = None
+    merge_overlapping: MergeOverlapping | None = None
 
     @model_validator(mode="after")
     def _check_contributors(self) -> DigitsSource:
@@ -182,8 +204,11 @@ class FolderSource(OmitNewDefaults):
     """A local folder of images plus a CSV mapping each file to its contributor.
 
     ``contributors_csv`` has a header and the columns ``file`` (path relative to ``root``) and
-    ``contributor`` (id); an optional ``name`` column gives display names. Images are converted to
-    ``channels`` channels, resized to ``image_size`` x ``image_size`` and scaled to [-1, 1].
+    ``contributor`` (id); an optional ``name`` column gives display names, and with ``labels: true`` a
+    ``label`` column gives each image's class (integers or names): class-conditional data, and the classes
+    the built-in ``digits_cnn`` extractor learns, so FID/KID/IS-style properties need no downloaded weights.
+    Images are converted to ``channels`` channels, resized to ``image_size`` x ``image_size`` and scaled to
+    [-1, 1].
 
     Attributes:
         root: folder with the images.
@@ -192,9 +217,16 @@ class FolderSource(OmitNewDefaults):
         channels: 1 (grayscale) or 3 (RGB) (default 3).
         reference_csv: optional CSV (column ``file``, relative to ``root``) of held-out images that no
             contributor owns: the FID/KID reference set of ``reference: heldout`` (default None).
+        labels: the CSV has a ``label`` column (checked when the data are loaded; default False).
+        holdout_fraction: with ``labels``: fraction of every class held out of the contributors' images, as
+            the digits source does (half, rounded up, the reference set of ``reference: heldout``; the rest
+            trains the ``digits_cnn`` extractor); seeded by ``split_seed`` (default 0: none).
+        split_seed: seed of the held-out split (default 0).
+        merge_overlapping: join overlapping contributors into one player (:class:`MergeOverlapping`).
     """
 
-    omit_at_default: ClassVar[tuple[str, ...]] = ("reference_csv",)
+    omit_at_default: ClassVar[tuple[str, ...]] = ("reference_csv", "labels", "holdout_fraction", "split_seed",
+                                                  "merge_overlapping")
 
     source: Literal["folder"] = "folder"
     root: Path
@@ -202,6 +234,19 @@ class FolderSource(OmitNewDefaults):
     image_size: int = Field(32, ge=4)
     channels: Literal[1, 3] = 3
     reference_csv: Path | None = None
+    labels: bool = False
+    holdout_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    split_seed: int = 0
+    merge_overlapping: MergeOverlapping | None = None
+
+    @model_validator(mode="after")
+    def _check_holdout(self) -> FolderSource:
+        if self.holdout_fraction > 0.0 and not self.labels:
+            raise ValueError("data.holdout_fraction splits every class: it needs data.labels: true and a `label` "
+                             "column in the CSV (or use data.reference_csv)")
+        if self.holdout_fraction > 0.0 and self.reference_csv is not None:
+            raise ValueError("data.holdout_fraction and data.reference_csv both name a reference set; keep one")
+        return self
 
     def csv_path(self) -> Path:
         return self.contributors_csv if self.contributors_csv is not None else self.root / "contributors.csv"
@@ -481,10 +526,12 @@ class DiffusionGameConfig(Section):
         for usecase in USECASES:
             if usecase.check is not None:
                 problems.extend(usecase.check(self))
-        if self.feature_extractor.kind == "digits_cnn" and self.data.source != "digits":
+        labelled = self.data.source == "digits" or (self.data.source == "folder" and self.data.labels)
+        if self.feature_extractor.kind == "digits_cnn" and not labelled:
             problems.append(
-                "feature_extractor.kind=digits_cnn needs data.source=digits (it trains on digit labels); "
-                "use kind: inception with a local weights file"
+                f"feature_extractor.kind=digits_cnn needs class labels (data.source=digits, or folder with "
+                f"labels: true and a `label` column); data.source={self.data.source} has none: add labels or use "
+                "kind: inception with a local weights file"
             )
         if self.reference == "heldout":
             has_heldout = (getattr(self.data, "holdout_fraction", 0.0) > 0.0
@@ -510,9 +557,12 @@ class DiffusionGameConfig(Section):
     def n_contributors(self) -> int | None:
         """Number of players when the config tells it without loading images (digits; folder: reads the CSV).
 
-        None when unknown before prepare (e.g. a missing CSV, or a source without ``n_contributors``).
+        None when unknown before prepare (e.g. a missing CSV, a source without ``n_contributors``, or
+        ``merge_overlapping``: how many players remain depends on the images).
         """
         data = self.data
+        if getattr(data, "merge_overlapping", None) is not None:
+            return None
         if isinstance(data, DigitsSource):
             if data.contributors is not None:
                 genuine = len(data.contributors)

@@ -5,7 +5,8 @@ kinds exist: ``python`` (a plain callable ``module:function`` on a boolean mask,
 benchmarks and user utilities; :mod:`.python_game`) and ``diffusion`` (the paper's prune / sparsified-fine-tune
 / sample / measure job, implemented in ``contribshap.workers.game``, imported here lazily so that torch
 loads only on workers that need it). The model baselines of ``contribshap evaluate`` (TRAK and friends) need
-the trained models of a diffusion game and come through this module too.
+the trained models of a diffusion game and come through this module too, and so does ``contribshap check``'s
+data summary (:func:`data_summary`: images, classes, unreadable files and overlap between contributors).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from contribshap.pipeline.contracts.game import Game
 if TYPE_CHECKING:
     from contribshap.pipeline.config.schema import Config
 
-__all__ = ["GAME_KINDS", "build_game", "counterfactual_samples", "model_baselines"]
+__all__ = ["GAME_KINDS", "build_game", "counterfactual_samples", "data_summary", "model_baselines"]
 
 #: ``game.kind`` values.
 GAME_KINDS: tuple[str, ...] = ("python", "diffusion")
@@ -75,3 +76,17 @@ def counterfactual_samples(config: Config, store_root: Path, panels: list[tuple[
     from contribshap.workers.model_baselines import counterfactual_samples as run
 
     return run(config, Path(store_root), panels, Path(out_png))
+
+
+def data_summary(config: Config) -> dict | None:
+    """``contribshap check``'s summary of a diffusion game's data (``contribshap.workers.data_summary.data_summary``:
+    images and classes per contributor, unreadable and byte-identical files, overlap between contributors);
+    None for other games. A source that cannot be loaded is a :class:`ConfigError` naming the problem."""
+    if getattr(config.game, "kind", None) != "diffusion":
+        return None
+    from contribshap.workers.data_summary import data_summary as run
+
+    try:
+        return run(config.game)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"game.data: {error}") from None

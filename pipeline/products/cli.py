@@ -275,6 +275,24 @@ def check(config: Path = typer.Argument(..., help="YAML config to validate.")) -
         f"{f' budget {cfg.design.budget}' if cfg.design.budget else ''} · store {resolve_store(cfg)} · "
         f"config hash {config_hash(cfg)} · plan hash {plan_hash(cfg)}"
     )
+    _check_data(cfg)
+
+
+def _check_data(cfg) -> None:
+    """``check``'s data summary (diffusion games): images and classes per contributor, unreadable and
+    byte-identical files, images shared between contributors; unreadable files are an error (exit 2)."""
+    from contribshap.pipeline.contracts.errors import ConfigError
+    from contribshap.pipeline.games.factory import data_summary
+    from contribshap.pipeline.products.overlap import data_summary_lines
+
+    summary = data_summary(cfg)
+    for line in data_summary_lines(summary):
+        typer.echo(line)
+    unreadable = ((summary or {}).get("files") or {}).get("unreadable") or []
+    if unreadable:
+        shown = ", ".join(f"{f} ({why})" for f, why in unreadable[:3])
+        raise ConfigError(f"game.data: {len(unreadable)} listed image file(s) cannot be read ({shown}); "
+                          "fix or remove them in the CSV")
 
 
 @app.command()
@@ -330,6 +348,10 @@ def status(
         lines.append(f"failed: {failed['mask']} r{failed['replicate']}: {failed['error']}")
     if info["unreadable"]:
         lines.append(f"unreadable files (will be re-run): {', '.join(info['unreadable'][:10])}")
+    if info.get("overlap") is not None:
+        from contribshap.pipeline.products.overlap import overlap_lines
+
+        lines.extend(overlap_lines(info["overlap"]))
     typer.echo("\n".join(lines))
 
 

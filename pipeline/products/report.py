@@ -621,6 +621,13 @@ def _cards(estimates: dict[str, Any], lead: tuple[str, str], contributors: list[
             f'<div class="cards">{"".join(cards)}</div>{hidden}')
 
 
+def _overlap_section(store: Path, manifest: dict[str, Any]) -> str:
+    """Contributor x contributor table of shared images (prepare's overlap audit); '' when the store has none."""
+    from contribshap.pipeline.products.overlap import overlap_html, read_overlap
+
+    return overlap_html(read_overlap(store, manifest))
+
+
 def _figure(src: str, alt: str, caption: str) -> str:
     return (f'<figure><img src="{src}" alt="{html.escape(alt)}"><figcaption>{caption}</figcaption></figure>')
 
@@ -742,6 +749,8 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
         if game_kind == "diffusion" and not thumbs:
             sections.append('<p class="note">No contributor images: prepare writes them (stores prepared by an older '
                             "version lack them).</p>")
+
+    sections.append(_overlap_section(store, manifest))
 
     # 4. Generated samples (diffusion stores): full / null model grids, without the top contributors.
     sections.append(_samples_section(store, out, game_kind=game_kind,

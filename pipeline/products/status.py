@@ -114,4 +114,16 @@ def store_status(store_path: str | Path) -> dict[str, Any]:
         ],
         "by_fidelity": by_fidelity if low_namespace is not None else None,
         "other_sections": sorted({r["section"] for r in rows} - set(ESTIMATOR_SECTIONS)),
+        "overlap": _overlap_pairs(store.root, manifest),
     }
+
+
+def _overlap_pairs(root: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Prepare's overlap audit (pairs of contributors sharing images), or None before prepare."""
+    from contribshap.pipeline.products.overlap import read_overlap
+
+    table = read_overlap(root, manifest)
+    if table is None:
+        return None
+    return {**{key: table.get(key) for key in ("ids", "n_images", "hamming", "rmse", "near_searched", "pairs")},
+            "inside": [row[k] for k, row in enumerate(table.get("near") or [])]}

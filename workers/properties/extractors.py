@@ -5,9 +5,10 @@ A kind (``feature_extractor.kind``) is an :class:`ExtractorKind` registered in
 ``fit(config, dataset, folder, *, seed, device) -> dict`` (build the artifact in ``folder``; a no-op for
 pretrained weights) and ``load(config, folder, *, device) -> Extractor``. Built-ins:
 
-- ``digits_cnn``: a 2-conv CNN trained on real digits during prepare (3 s on a CPU core): on the data's
-  extractor split when it has one (digits ``holdout_fraction``: images neither the diffusion model nor
-  the FID reference uses), else on the labelled genuine training images. Features are the 32 pre-ReLU
+- ``digits_cnn``: a 2-conv CNN trained on the data's labelled images during prepare (3 s on a CPU core for
+  the 8x8 digits; any square size and 1 or 3 channels, e.g. a labelled ``folder``): on the data's
+  extractor split when it has one (``holdout_fraction``: images neither the diffusion model nor the FID
+  reference uses), else on the labelled genuine training images. Features are the 32 pre-ReLU
   activations of its hidden layer, probabilities its softmax. Its held-out accuracy is written to
   ``<folder>/extractor.json`` and reported by prepare.
 - ``inception``: clean-fid's TorchScript Inception-v3 (``inception-2015-12-05.pt``) from a local file.
@@ -61,19 +62,28 @@ def extractor_kind(kind: str) -> ExtractorKind:
 # ----------------------------------------------------------------------------------------------------
 # digits_cnn
 # ----------------------------------------------------------------------------------------------------
+#: Largest side of the CNN's pooled map: larger images are average-pooled down to it before the linear layer.
+DIGITS_CNN_MAX_POOLED = 8
+
+
 class DigitsCNN(torch.nn.Module):
-    """conv(1->16) ReLU conv(16->32) ReLU maxpool -> linear(512 -> feature_dim) [features] ReLU -> linear(K)."""
+    """conv(C->16) ReLU conv(16->32) ReLU maxpool [-> average pool to at most 8x8] -> linear(32·s² -> feature_dim)
+    [features] ReLU -> linear(K), with s = min(side // 2, 8) (8x8 digits: s = 4, no average pool)."""
 
     def __init__(self, n_classes: int, feature_dim: int = 32, in_channels: int = 1, side: int = 8) -> None:
         super().__init__()
+        self.pooled = min(side // 2, DIGITS_CNN_MAX_POOLED)
         self.conv1 = torch.nn.Conv2d(in_channels, 16, 3, padding=1)
         self.conv2 = torch.nn.Conv2d(16, 32, 3, padding=1)
-        self.hidden = torch.nn.Linear(32 * (side // 2) ** 2, feature_dim)
+        self.hidden = torch.nn.Linear(32 * self.pooled ** 2, feature_dim)
         self.head = torch.nn.Linear(feature_dim, n_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (N, 1, 8, 8) in [-1, 1] -> (features (N, feature_dim) pre-ReLU, logits (N, K))."""
-        h = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2).flatten(1)
+        """x (N, C, side, side) in [-1, 1] -> (features (N, feature_dim) pre-ReLU, logits (N, K))."""
+        h = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        if h.shape[-1] != self.pooled or h.shape[-2] != self.pooled:
+            h = F.adaptive_avg_pool2d(h, self.pooled)
+        h = h.flatten(1)
         features = self.hidden(h)
         return features, self.head(F.relu(features))
 
