@@ -167,10 +167,13 @@ def _show_summary(summary, estimates_path: Path, report: Path | None, *, level: 
 
 
 def credit_table(estimates: dict, contributors: list[dict], *, level: float | None = None):
-    """One compact rich table of the default estimator: a row per contributor (by its rank for the first
-    property), a column per property; the first property also shows its interval (at ``level``, e.g. 0.95).
-    A value whose interval the evaluations cannot identify reads ``not identified`` (first property) or
-    carries ``*``; the caption says how many more evaluations are needed. None when there is no estimate.
+    """One compact rich table of the default estimator: a row per contributor (ranked by its credit for the
+    first property: rank 1 = the most valuable; :mod:`contribshap.pipeline.products.credit`), a column of
+    credit per property; the first property also shows its interval (at ``level``, e.g. 0.95). Harmful
+    contributors (credit interval wholly below 0) follow in a section of their own. A value whose interval
+    the evaluations cannot identify reads ``not identified`` (first property) or carries ``*``; the caption
+    says each lower-is-better property once and how many more evaluations are needed. None when there is
+    no estimate.
 
     Args:
         estimates: the ``reduce --json`` document in the run's order
@@ -178,6 +181,7 @@ def credit_table(estimates: dict, contributors: list[dict], *, level: float | No
     """
     import math
 
+    from contribshap.pipeline.products.credit import direction_note, is_harmful, oriented_people
     from contribshap.pipeline.products.report import headline
     from rich import box
     from rich.table import Table
@@ -187,19 +191,20 @@ def credit_table(estimates: dict, contributors: list[dict], *, level: float | No
         return None
     prop, method = lead
     docs = {p: by[method] for p, by in estimates.items() if isinstance(by.get(method), dict)}
-    people = {p: {str(c["id"]): c for c in doc["contributors"]} for p, doc in docs.items()}
+    people = {p: {str(c["id"]): c for c in oriented_people(doc)} for p, doc in docs.items()}
     lead_doc = docs[prop]
 
-    def value_of(p: str, cid: str) -> float:
-        value = people[p].get(cid, {}).get("value")
+    def credit_of(p: str, cid: str) -> float:
+        value = people[p].get(cid, {}).get("credit")
         return float(value) if value is not None else math.nan
 
-    order = sorted((str(c["id"]) for c in contributors), key=lambda cid: -value_of(prop, cid)
-                   if math.isfinite(value_of(prop, cid)) else math.inf)
+    order = sorted((str(c["id"]) for c in contributors), key=lambda cid: -credit_of(prop, cid)
+                   if math.isfinite(credit_of(prop, cid)) else math.inf)
     level_text = f" · {level:.0%} CI" if level else ""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left", caption_justify="left",
                   title=f"credit by {method}{level_text} · {int(lead_doc.get('n_evaluations') or 0)} evaluations · "
-                        f"rank by {prop} (1 = raises {prop} most)")
+                        f"rank by {prop} credit (1 = most valuable)\n"
+                        f"{direction_note(prop, lead_doc.get('direction'))}")
     table.add_column("#", justify="right")
     table.add_column("contributor", no_wrap=True)
     table.add_column(prop, justify="right")
@@ -210,24 +215,36 @@ def credit_table(estimates: dict, contributors: list[dict], *, level: float | No
     names = {str(c["id"]): (f"{c['name']} ({c['id']})" if c.get("name") not in (None, c["id"]) else str(c["id"]))
              for c in contributors}
     unknown = False
+    rows: dict[bool, list[list[str]]] = {False: [], True: []}
     for rank, cid in enumerate(order, start=1):
         person = people[prop].get(cid, {})
         if person.get("identified", True):
-            interval = f"[{_num_text(person.get('ci_low'))}, {_num_text(person.get('ci_high'))}]"
+            interval = f"[{_num_text(person.get('credit_low'))}, {_num_text(person.get('credit_high'))}]"
         else:
             interval, unknown = "not identified", True
-        cells = [str(rank), names.get(cid, cid), _num_text(person.get("value")), interval]
+        cells = [str(rank), names.get(cid, cid), _num_text(person.get("credit")), interval]
         for other in docs:
             if other != prop:
                 entry = people[other].get(cid, {})
                 mark = "" if entry.get("identified", True) else " *"
                 unknown = unknown or bool(mark)
-                cells.append(_num_text(entry.get("value")) + mark)
+                cells.append(_num_text(entry.get("credit")) + mark)
+        rows[is_harmful(person)].append(cells)
+    for cells in rows[False]:
         table.add_row(*cells)
+    if rows[True]:
+        table.add_section()
+        table.add_row("", f"harmful for {prop} (credit interval below 0):", *[""] * (len(table.columns) - 2))
+        for cells in rows[True]:
+            table.add_row(*cells)
+    lower = [p for p, doc in docs.items() if doc.get("direction") == "lower" and p != prop]
+    captions = [f"{', '.join(lower)}: lower is better; credit = reduction"] if lower else []
     if unknown:
         more = max(int(doc.get("more_evaluations") or 0) for doc in docs.values())
-        table.caption = (f"not identified / *: the evaluations cannot pin these values down (interval (-inf, inf)); "
-                         f"{method} needs at least {max(more, 1)} more evaluations: raise design.budget")
+        captions.append(f"not identified / *: the evaluations cannot pin these values down (interval (-inf, inf)); "
+                        f"{method} needs at least {max(more, 1)} more evaluations: raise design.budget")
+    if captions:
+        table.caption = "\n".join(captions)
     return table
 
 
