@@ -36,8 +36,9 @@ the rule; the interval of each share is the percentile interval of its draws at 
 - an estimate that is not identified gives no interval (NaN) and the whole pool is unresolved.
 
 **Unresolved share** (``Shares.unresolved``): half the summed widths of the share intervals, Σ_i (hi_i - lo_i)/2,
-as an amount of the pool: how much money the intervals leave free to move between contributors at this
-budget (0 = every share pinned down; it shrinks like 1/sqrt(evaluations)). ``Shares.uncertain_payees``:
+at most the pool, as an amount of the pool: how much money the intervals leave free to move between
+contributors at this budget (0 = every share pinned down; the pool = nothing is; it shrinks like
+1/sqrt(evaluations)). ``Shares.uncertain_payees``:
 the pool share held by contributors whose share interval reaches their minimum (F·pool): the budget
 cannot tell whether they should be paid more than the floor.
 
@@ -56,7 +57,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BOOTSTRAP_MAX_PLAYERS", "Shares", "bootstrap_shares", "payout_shares", "rule_text", "sampling_units"]
+__all__ = ["BOOTSTRAP_MAX_PLAYERS", "Shares", "bootstrap_shares", "normal_shares", "payout_shares", "rule_text",
+           "sampling_units"]
 
 #: Above this many players :func:`bootstrap_shares` defaults to the normal approximation (see the timings).
 BOOTSTRAP_MAX_PLAYERS = 32
@@ -66,7 +68,7 @@ _MIN_DRAWS = 20
 def _check_rule(n: int, pool: float, floor: float, cap: float | None) -> None:
     if not (math.isfinite(pool) and pool > 0):
         raise ValueError(f"pool must be a positive number; got {pool!r}")
-    if not (math.isfinite(floor) and 0.0 <= floor):
+    if not (math.isfinite(floor) and floor >= 0.0):
         raise ValueError(f"floor must be a fraction of the pool >= 0; got {floor!r}")
     if floor * n > 1.0 + 1e-12:
         raise ValueError(f"floor {floor} x {n} contributors exceeds the pool; use floor <= {1.0 / n:.6g}")
@@ -209,6 +211,42 @@ def _summary(share: np.ndarray, draws: np.ndarray, level: float) -> tuple[np.nda
     return low, high
 
 
+def normal_shares(value: np.ndarray, stderr: np.ndarray, identified: np.ndarray, *, sign: float = 1.0,
+                  pool: float = 1.0, floor: float = 0.0, cap: float | None = None, level: float = 0.95,
+                  n_draws: int = 200, seed: int = 0) -> Shares:
+    """Shares with intervals from the normal approximation: credit draws ``sign·(value + stderr·z)``, z iid N(0, 1).
+
+    Args:
+        value, stderr: float (n,) of an estimate; identified: bool (n,). The rest as :func:`bootstrap_shares`.
+    """
+    value = np.asarray(value, dtype=float)
+    n = len(value)
+    _check_rule(n, float(pool), float(floor), cap)
+    credit = sign * value
+    share = payout_shares(np.nan_to_num(credit), pool, floor=floor, cap=cap)
+    if not np.all(identified):
+        nan = np.full(n, np.nan)
+        return Shares(share, nan, nan.copy(), float(pool), float(floor), cap, float(level), "none", 0, 0,
+                      float(pool), float(pool), False, {"seed": seed})
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((int(n_draws), n))
+    err = np.nan_to_num(np.asarray(stderr, dtype=float))
+    sample = np.vstack([payout_shares(credit + err * z[b], pool, floor=floor, cap=cap) for b in range(int(n_draws))])
+    low, high = _summary(share, sample, level)
+    return Shares(share, low, high, float(pool), float(floor), cap, float(level), "normal", int(n_draws), 0,
+                  _unresolved(low, high, pool), _uncertain(share, low, pool, floor), True, {"seed": seed})
+
+
+def _unresolved(low: np.ndarray, high: np.ndarray, pool: float) -> float:
+    """Half the summed widths of the share intervals, at most the pool."""
+    return float(min(pool, math.fsum(high - low) / 2.0))
+
+
+def _uncertain(share: np.ndarray, low: np.ndarray, pool: float, floor: float) -> float:
+    """Pool held by contributors whose share interval reaches the minimum floor·pool."""
+    return float(math.fsum(share[low <= floor * pool + 1e-12 * pool]))
+
+
 def bootstrap_shares(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float, *, sign: float = 1.0,
                      pool: float = 1.0, floor: float = 0.0, cap: float | None = None, method: str = "kernelshap",
                      level: float = 0.95, n_draws: int = 200, seed: int = 0, resample: str = "auto",
@@ -223,7 +261,7 @@ def bootstrap_shares(masks: np.ndarray, values: np.ndarray, v_empty: float, v_fu
         n_draws: draws of the interval (>= 20). seed: seeds the draws (same seed, same result).
         resample: ``"auto"`` (units up to :data:`BOOTSTRAP_MAX_PLAYERS` players, else normal),
             ``"units"`` or ``"normal"``.
-        estimate_options: further options for ``estimate`` (e.g. ``draw_counts`` are not resampled: avoid).
+        estimate_options: further options for ``estimate`` (``draw_counts``, one per row, follows the rows kept).
 
     Returns:
         :class:`Shares`.
@@ -245,7 +283,8 @@ def bootstrap_shares(masks: np.ndarray, values: np.ndarray, v_empty: float, v_fu
     def fit(rows: np.ndarray) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return estimate(masks[rows], values[rows], v_empty, v_full, method=method, level=level, seed=seed, **options)
+            kept = {k: (np.asarray(v)[rows] if k == "draw_counts" else v) for k, v in options.items()}
+            return estimate(masks[rows], values[rows], v_empty, v_full, method=method, level=level, seed=seed, **kept)
 
     everything = np.arange(len(masks))
     est = fit(everything)
@@ -291,14 +330,11 @@ def bootstrap_shares(masks: np.ndarray, values: np.ndarray, v_empty: float, v_fu
             kind, draws = "normal", []
             extras["fallback"] = f"only {n_draws - dropped} of {n_draws} half-samples were identified"
     if kind == "normal":
-        stderr = np.nan_to_num(np.asarray(est.stderr, dtype=float))
-        z = rng.standard_normal((int(n_draws), n))
-        for b in range(int(n_draws)):
-            draws.append(payout_shares(credit + sign * stderr * z[b], pool, floor=floor, cap=cap))
+        normal = normal_shares(np.asarray(est.value), np.asarray(est.stderr), np.asarray(est.identified), sign=sign,
+                               pool=pool, floor=floor, cap=cap, level=level, n_draws=n_draws, seed=seed)
+        normal.extras.update({k: v for k, v in extras.items() if k not in normal.extras})
+        return normal
     sample = np.vstack(draws)
     low, high = _summary(share, sample, level)
-    unresolved = float(np.sum(high - low) / 2.0)
-    at_floor = low <= floor * pool + 1e-12 * pool
-    uncertain = float(math.fsum(share[at_floor]))
     return Shares(share, low, high, float(pool), float(floor), cap, float(level), kind, len(draws), dropped,
-                  unresolved, uncertain, True, extras)
+                  _unresolved(low, high, pool), _uncertain(share, low, pool, floor), True, extras)

@@ -331,6 +331,11 @@ def reduce(
     store: Path = typer.Argument(..., help="Store folder."),
     method: list[str] = typer.Option(None, "--method", help="Estimator method (repeatable; default: config)."),
     as_json: bool = typer.Option(False, "--json", help="Print the estimates document as JSON on stdout."),
+    shares: bool = typer.Option(False, "--shares", help="Also split a pool by credit: estimates/shares.{csv,parquet,json}."),
+    pool: float = typer.Option(1.0, "--pool", help="--shares: the amount to split (default 1: fractions)."),
+    floor: float = typer.Option(0.0, "--floor", help="--shares: minimum share, a fraction of the pool (<= 1/n)."),
+    cap: float = typer.Option(None, "--cap", help="--shares: maximum share, a fraction of the pool (>= 1/n)."),
+    draws: int = typer.Option(200, "--draws", help="--shares: draws of the share intervals (>= 20)."),
 ) -> None:
     """Estimate per property and method from STORE; write estimates/; print a table (or --json)."""
     from contribshap.pipeline.config.schema import KNOWN_METHODS
@@ -341,11 +346,41 @@ def reduce(
     for name in method or []:
         if name not in KNOWN_METHODS:
             raise ContribshapError(f"--method: unknown method {name!r}; valid methods: {', '.join(KNOWN_METHODS)}")
+    if not shares and (pool != 1.0 or floor != 0.0 or cap is not None or draws != 200):
+        raise ContribshapError("--pool, --floor, --cap and --draws set the payout shares; add --shares")
     require_ok_evaluations(store, what="nothing to reduce")  # before anything is written (exit code 3)
-    results = reduce_store(store, methods=list(method) if method else None, write=True, show=not as_json)
+    rows: dict = {}
+    results = reduce_store(store, methods=list(method) if method else None, write=True, show=not as_json,
+                           rows_out=rows)
     if as_json:
         contributors = Store(store).read_manifest()["contributors"]
         typer.echo(json.dumps(estimates_document(results, contributors), indent=2))
+    if shares:
+        _reduce_shares(Path(store), results, rows, pool=pool, floor=floor, cap=cap, draws=draws, show=not as_json)
+
+
+def _reduce_shares(store: Path, results: dict, rows: dict, *, pool: float, floor: float, cap: float | None,
+                   draws: int, show: bool) -> None:
+    """``reduce --shares``: the shares of every property by the first reduced method, written and printed."""
+    from contribshap.pipeline.products.shares import print_shares, shares_document, store_shares, write_shares
+    from contribshap.pipeline.storage.saved_config import read_saved_config
+    from contribshap.pipeline.storage.store import Store
+
+    if draws < 20:
+        raise ContribshapError(f"--draws {draws}: use at least 20 draws")
+    method = next(iter(next(iter(results.values()))))
+    seed = read_saved_config(store).seed
+    try:
+        by_property = store_shares(results, rows, method=method, pool=pool, floor=floor, cap=cap, n_draws=draws,
+                                   seed=seed)
+    except ValueError as error:
+        raise ContribshapError(f"--shares: {error}") from None
+    contributors = Store(store).read_manifest()["contributors"]
+    document = shares_document(by_property, contributors, method=method)
+    _, csv_path, pq_path = write_shares(store, document)
+    if show:
+        print_shares(document)
+        _echo_err(f"shares: {csv_path}, {pq_path}")
 
 
 @app.command()

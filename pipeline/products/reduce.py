@@ -74,7 +74,8 @@ def _property_names(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> lis
 
 
 def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: list[str] | None = None,
-                 write: bool = True, show: bool = False) -> dict[str, dict[str, Any]]:
+                 write: bool = True, show: bool = False,
+                 rows_out: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Estimates for every property x method from what the store holds now.
 
     Args:
@@ -83,6 +84,9 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
         methods: estimator methods (default: ``cfg.estimators``).
         write: write ``estimates/estimates.{json,parquet}``.
         show: print the rich table to stderr.
+        rows_out: when given, filled with the rows each property was estimated from:
+            ``{property: {"masks", "values", "v_empty", "v_full", "draw_counts", "two_fidelity"}}`` (what
+            :mod:`contribshap.pipeline.products.shares` resamples).
 
     Returns:
         ``{property: {method: Estimate}}`` (:class:`contribshap.pipeline.core.estimators.Estimate`).
@@ -130,6 +134,10 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
             )
         masks = np.array([mask_from_str(r["mask"]) for r in prop_rows], dtype=bool).reshape(-1, n)
         values = np.array([r[prop] for r in prop_rows], dtype=float)
+        if rows_out is not None:
+            rows_out[prop] = {"masks": masks, "values": values, "v_empty": float(np.mean(v_empty)),
+                              "v_full": float(np.mean(v_full)), "two_fidelity": two is not None,
+                              "draw_counts": np.array([draws[r["coalition_key"]] for r in prop_rows])}
         results[prop] = {}
         for method in methods:
             options: dict[str, Any] = {}
