@@ -19,6 +19,10 @@ samples, convergence, LDS, counterfactuals, cost.
     table.csv, table.parquet   the final table: property, method, direction, rank (1 = largest credit),
                       contributor, credit and its CI, the raw value and its CI, stderr, harmful
 
+The "Payout shares" section shows ``estimates/shares.json`` (``contribshap reduce STORE --shares``, with
+its pool and rule); without it, the default rule (shares of 1 in proportion to non-negative credit, 200
+draws) for the headline property (:mod:`contribshap.pipeline.products.shares`).
+
 Every table, card and plot ranks by **credit**, the benefit to the model (:mod:`contribshap.pipeline.products.credit`:
 the raw Shapley value, sign-flipped once for a lower-is-better property such as fid); harmful contributors
 (credit interval wholly below 0) get sections of their own.
@@ -702,6 +706,61 @@ def _cards(estimates: dict[str, Any], lead: tuple[str, str], contributors: list[
             f'<div class="cards">{"".join(cards)}</div>{harmful}{hidden}')
 
 
+def _shares_section(store: Path, lead: tuple[str, str]) -> str:
+    """Payout shares: ``estimates/shares.json`` when ``reduce --shares`` wrote it, else the default rule
+    computed here for the headline property (a note says how to state a pool)."""
+    from contribshap.pipeline.products.shares import shares_document, store_shares
+
+    head = '<h2 id="shares">Payout shares</h2>'
+    prop, method = lead
+    path = store / "estimates" / "shares.json"
+    document: dict[str, Any] | None = None
+    try:
+        document = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        document = None
+    stated = document is not None and prop in (document.get("properties") or {})
+    if not stated:
+        from contribshap.pipeline.products.reduce import reduce_store
+        from contribshap.pipeline.storage.store import Store
+
+        try:
+            rows: dict[str, Any] = {}
+            results = reduce_store(store, methods=[method], write=False, rows_out=rows)
+            shares = store_shares(results, rows, method=method, seed=int(_saved_config(store).get("seed") or 0),
+                                  properties=[prop])
+            document = shares_document(shares, Store(store).read_manifest().get("contributors") or [], method=method)
+        except (ContribshapError, ValueError) as error:
+            return head + f'<p class="note">No shares: {html.escape(str(error))}</p>'
+    assert document is not None
+    entry = document["properties"][prop]
+    pool = float(document["pool"])
+    people = sorted(entry["contributors"], key=lambda c: -_num(c.get("share")))
+    rows_html = [[c["name"], _num(c.get("credit")), _num(c.get("share")),
+                  (f"[{_fmt(_num(c.get('share_low')))}, {_fmt(_num(c.get('share_high')))}]"
+                   if c.get("share_low") is not None else NOT_IDENTIFIED),
+                  f"{100 * _num(c.get('share')) / pool:.1f}%"] for c in people]
+    how = {"units": f"{entry['n_draws']} half-samples of the sampling units (coalition + complement), re-estimated",
+           "normal": f"{entry['n_draws']} draws of the normal approximation of the estimate",
+           "none": "none: the estimate is not identified"}[entry["resample"]]
+    origin = ("as stated by <code>contribshap reduce --shares</code>" if stated else
+              f"default rule; state your pool with <code>contribshap reduce {html.escape(str(store))} --shares "
+              "--pool AMOUNT [--floor F] [--cap C]</code>")
+    resolved = (f"Unresolved at this budget: <b>{_fmt(_num(entry['unresolved']))}</b> of {_fmt(pool)} "
+                f"({100 * _num(entry['unresolved']) / pool:.1f}%: half the summed widths of the share intervals, the "
+                f"money the intervals leave free to move); {_fmt(_num(entry['uncertain_payees']))} is held by "
+                "contributors whose interval reaches the floor." if entry["identified"] else
+                "The estimate is not identified: the whole pool is unresolved (raise <code>design.budget</code>).")
+    return (head + f"<p>{html.escape(str(document.get('rule', '')))} ({origin}). Property <b>{html.escape(prop)}</b> by "
+            f"{html.escape(method)}; {html.escape(direction_note(prop, entry.get('direction')))}. Intervals at "
+            f"{int(100 * float(document.get('level', 0.95)))}%: {how}"
+            + (f" ({int(entry['n_dropped'])} not identified, dropped)" if entry.get("n_dropped") else "")
+            + (f"; {html.escape(str(entry['note']))}" if entry.get("note") else "") + f". {resolved}</p>"
+            + _html_table(["contributor", "credit", "share", "interval", "% of pool"], rows_html, left=1)
+            + '<p class="note">Files: <code>estimates/shares.csv</code>, <code>estimates/shares.parquet</code> '
+              "(written by <code>reduce --shares</code>).</p>")
+
+
 def _figure(src: str, alt: str, caption: str) -> str:
     return (f'<figure><img src="{src}" alt="{html.escape(alt)}"><figcaption>{caption}</figcaption></figure>')
 
@@ -825,6 +884,10 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
             sections.append('<p class="note">No contributor images: prepare writes them (stores prepared by an older '
                             "version lack them).</p>")
 
+    # 3b. Payout shares of the headline property.
+    if lead is not None:
+        sections.append(_shares_section(store, lead))
+
     # 4. Generated samples (diffusion stores): full / null model grids, without the top contributors.
     sections.append(_samples_section(store, out, game_kind=game_kind,
                                      grids=_model_grids(store, rows_by_ns.get(main_ns, []), len(contributors)),
@@ -920,7 +983,8 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
 
     # 7. Assemble the page.
     title = html.escape(str(manifest.get("name", store.name)))
-    links = [("read", "how to read this"), ("contributors", "contributors"), ("samples", "samples")]
+    links = [("read", "how to read this"), ("contributors", "contributors"), ("shares", "payout shares"),
+             ("samples", "samples")]
     links = [(a, t) for a, t in links if f'id="{a}"' in "".join(sections)]
     toc = " · ".join([f'<a href="#{a}">{t}</a>' for a, t in links]
                      + [f'<a href="#{_safe(p)}">{html.escape(p)}</a>' for p in estimates]
