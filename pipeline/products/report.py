@@ -959,7 +959,8 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
                 for method, entries in cf_doc.items() for e in entries
             ]
             parts.append("<p>Counterfactual: relative change of the property after removing contributors "
-                         "(remove_top: the highest-credit ones; remove_bottom: keep only the top).</p>")
+                         "(remove_top: those with the largest raw value, which for a lower-is-better property are "
+                         "the ones that raise it most; remove_bottom: keep only those).</p>")
             parts.append(_html_table(["method", "action", "k", "relative change", "ci_low", "ci_high", "seeds"],
                                      cf_rows, left=2))
         sections.append("\n".join(parts))
