@@ -89,3 +89,25 @@ def test_lower_is_better_ranks_by_benefit_through_the_cli(tmp_path, contribshap,
     assert bad.returncode == 2 and "cap" in bad.stderr and "Traceback" not in bad.stderr
     alone = _cli(contribshap, ["reduce", "st", "--pool", "5"], tmp_path, env)
     assert alone.returncode == 2 and "add --shares" in alone.stderr
+
+
+def test_directions_come_from_one_table_and_the_config():
+    from contribshap.pipeline.config.diffusion import BUILTIN_PROPERTIES, PROPERTY_DIRECTIONS
+    from contribshap.pipeline.config.schema import parse_config
+    from contribshap.pipeline.contracts.errors import ConfigError
+    from contribshap.pipeline.products.credit import credit_fields, direction_note
+
+    assert set(PROPERTY_DIRECTIONS) == set(BUILTIN_PROPERTIES)
+    raw = {"game": {"kind": "python", "target": "m:f", "n_players": 3}, "design": {"kind": "exact"}}
+    cfg = parse_config({**raw, "directions": {"cost": "lower", "fid": "higher"}}, check_paths=False)
+    assert (cfg.direction("cost"), cfg.direction("fid"), cfg.direction("kid"), cfg.direction("other")) == (
+        "lower", "higher", "lower", "higher")
+    with pytest.raises(ConfigError, match="directions"):
+        parse_config({**raw, "directions": {"cost": "down"}}, check_paths=False)
+    # the flip: credit = -value, the interval flipped and ordered, harmful when wholly below 0
+    assert credit_fields(5.0, 1.0, 9.0, True, "lower") == {"credit": -5.0, "credit_low": -9.0, "credit_high": -1.0,
+                                                          "harmful": True}
+    assert credit_fields(5.0, -1.0, 9.0, True, "higher")["harmful"] is False
+    assert credit_fields(5.0, None, None, False, "lower") == {"credit": -5.0, "credit_low": None, "credit_high": None,
+                                                             "harmful": False}
+    assert direction_note("fid", "lower") == "fid: lower is better; credit = reduction of fid"
