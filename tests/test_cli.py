@@ -41,7 +41,8 @@ def test_airport6_exact_through_the_real_cli(tmp_path, contribshap, game_env, ra
     for method in ("exact_shapley", "kernelshap"):
         entry = document["cost"][method]
         assert [c["id"] for c in entry["contributors"]] == [f"p{i}" for i in range(6)]
-        assert set(entry["contributors"][0]) == {"id", "name", "value", "ci_low", "ci_high", "stderr", "identified"}
+        assert set(entry["contributors"][0]) == {"id", "name", "value", "ci_low", "ci_high", "stderr", "identified",
+                                                 "credit", "credit_low", "credit_high", "harmful"}
         assert entry["identified"] is True and entry["more_evaluations"] == 0
         np.testing.assert_allclose([c["value"] for c in entry["contributors"]], AIRPORT6, atol=1e-9)
         assert (entry["v_empty"], entry["v_full"], entry["n_evaluations"]) == (0.0, 6.0, 64)

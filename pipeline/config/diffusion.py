@@ -43,6 +43,12 @@ from pydantic import Field, field_validator, model_validator
 #: ``finetune.mode`` values: the paper's ``sparsified_ft``, plain ``ft`` of θ*, and ``retrain`` from scratch.
 FINETUNE_MODES: tuple[str, ...] = ("sparsified_ft", "ft", "retrain")
 BUILTIN_PROPERTIES: tuple[str, ...] = ("fid", "fid_inf", "log_fid", "kid", "inception_score", "diversity", "quality")
+#: Which way each built-in property is better (the one place the driver side says it): ``"lower"`` for the
+#: distances, ``"higher"`` for the scores. Credit is oriented by it (``credit = -value`` for ``"lower"``,
+#: see :mod:`contribshap.pipeline.products.credit`); a property not listed here is higher-is-better unless
+#: the config's top-level ``directions`` says otherwise.
+PROPERTY_DIRECTIONS: dict[str, str] = {"fid": "lower", "fid_inf": "lower", "log_fid": "lower", "kid": "lower",
+                                       "inception_score": "higher", "diversity": "higher", "quality": "higher"}
 #: ``properties`` when a config names none (``fid_inf`` is opt-in: it costs several Fréchet distances).
 DEFAULT_PROPERTIES: tuple[str, ...] = ("fid", "log_fid", "kid", "inception_score", "diversity", "quality")
 """Property names implemented in ``contribshap.workers.properties`` (a ``"module:function"`` string adds your own)."""

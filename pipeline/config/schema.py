@@ -20,6 +20,8 @@ Top-level keys (all but ``game`` and ``design`` have defaults)::
           retry_exceptions: [ConnectionError, TimeoutError], local_num_cpus: null, temp_dir: null}
     evaluation: {holdout_alpha: 0.5, n_subsets: 50, seeds: [0], mode: finetune}
     low_fidelity: null              # or {game: {finetune: {steps: 10}}, budget: 400}: cheap control variate
+    directions: {}                  # {property: lower | higher}: which way a property is better
+                                    # (built-ins: PROPERTY_DIRECTIONS; others default to higher)
 
 Hashes:
 - :func:`config_hash` covers what changes the value of one coalition evaluation: the ``game`` section,
@@ -27,7 +29,7 @@ Hashes:
   mixes with old results.
 - :func:`plan_hash` covers the design (kind, effective seed, options) but not its budget: a grown budget
   extends a store's plan; a changed design is refused.
-Neither covers the store path, name, ray sizing, estimators, level, stopping or evaluation.
+Neither covers the store path, name, ray sizing, estimators, level, stopping, evaluation or directions.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from contribshap.pipeline.config.diffusion import FINETUNE_MODES, DiffusionGameConfig
+from contribshap.pipeline.config.diffusion import FINETUNE_MODES, PROPERTY_DIRECTIONS, DiffusionGameConfig
 from contribshap.pipeline.contracts.errors import ConfigError
 from contribshap.pipeline.core.designs import DESIGNS, EXACT_MAX_PLAYERS
 from contribshap.pipeline.core.estimators import method_names
@@ -274,6 +276,7 @@ class Config(_Strict):
     ray: RayConfig = Field(default_factory=RayConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     low_fidelity: LowFidelityConfig | None = None
+    directions: dict[str, Literal["higher", "lower"]] = Field(default_factory=dict)
 
     @field_validator("estimators")
     @classmethod
@@ -284,6 +287,11 @@ class Config(_Strict):
         return value
 
     # --- derived values -------------------------------------------------------------------------------
+    def direction(self, prop: str) -> str:
+        """Which way ``prop`` is better, ``"lower"`` or ``"higher"``: the config's ``directions``, else the
+        built-in one (:data:`~contribshap.pipeline.config.diffusion.PROPERTY_DIRECTIONS`), else higher."""
+        return self.directions.get(prop) or PROPERTY_DIRECTIONS.get(prop, "higher")
+
     def n_players(self) -> int | None:
         """Number of contributors when the config alone tells it (python games), else None."""
         return _n_players(self.game)

@@ -183,10 +183,13 @@ def _show_summary(summary, estimates_path: Path, report: Path | None, *, level: 
 
 
 def credit_table(estimates: dict, contributors: list[dict], *, level: float | None = None):
-    """One compact rich table of the default estimator: a row per contributor (by its rank for the first
-    property), a column per property; the first property also shows its interval (at ``level``, e.g. 0.95).
-    A value whose interval the evaluations cannot identify reads ``not identified`` (first property) or
-    carries ``*``; the caption says how many more evaluations are needed. None when there is no estimate.
+    """One compact rich table of the default estimator: a row per contributor (ranked by its credit for the
+    first property: rank 1 = the most valuable; :mod:`contribshap.pipeline.products.credit`), a column of
+    credit per property; the first property also shows its interval (at ``level``, e.g. 0.95). Harmful
+    contributors (credit interval wholly below 0) follow in a section of their own. A value whose interval
+    the evaluations cannot identify reads ``not identified`` (first property) or carries ``*``; the caption
+    says each lower-is-better property once and how many more evaluations are needed. None when there is
+    no estimate.
 
     Args:
         estimates: the ``reduce --json`` document in the run's order
@@ -194,6 +197,7 @@ def credit_table(estimates: dict, contributors: list[dict], *, level: float | No
     """
     import math
 
+    from contribshap.pipeline.products.credit import direction_note, is_harmful, oriented_people
     from contribshap.pipeline.products.report import headline
     from rich import box
     from rich.table import Table
@@ -203,19 +207,20 @@ def credit_table(estimates: dict, contributors: list[dict], *, level: float | No
         return None
     prop, method = lead
     docs = {p: by[method] for p, by in estimates.items() if isinstance(by.get(method), dict)}
-    people = {p: {str(c["id"]): c for c in doc["contributors"]} for p, doc in docs.items()}
+    people = {p: {str(c["id"]): c for c in oriented_people(doc)} for p, doc in docs.items()}
     lead_doc = docs[prop]
 
-    def value_of(p: str, cid: str) -> float:
-        value = people[p].get(cid, {}).get("value")
+    def credit_of(p: str, cid: str) -> float:
+        value = people[p].get(cid, {}).get("credit")
         return float(value) if value is not None else math.nan
 
-    order = sorted((str(c["id"]) for c in contributors), key=lambda cid: -value_of(prop, cid)
-                   if math.isfinite(value_of(prop, cid)) else math.inf)
+    order = sorted((str(c["id"]) for c in contributors), key=lambda cid: -credit_of(prop, cid)
+                   if math.isfinite(credit_of(prop, cid)) else math.inf)
     level_text = f" · {level:.0%} CI" if level else ""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left", caption_justify="left",
                   title=f"credit by {method}{level_text} · {int(lead_doc.get('n_evaluations') or 0)} evaluations · "
-                        f"rank by {prop} (1 = raises {prop} most)")
+                        f"rank by {prop} credit (1 = most valuable)\n"
+                        f"{direction_note(prop, lead_doc.get('direction'))}")
     table.add_column("#", justify="right")
     table.add_column("contributor", no_wrap=True)
     table.add_column(prop, justify="right")
@@ -226,24 +231,36 @@ def credit_table(estimates: dict, contributors: list[dict], *, level: float | No
     names = {str(c["id"]): (f"{c['name']} ({c['id']})" if c.get("name") not in (None, c["id"]) else str(c["id"]))
              for c in contributors}
     unknown = False
+    rows: dict[bool, list[list[str]]] = {False: [], True: []}
     for rank, cid in enumerate(order, start=1):
         person = people[prop].get(cid, {})
         if person.get("identified", True):
-            interval = f"[{_num_text(person.get('ci_low'))}, {_num_text(person.get('ci_high'))}]"
+            interval = f"[{_num_text(person.get('credit_low'))}, {_num_text(person.get('credit_high'))}]"
         else:
             interval, unknown = "not identified", True
-        cells = [str(rank), names.get(cid, cid), _num_text(person.get("value")), interval]
+        cells = [str(rank), names.get(cid, cid), _num_text(person.get("credit")), interval]
         for other in docs:
             if other != prop:
                 entry = people[other].get(cid, {})
                 mark = "" if entry.get("identified", True) else " *"
                 unknown = unknown or bool(mark)
-                cells.append(_num_text(entry.get("value")) + mark)
+                cells.append(_num_text(entry.get("credit")) + mark)
+        rows[is_harmful(person)].append(cells)
+    for cells in rows[False]:
         table.add_row(*cells)
+    if rows[True]:
+        table.add_section()
+        table.add_row("", f"harmful for {prop} (credit interval below 0):", *[""] * (len(table.columns) - 2))
+        for cells in rows[True]:
+            table.add_row(*cells)
+    lower = [p for p, doc in docs.items() if doc.get("direction") == "lower" and p != prop]
+    captions = [f"{', '.join(lower)}: lower is better; credit = reduction"] if lower else []
     if unknown:
         more = max(int(doc.get("more_evaluations") or 0) for doc in docs.values())
-        table.caption = (f"not identified / *: the evaluations cannot pin these values down (interval (-inf, inf)); "
-                         f"{method} needs at least {max(more, 1)} more evaluations: raise design.budget")
+        captions.append(f"not identified / *: the evaluations cannot pin these values down (interval (-inf, inf)); "
+                        f"{method} needs at least {max(more, 1)} more evaluations: raise design.budget")
+    if captions:
+        table.caption = "\n".join(captions)
     return table
 
 
@@ -360,6 +377,11 @@ def reduce(
     store: Path = typer.Argument(..., help="Store folder."),
     method: list[str] = typer.Option(None, "--method", help="Estimator method (repeatable; default: config)."),
     as_json: bool = typer.Option(False, "--json", help="Print the estimates document as JSON on stdout."),
+    shares: bool = typer.Option(False, "--shares", help="Also split a pool by credit: estimates/shares.{csv,parquet,json}."),
+    pool: float = typer.Option(1.0, "--pool", help="--shares: the amount to split (default 1: fractions)."),
+    floor: float = typer.Option(0.0, "--floor", help="--shares: minimum share, a fraction of the pool (<= 1/n)."),
+    cap: float = typer.Option(None, "--cap", help="--shares: maximum share, a fraction of the pool (>= 1/n)."),
+    draws: int = typer.Option(200, "--draws", help="--shares: draws of the share intervals (>= 20)."),
 ) -> None:
     """Estimate per property and method from STORE; write estimates/; print a table (or --json)."""
     from contribshap.pipeline.config.schema import KNOWN_METHODS
@@ -370,11 +392,41 @@ def reduce(
     for name in method or []:
         if name not in KNOWN_METHODS:
             raise ContribshapError(f"--method: unknown method {name!r}; valid methods: {', '.join(KNOWN_METHODS)}")
+    if not shares and (pool != 1.0 or floor != 0.0 or cap is not None or draws != 200):
+        raise ContribshapError("--pool, --floor, --cap and --draws set the payout shares; add --shares")
     require_ok_evaluations(store, what="nothing to reduce")  # before anything is written (exit code 3)
-    results = reduce_store(store, methods=list(method) if method else None, write=True, show=not as_json)
+    rows: dict = {}
+    results = reduce_store(store, methods=list(method) if method else None, write=True, show=not as_json,
+                           rows_out=rows)
     if as_json:
         contributors = Store(store).read_manifest()["contributors"]
         typer.echo(json.dumps(estimates_document(results, contributors), indent=2))
+    if shares:
+        _reduce_shares(Path(store), results, rows, pool=pool, floor=floor, cap=cap, draws=draws, show=not as_json)
+
+
+def _reduce_shares(store: Path, results: dict, rows: dict, *, pool: float, floor: float, cap: float | None,
+                   draws: int, show: bool) -> None:
+    """``reduce --shares``: the shares of every property by the first reduced method, written and printed."""
+    from contribshap.pipeline.products.shares import print_shares, shares_document, store_shares, write_shares
+    from contribshap.pipeline.storage.saved_config import read_saved_config
+    from contribshap.pipeline.storage.store import Store
+
+    if draws < 20:
+        raise ContribshapError(f"--draws {draws}: use at least 20 draws")
+    method = next(iter(next(iter(results.values()))))
+    seed = read_saved_config(store).seed
+    try:
+        by_property = store_shares(results, rows, method=method, pool=pool, floor=floor, cap=cap, n_draws=draws,
+                                   seed=seed)
+    except ValueError as error:
+        raise ContribshapError(f"--shares: {error}") from None
+    contributors = Store(store).read_manifest()["contributors"]
+    document = shares_document(by_property, contributors, method=method)
+    _, csv_path, pq_path = write_shares(store, document)
+    if show:
+        print_shares(document)
+        _echo_err(f"shares: {csv_path}, {pq_path}")
 
 
 @app.command()

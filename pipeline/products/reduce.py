@@ -13,9 +13,16 @@ Outputs:
 - ``estimates/estimates.json``: the ``contribshap reduce --json`` document::
 
       {"<property>": {"<method>": {"contributors": [{"id", "name", "value", "ci_low", "ci_high",
-                                                    "stderr", "identified"}, ...],
+                                                    "stderr", "identified", "credit", "credit_low",
+                                                    "credit_high", "harmful"}, ...],
                                    "v_empty": float, "v_full": float, "n_evaluations": int,
-                                   "identified": bool, "more_evaluations": int}}}
+                                   "identified": bool, "more_evaluations": int,
+                                   "direction": "higher" | "lower", "note": str}}}
+
+  ``value`` / ``ci_low`` / ``ci_high`` are the raw Shapley value and its interval in the property's units
+  and direction; ``credit`` is the benefit to the model (``-value`` for a lower-is-better property,
+  :mod:`contribshap.pipeline.products.credit`), ``harmful`` true when its interval lies wholly below 0;
+  ``note`` says it once (``"fid: lower is better; credit = reduction of fid"``).
 
   A contributor with ``"identified": false`` has a value or uncertainty the evaluated coalitions cannot
   pin down (its interval is (-inf, inf)): ``ci_low``, ``ci_high`` and ``stderr`` are ``null``, and
@@ -26,10 +33,12 @@ Outputs:
   "low_seconds"}`` per method.
 
 - ``estimates/estimates.parquet``: the same as a long table, one row per property x method x
-  contributor, plus ``rank`` (1 = largest value), ``level``, ``utility_noise``, ``identified`` (null
+  contributor, plus ``credit``, ``credit_low``, ``credit_high``, ``direction``, ``harmful``, ``rank``
+  (1 = largest credit = most valuable), ``level``, ``utility_noise``, ``identified`` (null
   bounds and stderr where it is false).
 
-The printed table shows ``not identified`` in place of such an interval, with a footnote giving
+The printed table ranks by credit (the note under its title says the direction), lists the harmful
+contributors in a second table, and shows ``not identified`` in place of such an interval, with a footnote giving
 ``more_evaluations``. The stopping rule (:func:`ci_target_met`) never fires while an estimate it checks
 is not identified.
 """
@@ -47,6 +56,7 @@ import pyarrow as pa
 from contribshap.pipeline.config.schema import Config
 from contribshap.pipeline.contracts.io import atomic_write_json, atomic_write_table
 from contribshap.pipeline.contracts.keys import mask_from_str
+from contribshap.pipeline.products.credit import credit_fields, direction_note
 from contribshap.pipeline.storage.plan import ESTIMATOR_SECTIONS, read_plan
 from contribshap.pipeline.storage.saved_config import read_saved_config
 from contribshap.pipeline.storage.store import RESERVED_COLUMNS, Store, StoreError
@@ -64,7 +74,8 @@ def _property_names(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> lis
 
 
 def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: list[str] | None = None,
-                 write: bool = True, show: bool = False) -> dict[str, dict[str, Any]]:
+                 write: bool = True, show: bool = False,
+                 rows_out: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Estimates for every property x method from what the store holds now.
 
     Args:
@@ -73,6 +84,9 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
         methods: estimator methods (default: ``cfg.estimators``).
         write: write ``estimates/estimates.{json,parquet}``.
         show: print the rich table to stderr.
+        rows_out: when given, filled with the rows each property was estimated from:
+            ``{property: {"masks", "values", "v_empty", "v_full", "draw_counts", "two_fidelity"}}`` (what
+            :mod:`contribshap.pipeline.products.shares` resamples).
 
     Returns:
         ``{property: {method: Estimate}}`` (:class:`contribshap.pipeline.core.estimators.Estimate`).
@@ -120,6 +134,10 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
             )
         masks = np.array([mask_from_str(r["mask"]) for r in prop_rows], dtype=bool).reshape(-1, n)
         values = np.array([r[prop] for r in prop_rows], dtype=float)
+        if rows_out is not None:
+            rows_out[prop] = {"masks": masks, "values": values, "v_empty": float(np.mean(v_empty)),
+                              "v_full": float(np.mean(v_full)), "two_fidelity": two is not None,
+                              "draw_counts": np.array([draws[r["coalition_key"]] for r in prop_rows])}
         results[prop] = {}
         for method in methods:
             options: dict[str, Any] = {}
@@ -135,7 +153,8 @@ def reduce_store(store_path: str | Path, *, cfg: Config | None = None, methods: 
                                        method=method, level=cfg.level, seed=cfg.seed, **options)
             except ValueError as error:
                 raise StoreError(f"reduce {prop!r} with {method!r}: {str(error).rstrip('.')}") from None
-            est.extras.update(v_empty=float(np.mean(v_empty)), v_full=float(np.mean(v_full)))
+            est.extras.update(v_empty=float(np.mean(v_empty)), v_full=float(np.mean(v_full)),
+                              direction=cfg.direction(prop))
             results[prop][method] = est
     # 4. write
     if write:
@@ -208,7 +227,7 @@ def estimates_document(results: dict[str, dict[str, Any]], contributors: list[di
             document[prop][method] = {
                 "contributors": [
                     {"id": c["id"], "name": c["name"], "value": float(est.value[i]),
-                     **_interval(est, i), "identified": bool(est.identified[i])}
+                     **_interval(est, i), "identified": bool(est.identified[i]), **_credit(est, i)}
                     for i, c in enumerate(contributors)
                 ],
                 "v_empty": float(est.extras["v_empty"]),
@@ -216,6 +235,8 @@ def estimates_document(results: dict[str, dict[str, Any]], contributors: list[di
                 "n_evaluations": int(est.n_evaluations),
                 "identified": est.all_identified,
                 "more_evaluations": _more_evaluations(est),
+                "direction": _direction(est),
+                "note": direction_note(prop, _direction(est)),
             }
             if "multifidelity" in est.extras:
                 document[prop][method]["multifidelity"] = est.extras["multifidelity"]
@@ -227,6 +248,21 @@ def _interval(est: Any, i: int) -> dict[str, float | None]:
     if not est.identified[i]:
         return {"ci_low": None, "ci_high": None, "stderr": None}
     return {"ci_low": float(est.ci_low[i]), "ci_high": float(est.ci_high[i]), "stderr": float(est.stderr[i])}
+
+
+def _direction(est: Any) -> str:
+    """``"higher"`` or ``"lower"``: which way the estimate's property is better (set by :func:`reduce_store`)."""
+    return "lower" if est.extras.get("direction") == "lower" else "higher"
+
+
+def _credit(est: Any, i: int) -> dict[str, Any]:
+    """Contributor i's credit fields (:func:`contribshap.pipeline.products.credit.credit_fields`)."""
+    return credit_fields(est.value[i], est.ci_low[i], est.ci_high[i], bool(est.identified[i]), _direction(est))
+
+
+def _credit_ranks(est: Any) -> np.ndarray:
+    """Rank 1 = the largest credit (the most valuable contributor)."""
+    return _ranks(np.asarray([_credit(est, i)["credit"] for i in range(len(est.value))], dtype=float))
 
 
 def _more_evaluations(est: Any) -> int:
@@ -245,11 +281,12 @@ def _long_table(results: dict[str, dict[str, Any]], contributors: list[dict[str,
     records = []
     for prop, by_method in results.items():
         for method, est in by_method.items():
-            ranks = _ranks(np.asarray(est.value))
+            ranks = _credit_ranks(est)
             for i, c in enumerate(contributors):
                 records.append({
                     "property": prop, "method": method, "contributor_id": c["id"], "name": c["name"],
-                    "value": float(est.value[i]), **_interval(est, i), "rank": int(ranks[i]),
+                    "value": float(est.value[i]), **_interval(est, i), **_credit(est, i),
+                    "direction": _direction(est), "rank": int(ranks[i]),
                     "level": float(est.level), "n_evaluations": int(est.n_evaluations),
                     "utility_noise": None if est.utility_noise is None else float(est.utility_noise),
                     "identified": bool(est.identified[i]),
@@ -258,30 +295,43 @@ def _long_table(results: dict[str, dict[str, Any]], contributors: list[dict[str,
         ("property", pa.string()), ("method", pa.string()), ("contributor_id", pa.string()), ("name", pa.string()),
         ("value", pa.float64()), ("stderr", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
         ("rank", pa.int32()), ("level", pa.float64()), ("n_evaluations", pa.int64()), ("utility_noise", pa.float64()),
-        ("identified", pa.bool_()),
+        ("identified", pa.bool_()), ("credit", pa.float64()), ("credit_low", pa.float64()),
+        ("credit_high", pa.float64()), ("direction", pa.string()), ("harmful", pa.bool_()),
     ])
     return pa.Table.from_pylist(records, schema=schema)
 
 
 def print_table(results: dict[str, dict[str, Any]], contributors: list[dict[str, Any]]) -> None:
-    """One rich table per property x method on stderr: contributor, value, CI, rank; an interval the
-    evaluations cannot identify reads ``not identified``, with a footnote on the evaluations still needed."""
+    """One rich table per property x method on stderr, ranked by credit (rank 1 = the most valuable
+    contributor; the title's note says the property's direction): contributor, credit, its CI, the raw
+    value, rank. Harmful contributors (credit interval wholly below 0) follow in a table of their own. An
+    interval the evaluations cannot identify reads ``not identified``, with a footnote on the evaluations
+    still needed."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(stderr=True)
     for prop, by_method in results.items():
         for method, est in by_method.items():
-            ranks = _ranks(np.asarray(est.value))
-            table = Table(title=f"{prop} · {method} · {int(est.level * 100)}% CI · {est.n_evaluations} evaluations")
-            for column in ("contributor", "value", "CI", "rank"):
-                table.add_column(column, justify="left" if column == "contributor" else "right")
+            ranks = _credit_ranks(est)
+            credit = [_credit(est, i) for i in range(len(contributors))]
+            title = (f"{prop} · {method} · {int(est.level * 100)}% CI · {est.n_evaluations} evaluations\n"
+                     f"{direction_note(prop, _direction(est))}")
+
+            def new_table(heading: str, prop: str = prop) -> Table:
+                table = Table(title=heading)
+                for column in ("contributor", "credit", "credit CI", f"{prop} value", "rank"):
+                    table.add_column(column, justify="left" if column == "contributor" else "right")
+                return table
+
+            table, harmful = new_table(title), new_table(f"harmful for {prop}: credit interval wholly below 0")
             for i in np.argsort(ranks):
                 c = contributors[i]
-                interval = (f"[{est.ci_low[i]:.4g}, {est.ci_high[i]:.4g}]" if est.identified[i]
+                interval = (f"[{credit[i]['credit_low']:.4g}, {credit[i]['credit_high']:.4g}]" if est.identified[i]
                             else "not identified *")
-                table.add_row(f"{c['name']} ({c['id']})" if c["name"] != c["id"] else c["id"],
-                              f"{est.value[i]:.4g}", interval, str(ranks[i]))
+                (harmful if credit[i]["harmful"] else table).add_row(
+                    f"{c['name']} ({c['id']})" if c["name"] != c["id"] else c["id"],
+                    f"{credit[i]['credit']:.4g}", interval, f"{est.value[i]:.4g}", str(ranks[i]))
             two = est.extras.get("multifidelity")
             if two is not None:
                 ratio = two.get("variance_ratio")
@@ -293,6 +343,8 @@ def print_table(results: dict[str, dict[str, Any]], contributors: list[dict[str,
                                  f"intervals are [-inf, inf]; {method} needs at least {_more_evaluations(est)} more "
                                  "evaluations (raise design.budget)")
             console.print(table)
+            if harmful.row_count:
+                console.print(harmful)
 
 
 def ci_target_met(results: dict[str, dict[str, Any]], cfg: Config) -> bool:

@@ -11,12 +11,21 @@ samples, convergence, LDS, counterfactuals, cost.
     samples_without.png  the full model next to the model without the top contributors and without each
                       flagged (planted) one (``contribshap demo`` makes it; :func:`sample_panels`)
     samples_counterfactual.png  the same after ``contribshap evaluate`` with counterfactuals (top / bottom)
-    ranking_<p>.png   per property: contributors ranked by the default estimate, with CI error bars
+    ranking_<p>.png   per property: contributors ranked by the default estimate's credit, with CI error bars
     convergence_<p>.png  per property: estimates re-computed on growing prefixes of the plan
     lds_<p>.png       per property: held-out scatter (sum of attributions vs measured value) and LDS by
                       method, when ``contribshap evaluate`` ran
     cost.png          hours by stage (fine-tune / sample / properties) per kind of evaluation
-    table.csv, table.parquet   the final table: property, method, rank, contributor, value, CI, stderr
+    table.csv, table.parquet   the final table: property, method, direction, rank (1 = largest credit),
+                      contributor, credit and its CI, the raw value and its CI, stderr, harmful
+
+The "Payout shares" section shows ``estimates/shares.json`` (``contribshap reduce STORE --shares``, with
+its pool and rule); without it, the default rule (shares of 1 in proportion to non-negative credit, 200
+draws) for the headline property (:mod:`contribshap.pipeline.products.shares`).
+
+Every table, card and plot ranks by **credit**, the benefit to the model (:mod:`contribshap.pipeline.products.credit`:
+the raw Shapley value, sign-flipped once for a lower-is-better property such as fid); harmful contributors
+(credit interval wholly below 0) get sections of their own.
 
 Inputs (read-only): ``manifest.json``, ``config.yaml``, ``plan.parquet``, ``evals/*/*.parquet`` (the
 ``info["samples"]`` of the full / empty coalition rows), ``artifacts/thumbnails-*/``,
@@ -37,6 +46,7 @@ from typing import Any
 import numpy as np
 from contribshap.pipeline.contracts.errors import ContribshapError
 from contribshap.pipeline.contracts.keys import is_planted, mask_to_str
+from contribshap.pipeline.products.credit import direction_note, is_harmful, oriented_people, sign
 from contribshap.pipeline.products.readers import load_estimates, load_evaluation, main_rows, read_all_evals
 from contribshap.pipeline.storage.saved_config import read_saved_config
 
@@ -93,43 +103,53 @@ def _fmt(x: Any, digits: int = 4) -> str:
 # table
 # --------------------------------------------------------------------------------------------------------
 def final_table(estimates: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flatten the ``reduce --json`` document into rows (rank 1 = largest value).
+    """Flatten the ``reduce --json`` document into rows (rank 1 = largest credit = most valuable).
 
     Args:
         estimates: ``{property: {method: {"contributors": [{"id","name","value","ci_low","ci_high",
-            "stderr"}, ...], "v_empty", "v_full", "n_evaluations"}}}``.
+            "stderr", "credit", "credit_low", "credit_high"}, ...], "v_empty", "v_full", "n_evaluations",
+            "direction"}}}`` (credit fields are derived from ``value`` and ``direction`` when missing).
 
     Returns:
-        one dict per (property, method, contributor) with keys ``property, method, rank, contributor_id,
-        name, value, ci_low, ci_high, stderr, n_evaluations, identified, ci``: ``identified`` False when the
+        one dict per (property, method, contributor) with keys ``property, method, direction, rank,
+        contributor_id, name, credit, credit_low, credit_high, value, ci_low, ci_high, stderr,
+        n_evaluations, identified, harmful, ci``: ``credit`` is the benefit (``-value`` for a
+        lower-is-better property), ``value`` the raw Shapley value; ``identified`` False when the
         evaluations cannot pin the value or its interval down (bounds NaN; documents written before the
-        key existed count as identified); ``ci`` is the interval as display text, ``not identified (...)``
-        with the evaluations still needed.
+        key existed count as identified); ``ci`` is the credit interval as display text, ``not identified
+        (...)`` with the evaluations still needed.
     """
     rows = []
     for prop, by_method in estimates.items():
         for method, doc in by_method.items():
             if not isinstance(doc, dict) or "contributors" not in doc:
                 continue
-            people = doc["contributors"]
-            order = sorted(range(len(people)), key=lambda i: -_num(people[i].get("value")))
+            people = oriented_people(doc)
+            order = sorted(range(len(people)), key=lambda i: -np.nan_to_num(_num(people[i].get("credit")),
+                                                                             nan=-np.inf))
             rank = {i: r + 1 for r, i in enumerate(order)}
             for i, person in enumerate(people):
+                known = bool(person.get("identified", True))
                 rows.append(
                     {
                         "property": prop,
                         "method": method,
+                        "direction": "lower" if doc.get("direction") == "lower" else "higher",
                         "rank": rank[i],
                         "contributor_id": str(person.get("id")),
                         "name": str(person.get("name", person.get("id"))),
+                        "credit": _num(person.get("credit")),
+                        "credit_low": _num(person.get("credit_low")),
+                        "credit_high": _num(person.get("credit_high")),
                         "value": _num(person.get("value")),
                         "ci_low": _num(person.get("ci_low")),
                         "ci_high": _num(person.get("ci_high")),
                         "stderr": _num(person.get("stderr")),
                         "n_evaluations": int(doc.get("n_evaluations") or 0),
-                        "identified": bool(person.get("identified", True)),
-                        "ci": (f"[{_fmt(_num(person.get('ci_low')))}, {_fmt(_num(person.get('ci_high')))}]"
-                               if person.get("identified", True) else
+                        "identified": known,
+                        "harmful": is_harmful(person),
+                        "ci": (f"[{_fmt(_num(person.get('credit_low')))}, {_fmt(_num(person.get('credit_high')))}]"
+                               if known else
                                f"not identified (needs ≥ {int(doc.get('more_evaluations') or 1)} more evaluations)"),
                     }
                 )
@@ -151,8 +171,8 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = ["property", "method", "rank", "contributor_id", "name", "value", "ci_low", "ci_high",
-               "stderr", "n_evaluations"]
+    columns = ["property", "method", "direction", "rank", "contributor_id", "name", "credit", "credit_low",
+               "credit_high", "value", "ci_low", "ci_high", "stderr", "n_evaluations", "harmful"]
     csv_path, pq_path = out / "table.csv", out / "table.parquet"
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
@@ -167,10 +187,11 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
 # plots
 # --------------------------------------------------------------------------------------------------------
 def _plot_ranking(prop: str, by_method: dict[str, Any], methods: list[str], path: Path) -> None:
-    """Horizontal error bars: contributors sorted by the first method, up to 3 methods side by side."""
+    """Horizontal error bars of credit: contributors sorted by the first method's credit (the most valuable
+    on top), up to 3 methods side by side."""
     plt = _plt()
-    first = by_method[methods[0]]["contributors"]
-    order = sorted(range(len(first)), key=lambda i: _num(first[i].get("value")))
+    first = oriented_people(by_method[methods[0]])
+    order = sorted(range(len(first)), key=lambda i: np.nan_to_num(_num(first[i].get("credit")), nan=-np.inf))
     shown_note = ""
     if len(order) > 2 * _MAX_RANKED:  # many contributors: the two ends of the ranking (the table has all)
         shown_note = f" — lowest and highest {_MAX_RANKED} of {len(order)}"
@@ -179,11 +200,11 @@ def _plot_ranking(prop: str, by_method: dict[str, Any], methods: list[str], path
     fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.32 * n + 1.2)))
     shown = methods[:3]
     for j, method in enumerate(shown):
-        people = by_method[method]["contributors"]
+        people = oriented_people(by_method[method])
         y = np.arange(n) + (j - (len(shown) - 1) / 2) * 0.25
-        val = np.array([_num(people[i].get("value")) for i in order])
-        lo = np.array([_num(people[i].get("ci_low")) for i in order])
-        hi = np.array([_num(people[i].get("ci_high")) for i in order])
+        val = np.array([_num(people[i].get("credit")) for i in order])
+        lo = np.array([_num(people[i].get("credit_low")) for i in order])
+        hi = np.array([_num(people[i].get("credit_high")) for i in order])
         known = np.array([bool(people[i].get("identified", True)) for i in order])
         err = np.vstack([np.nan_to_num(val - lo), np.nan_to_num(hi - val)])
         if known.any():
@@ -195,7 +216,8 @@ def _plot_ranking(prop: str, by_method: dict[str, Any], methods: list[str], path
     ax.axvline(0.0, color="#999", lw=0.8)
     ax.set_yticks(np.arange(n))
     ax.set_yticklabels([str(first[i].get("name", first[i].get("id"))) for i in order], fontsize=8)
-    ax.set_xlabel(f"credit for {prop} (property units; CI at the estimator's level)")
+    ax.set_xlabel(f"credit ({direction_note(prop, by_method[methods[0]].get('direction')).split('; ')[1]}; "
+                  "CI at the estimator's level)")
     ax.set_title(f"{prop}: contributors ranked ({methods[0]}){shown_note}", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -254,11 +276,14 @@ def convergence_lines(final: np.ndarray) -> list[int]:
     return sorted(np.argsort(-np.abs(np.nan_to_num(final)))[:8].tolist())
 
 
-def _plot_convergence(prop: str, method: str, curve: dict[str, Any], names: list[str], path: Path) -> None:
+def _plot_convergence(prop: str, method: str, curve: dict[str, Any], names: list[str], path: Path,
+                      direction: str | None = None) -> None:
+    """Credit (the raw estimates times :func:`~contribshap.pipeline.products.credit.sign`) on growing prefixes."""
     plt = _plt()
     sizes = np.array(curve["sizes"])
-    value = np.array(curve["value"])
-    lo, hi = np.array(curve["ci_low"]), np.array(curve["ci_high"])
+    s = sign(direction)
+    value = s * np.array(curve["value"])
+    lo, hi = np.sort([s * np.array(curve["ci_low"]), s * np.array(curve["ci_high"])], axis=0)
     fig, ax = plt.subplots(figsize=(9.0, 4.2))
     n = value.shape[1]
     drawn = convergence_lines(value[-1])
@@ -271,7 +296,7 @@ def _plot_convergence(prop: str, method: str, curve: dict[str, Any], names: list
                         color=colour, alpha=0.08)
     ax.set_xscale("log")
     ax.set_xlabel("coalitions evaluated (prefix of the plan)")
-    ax.set_ylabel(f"{method} estimate of {prop}")
+    ax.set_ylabel(f"{method} credit ({'reduction' if s < 0 else 'increase'} of {prop})")
     shown = "" if len(drawn) == n else f"; the {len(drawn)} largest |credit| of {n}"
     ax.set_title(f"{prop}: convergence of {method} (bands: CI{shown})", fontsize=10)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -439,7 +464,7 @@ def sample_panels(store: Path, *, fraction: float = 0.2, max_panels: int = 4) ->
     prop, method = lead
     ids = [str(c["id"]) for c in contributors]
     names = [str(c.get("name", c["id"])) for c in contributors]
-    by_id = {str(p["id"]): _num(p.get("value")) for p in estimates[prop][method]["contributors"]}
+    by_id = {str(p["id"]): _num(p.get("credit")) for p in oriented_people(estimates[prop][method])}
     value = np.array([by_id.get(cid, math.nan) for cid in ids])
     n = len(ids)
     k = min(n - 1, max(1, round(fraction * n)))
@@ -465,7 +490,8 @@ def sample_panels(store: Path, *, fraction: float = 0.2, max_panels: int = 4) ->
         "flagged": [ids[i] for i in marked], "panels": [title for title, _ in panels],
         "masks": [mask_to_str(mask) for _, mask in panels],
         "caption": (f"Generated samples from the same noise: the full coalition, without the {k} contributors "
-                    f"with the highest {method} credit for {prop} (highest credit = raises {prop} most)"
+                    f"with the highest {method} credit for {prop} (the most valuable; "
+                    f"{direction_note(prop, estimates[prop][method].get('direction'))})"
                     + (", and without each flagged (planted) contributor" if len(panels) > 2 else "")
                     + ". Each model is fine-tuned as in the run, with the job seed of its coalition."),
     }
@@ -518,8 +544,32 @@ def load_ordered_estimates(store: Path, manifest: dict[str, Any] | None = None) 
 
     manifest = manifest if manifest is not None else Store(store).read_manifest()
     methods = _saved_config(store).get("estimators")
-    return ordered(load_estimates(store, reduce_if_missing=True), properties=list(manifest.get("property_names") or []),
-                   methods=list(methods) if isinstance(methods, list) else None)
+    estimates = ordered(load_estimates(store, reduce_if_missing=True),
+                        properties=list(manifest.get("property_names") or []),
+                        methods=list(methods) if isinstance(methods, list) else None)
+    _fill_directions(store, estimates)
+    return estimates
+
+
+def _fill_directions(store: Path, estimates: dict[str, Any]) -> None:
+    """Give a document written before ``direction`` existed the direction of the store's config (in place)."""
+    missing = [doc for by_method in estimates.values() for doc in by_method.values()
+               if isinstance(doc, dict) and "contributors" in doc and "direction" not in doc]
+    if not missing:
+        return
+    try:
+        cfg = read_saved_config(store)
+    except ContribshapError:
+        cfg = None
+    for prop, by_method in estimates.items():
+        for doc in by_method.values():
+            if isinstance(doc, dict) and "contributors" in doc and "direction" not in doc:
+                if cfg is not None:
+                    doc["direction"] = cfg.direction(prop)
+                else:
+                    from contribshap.pipeline.config.diffusion import PROPERTY_DIRECTIONS
+
+                    doc["direction"] = PROPERTY_DIRECTIONS.get(prop, "higher")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -529,6 +579,8 @@ def _interval_html(person: dict[str, Any], more: int) -> str:
     if not person.get("identified", True):
         return (f'<span class="ni" title="the evaluations cannot pin this value down; at least {more} more '
                 f'evaluations are needed">{NOT_IDENTIFIED}</span>')
+    if "credit_low" in person:
+        return f"[{_fmt(_num(person.get('credit_low')))}, {_fmt(_num(person.get('credit_high')))}]"
     return f"[{_fmt(_num(person.get('ci_low')))}, {_fmt(_num(person.get('ci_high')))}]"
 
 
@@ -536,8 +588,8 @@ def _how_to_read(estimates: dict[str, Any], lead: tuple[str, str], evaluation: d
     """The "how to read this" section, with the headline property's own numbers."""
     prop, method = lead
     doc = estimates[prop][method]
-    people = doc["contributors"]
-    values = np.array([_num(p.get("value")) for p in people])
+    people = oriented_people(doc)
+    values = np.array([_num(p.get("credit")) for p in people])
     widths = np.array([_num(p.get("ci_high")) - _num(p.get("ci_low")) for p in people if p.get("identified", True)])
     widths = widths[np.isfinite(widths)]
     spread = float(np.nanmax(values) - np.nanmin(values)) if np.isfinite(values).any() else math.nan
@@ -563,10 +615,12 @@ def _how_to_read(estimates: dict[str, Any], lead: tuple[str, str], evaluation: d
                  "method finds the obvious contributor and little else.</li>")
     return (
         '<h2 id="read">How to read this</h2><div class="read"><ul>'
-        f"<li><b>Credit</b> (a Shapley value) is in the property's units: the average change of the property when "
-        f"a contributor's data joins a random group of the others. The credits add up to v(full) − v(empty). "
-        f"Positive credit raises the property: for a lower-is-better property such as FID, high credit means the "
-        f"contributor makes the samples worse.</li>"
+        f"<li><b>Credit</b> is the benefit to the model, in the property's units: the Shapley value (the average "
+        f"change of the property when a contributor's data joins a random group of the others), sign-flipped "
+        f"once for a lower-is-better property. {_directions_html(estimates, method)} Rank 1 is the most valuable "
+        f"contributor; positive credit improves the property, and a contributor whose credit interval lies wholly "
+        f"below 0 is listed as <b>harmful</b>. The raw values add up to v(full) − v(empty); table.csv and "
+        f"estimates.json keep them next to the credit.</li>"
         f"<li><b>Confidence intervals</b> cover the estimation noise of the sampled coalitions (and the training "
         f"noise of replicates), at the estimator's level. Compare their width with the spread of the credits: two "
         f"contributors are ranked apart only when their intervals do not overlap. {numbers} A small interval is "
@@ -580,24 +634,51 @@ def _how_to_read(estimates: dict[str, Any], lead: tuple[str, str], evaluation: d
     )
 
 
+def _directions_html(estimates: dict[str, Any], method: str) -> str:
+    """Each property's direction, said once: "fid: lower is better; credit = reduction of fid." ..."""
+    notes = [direction_note(prop, by_method[method].get("direction")) for prop, by_method in estimates.items()
+             if isinstance(by_method.get(method), dict)]
+    return " ".join(html.escape(note) + "." for note in notes)
+
+
+def _headline_html(estimates: dict[str, Any], lead: tuple[str, str]) -> str:
+    """One line under the title: the most valuable contributor of the headline, and the harmful ones."""
+    prop, method = lead
+    doc = estimates[prop][method]
+    people = sorted(oriented_people(doc), key=lambda p: -np.nan_to_num(_num(p.get("credit")), nan=-np.inf))
+    if not people:
+        return ""
+    top = people[0]
+    harmful = [str(p.get("name", p.get("id"))) for p in people if is_harmful(p)]
+    more = int(doc.get("more_evaluations") or 1)
+    return (f'<p class="read"><b>Most valuable for {html.escape(prop)}</b> ({html.escape(method)}): '
+            f"{html.escape(str(top.get('name', top.get('id'))))}, credit {_fmt(_num(top.get('credit')))} "
+            f"{_interval_html(top, more)} ({html.escape(direction_note(prop, doc.get('direction')))}). "
+            + (f"<b>Harmful</b> (credit interval below 0): {html.escape(_names_list(harmful))}."
+               if harmful else "No contributor is harmful at this level." if any(p.get("identified", True) for p in people)
+               else "No interval is identified yet, so no contributor can be called harmful.") + "</p>")
+
+
 def _cards(estimates: dict[str, Any], lead: tuple[str, str], contributors: list[dict[str, Any]],
            thumbs: dict[str, str], flagged_ids: set[str]) -> str:
-    """One card per contributor, in headline rank order: own images, credit with CI, rank, images owned."""
+    """One card per contributor, in headline rank order (by credit): own images, credit with CI, rank,
+    images owned; the harmful contributors (credit interval wholly below 0) in a section of their own."""
     prop, method = lead
     doc = estimates[prop][method]
     more = int(doc.get("more_evaluations") or 1)
-    people = {str(p["id"]): p for p in doc["contributors"]}
+    people = {str(p["id"]): p for p in oriented_people(doc)}
     ranks: dict[str, dict[str, int]] = {}
     for other, by_method in estimates.items():
         entry = by_method.get(method) if isinstance(by_method.get(method), dict) else None
         if not entry or "contributors" not in entry:
             continue
-        order = sorted(entry["contributors"], key=lambda p: -np.nan_to_num(_num(p.get("value")), nan=-np.inf))
+        order = sorted(oriented_people(entry), key=lambda p: -np.nan_to_num(_num(p.get("credit")), nan=-np.inf))
         for r, person in enumerate(order, start=1):
             ranks.setdefault(str(person["id"]), {})[other] = r
     n = len(people)
     ordered = sorted(contributors, key=lambda c: ranks.get(str(c["id"]), {}).get(prop, n + 1))
-    cards = []
+    cards: list[str] = []
+    harmful_cards: list[str] = []
     for c in ordered[:_MAX_CARDS]:
         cid = str(c["id"])
         person = people.get(cid, {})
@@ -606,19 +687,78 @@ def _cards(estimates: dict[str, Any], lead: tuple[str, str], contributors: list[
         badge = '<span class="badge">flagged: planted</span>' if cid in flagged_ids else ""
         others = " · ".join(f"{html.escape(p)} #{r}" for p, r in ranks.get(cid, {}).items() if p != prop)
         images = f"{int(c['n_samples'])} images · " if int(c.get("n_samples") or 0) else ""
-        cards.append(
+        (harmful_cards if is_harmful(person) else cards).append(
             f'<div class="card{" flag" if cid in flagged_ids else ""}">{image}'
             f'<span class="rank">#{ranks.get(cid, {}).get(prop, "–")} of {n}</span>'
             f'<b>{html.escape(name)}</b>{badge}<br><span class="cid">{html.escape(cid)}</span><br>'
-            f"{html.escape(prop)} credit <b>{_fmt(_num(person.get('value')))}</b> {_interval_html(person, more)}<br>"
+            f"{html.escape(prop)} credit <b>{_fmt(_num(person.get('credit')))}</b> {_interval_html(person, more)}<br>"
             f'<span class="note">{images}{("ranks: " + others) if others else ""}</span></div>'
         )
     hidden = (f'<p class="note">{len(ordered) - _MAX_CARDS} more contributors are in the tables below and in '
               '<a href="table.csv">table.csv</a>.</p>' if len(ordered) > _MAX_CARDS else "")
+    harmful = (f'<h3 id="harmful">Harmful for {html.escape(prop)}</h3><p>Their credit interval lies wholly below 0: '
+               f"at this level their data makes {html.escape(prop)} worse.</p>"
+               f'<div class="cards">{"".join(harmful_cards)}</div>' if harmful_cards else "")
     return (f'<h2 id="contributors">Contributors</h2><p>Ranked by {html.escape(method)} credit for '
-            f'<b>{html.escape(prop)}</b> (rank 1 = largest credit = raises {html.escape(prop)} most); '
+            f'<b>{html.escape(prop)}</b> (rank 1 = largest credit = the most valuable; '
+            f"{html.escape(direction_note(prop, doc.get('direction')))}); "
             f"ranks for the other properties below each card.</p>"
-            f'<div class="cards">{"".join(cards)}</div>{hidden}')
+            f'<div class="cards">{"".join(cards)}</div>{harmful}{hidden}')
+
+
+def _shares_section(store: Path, lead: tuple[str, str]) -> str:
+    """Payout shares: ``estimates/shares.json`` when ``reduce --shares`` wrote it, else the default rule
+    computed here for the headline property (a note says how to state a pool)."""
+    from contribshap.pipeline.products.shares import shares_document, store_shares
+
+    head = '<h2 id="shares">Payout shares</h2>'
+    prop, method = lead
+    path = store / "estimates" / "shares.json"
+    document: dict[str, Any] | None = None
+    try:
+        document = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        document = None
+    stated = document is not None and prop in (document.get("properties") or {})
+    if not stated:
+        from contribshap.pipeline.products.reduce import reduce_store
+        from contribshap.pipeline.storage.store import Store
+
+        try:
+            rows: dict[str, Any] = {}
+            results = reduce_store(store, methods=[method], write=False, rows_out=rows)
+            shares = store_shares(results, rows, method=method, seed=int(_saved_config(store).get("seed") or 0),
+                                  properties=[prop])
+            document = shares_document(shares, Store(store).read_manifest().get("contributors") or [], method=method)
+        except (ContribshapError, ValueError) as error:
+            return head + f'<p class="note">No shares: {html.escape(str(error))}</p>'
+    assert document is not None
+    entry = document["properties"][prop]
+    pool = float(document["pool"])
+    people = sorted(entry["contributors"], key=lambda c: -_num(c.get("share")))
+    rows_html = [[c["name"], _num(c.get("credit")), _num(c.get("share")),
+                  (f"[{_fmt(_num(c.get('share_low')))}, {_fmt(_num(c.get('share_high')))}]"
+                   if c.get("share_low") is not None else NOT_IDENTIFIED),
+                  f"{100 * _num(c.get('share')) / pool:.1f}%"] for c in people]
+    how = {"units": f"{entry['n_draws']} half-samples of the sampling units (coalition + complement), re-estimated",
+           "normal": f"{entry['n_draws']} draws of the normal approximation of the estimate",
+           "none": "none: the estimate is not identified"}[entry["resample"]]
+    origin = ("as stated by <code>contribshap reduce --shares</code>" if stated else
+              f"default rule; state your pool with <code>contribshap reduce {html.escape(str(store))} --shares "
+              "--pool AMOUNT [--floor F] [--cap C]</code>")
+    resolved = (f"Unresolved at this budget: <b>{_fmt(_num(entry['unresolved']))}</b> of {_fmt(pool)} "
+                f"({100 * _num(entry['unresolved']) / pool:.1f}%: half the summed widths of the share intervals, the "
+                f"money the intervals leave free to move); {_fmt(_num(entry['uncertain_payees']))} is held by "
+                "contributors whose interval reaches the floor." if entry["identified"] else
+                "The estimate is not identified: the whole pool is unresolved (raise <code>design.budget</code>).")
+    return (head + f"<p>{html.escape(str(document.get('rule', '')))} ({origin}). Property <b>{html.escape(prop)}</b> by "
+            f"{html.escape(method)}; {html.escape(direction_note(prop, entry.get('direction')))}. Intervals at "
+            f"{int(100 * float(document.get('level', 0.95)))}%: {how}"
+            + (f" ({int(entry['n_dropped'])} not identified, dropped)" if entry.get("n_dropped") else "")
+            + (f"; {html.escape(str(entry['note']))}" if entry.get("note") else "") + f". {resolved}</p>"
+            + _html_table(["contributor", "credit", "share", "interval", "% of pool"], rows_html, left=1)
+            + '<p class="note">Files: <code>estimates/shares.csv</code>, <code>estimates/shares.parquet</code> '
+              "(written by <code>reduce --shares</code>).</p>")
 
 
 def _overlap_section(store: Path, manifest: dict[str, Any]) -> str:
@@ -744,6 +884,7 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
         thumbs[cid] = f"thumb_{k:05d}.png"
         shutil.copyfile(path, out / thumbs[cid])
     if lead is not None:
+        sections.append(_headline_html(estimates, lead))
         sections.append(_how_to_read(estimates, lead, evaluation))
         sections.append(_cards(estimates, lead, contributors, thumbs, {ids[i] for i in flagged(ids)}))
         if game_kind == "diffusion" and not thumbs:
@@ -751,6 +892,9 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
                             "version lack them).</p>")
 
     sections.append(_overlap_section(store, manifest))
+    # 3b. Payout shares of the headline property.
+    if lead is not None:
+        sections.append(_shares_section(store, lead))
 
     # 4. Generated samples (diffusion stores): full / null model grids, without the top contributors.
     sections.append(_samples_section(store, out, game_kind=game_kind,
@@ -769,17 +913,19 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
         doc = by_method[methods[0]]
         parts.append(
             f'<p>v(empty) = {_fmt(_num(doc.get("v_empty")))}, v(full) = {_fmt(_num(doc.get("v_full")))}, '
-            f'{int(doc.get("n_evaluations") or 0)} evaluations. Larger credit = the contributor raises {html.escape(prop)}.</p>'
+            f'{int(doc.get("n_evaluations") or 0)} evaluations. '
+            f'{html.escape(direction_note(prop, doc.get("direction")))}: larger credit = more valuable.</p>'
         )
         parts.append(f'<img src="{ranking_png}" alt="ranking of contributors for {html.escape(prop)}">')
         prop_rows = [r for r in table if r["property"] == prop and r["method"] == methods[0]]
-        parts.append(
-            _html_table(
-                ["rank", "contributor", "value", "CI", "stderr"],
-                [[r["rank"], r["name"], r["value"], r["ci"], r["stderr"]] for r in prop_rows],
-                left=2,
-            )
-        )
+        headers = ["rank", "contributor", "credit", "credit CI", f"{prop} value", "stderr"]
+        parts.append(_html_table(headers, [[r["rank"], r["name"], r["credit"], r["ci"], r["value"], r["stderr"]]
+                                           for r in prop_rows if not r["harmful"]], left=2))
+        harmful_rows = [r for r in prop_rows if r["harmful"]]
+        if harmful_rows:
+            parts.append(f"<p><b>Harmful for {html.escape(prop)}</b> (credit interval wholly below 0):</p>")
+            parts.append(_html_table(headers, [[r["rank"], r["name"], r["credit"], r["ci"], r["value"], r["stderr"]]
+                                               for r in harmful_rows], left=2))
         # 5b. convergence on prefixes of the plan
         values = main.values.get(prop)
         if values is not None and len(values) >= 2:
@@ -788,7 +934,7 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
             )
             if len(curve["sizes"]) >= 2:
                 conv_png = f"convergence_{_safe(prop)}.png"
-                _plot_convergence(prop, methods[0], curve, names, out / conv_png)
+                _plot_convergence(prop, methods[0], curve, names, out / conv_png, doc.get("direction"))
                 parts.append(f'<img src="{conv_png}" alt="convergence of {html.escape(methods[0])} for {html.escape(prop)}">')
             else:
                 parts.append('<p class="note">Convergence: too few estimate rows to re-estimate on prefixes.</p>')
@@ -821,7 +967,8 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
                 for method, entries in cf_doc.items() for e in entries
             ]
             parts.append("<p>Counterfactual: relative change of the property after removing contributors "
-                         "(remove_top: the highest-credit ones; remove_bottom: keep only the top).</p>")
+                         "(remove_top: those with the largest raw value, which for a lower-is-better property are "
+                         "the ones that raise it most; remove_bottom: keep only those).</p>")
             parts.append(_html_table(["method", "action", "k", "relative change", "ci_low", "ci_high", "seeds"],
                                      cf_rows, left=2))
         sections.append("\n".join(parts))
@@ -845,7 +992,8 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
 
     # 7. Assemble the page.
     title = html.escape(str(manifest.get("name", store.name)))
-    links = [("read", "how to read this"), ("contributors", "contributors"), ("samples", "samples")]
+    links = [("read", "how to read this"), ("contributors", "contributors"), ("shares", "payout shares"),
+             ("samples", "samples")]
     links = [(a, t) for a, t in links if f'id="{a}"' in "".join(sections)]
     toc = " · ".join([f'<a href="#{a}">{t}</a>' for a, t in links]
                      + [f'<a href="#{_safe(p)}">{html.escape(p)}</a>' for p in estimates]
