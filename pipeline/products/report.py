@@ -53,7 +53,8 @@ from contribshap.pipeline.storage.saved_config import read_saved_config
 _STAGES = ("finetune_s", "sample_s", "eval_s")
 _MAX_RANKED = 20  # the ranking plot shows at most 2 x this many contributors
 _MAX_LINES = 12  # the convergence plot draws every contributor up to this many, else the largest 8
-_MAX_CARDS = 60  # contributor cards shown (the table lists everyone)
+_MAX_CARDS = 24  # up to this many contributors every one gets a card; beyond, only the ends and the flagged
+_CARDS_TOP, _CARDS_BOTTOM = 10, 5  # cards of a large pool: the most and least valuable (the table lists everyone)
 #: Store paths of the sample grid that ``contribshap demo`` makes (:func:`sample_panels`) and its caption.
 SAMPLES_WITHOUT_PNG = "artifacts/samples/without-top.png"
 SAMPLES_WITHOUT_JSON = "artifacts/samples/without-top.json"
@@ -220,6 +221,44 @@ def _plot_ranking(prop: str, by_method: dict[str, Any], methods: list[str], path
                   "CI at the estimator's level)")
     ax.set_title(f"{prop}: contributors ranked ({methods[0]}){shown_note}", fontsize=10)
     ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_forest(prop: str, doc: dict[str, Any], path: Path) -> None:
+    """Every contributor's credit with its interval, sorted (a forest plot: the whole pool at a glance;
+    names on the axis up to 60 contributors, ranks beyond)."""
+    plt = _plt()
+    people = oriented_people(doc)
+    order = sorted(range(len(people)), key=lambda i: np.nan_to_num(_num(people[i].get("credit")), nan=-np.inf))
+    n = len(order)
+    val = np.array([_num(people[i].get("credit")) for i in order])
+    lo = np.array([_num(people[i].get("credit_low")) for i in order])
+    hi = np.array([_num(people[i].get("credit_high")) for i in order])
+    known = np.array([bool(people[i].get("identified", True)) for i in order])
+    harm = np.array([is_harmful(people[i]) for i in order])
+    fig, ax = plt.subplots(figsize=(7.5, min(30.0, max(3.0, 0.13 * n + 1.5))))
+    y = np.arange(n)
+    colors = np.where(harm, "C3", np.where(np.nan_to_num(lo, nan=-np.inf) > 0, "C2", "C0"))
+    for color in ("C0", "C2", "C3"):
+        pick = (colors == color) & known
+        if pick.any():
+            ax.hlines(y[pick], lo[pick], hi[pick], color=color, lw=0.8)
+            ax.plot(val[pick], y[pick], "o", ms=2.5, color=color)
+    if not known.all():
+        ax.plot(val[~known], y[~known], "o", ms=3, mfc="none", color="#777", label="not identified (CI ∞)")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.axvline(0.0, color="#999", lw=0.8)
+    if n <= 60:
+        ax.set_yticks(y)
+        ax.set_yticklabels([str(people[i].get("name", people[i].get("id"))) for i in order], fontsize=7)
+    else:
+        ax.set_ylabel("rank (bottom = least valuable)")
+        ax.set_yticks(y[:: max(1, n // 10)])
+        ax.set_yticklabels([str(n - k) for k in y[:: max(1, n // 10)]], fontsize=7)
+    ax.set_xlabel("credit (green: surely valuable, red: surely harmful, blue: not resolved from 0)")
+    ax.set_title(f"{prop}: all {n} contributors", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -679,7 +718,8 @@ def _cards(estimates: dict[str, Any], lead: tuple[str, str], contributors: list[
     ordered = sorted(contributors, key=lambda c: ranks.get(str(c["id"]), {}).get(prop, n + 1))
     cards: list[str] = []
     harmful_cards: list[str] = []
-    for c in ordered[:_MAX_CARDS]:
+    shown = _card_selection(ordered, people, flagged_ids)
+    for c in shown:
         cid = str(c["id"])
         person = people.get(cid, {})
         name = str(c.get("name", cid))
@@ -694,8 +734,9 @@ def _cards(estimates: dict[str, Any], lead: tuple[str, str], contributors: list[
             f"{html.escape(prop)} credit <b>{_fmt(_num(person.get('credit')))}</b> {_interval_html(person, more)}<br>"
             f'<span class="note">{images}{("ranks: " + others) if others else ""}</span></div>'
         )
-    hidden = (f'<p class="note">{len(ordered) - _MAX_CARDS} more contributors are in the tables below and in '
-              '<a href="table.csv">table.csv</a>.</p>' if len(ordered) > _MAX_CARDS else "")
+    hidden = (f'<p class="note">Cards for the {_CARDS_TOP} most and {_CARDS_BOTTOM} least valuable, the flagged and '
+              f'the harmful contributors; all {len(ordered)} are in the ranked table and the forest plot below and in '
+              '<a href="table.csv">table.csv</a>.</p>' if len(shown) < len(ordered) else "")
     harmful = (f'<h3 id="harmful">Harmful for {html.escape(prop)}</h3><p>Their credit interval lies wholly below 0: '
                f"at this level their data makes {html.escape(prop)} worse.</p>"
                f'<div class="cards">{"".join(harmful_cards)}</div>' if harmful_cards else "")
@@ -703,7 +744,30 @@ def _cards(estimates: dict[str, Any], lead: tuple[str, str], contributors: list[
             f'<b>{html.escape(prop)}</b> (rank 1 = largest credit = the most valuable; '
             f"{html.escape(direction_note(prop, doc.get('direction')))}); "
             f"ranks for the other properties below each card.</p>"
+            f'<p class="resolved">{html.escape(resolved_line(list(people.values())))}</p>'
             f'<div class="cards">{"".join(cards)}</div>{harmful}{hidden}')
+
+
+def _card_selection(ordered: list[dict[str, Any]], people: dict[str, dict[str, Any]], flagged_ids: set[str]
+                    ) -> list[dict[str, Any]]:
+    """Contributors that get a card, in rank order: everyone up to :data:`_MAX_CARDS`, else the
+    :data:`_CARDS_TOP` most and :data:`_CARDS_BOTTOM` least valuable, the flagged and the harmful."""
+    if len(ordered) <= _MAX_CARDS:
+        return ordered
+    ends = {str(c["id"]) for c in ordered[:_CARDS_TOP] + ordered[-_CARDS_BOTTOM:]}
+    return [c for c in ordered if str(c["id"]) in ends or str(c["id"]) in flagged_ids
+            or is_harmful(people.get(str(c["id"]), {}))]
+
+
+def resolved_line(people: list[dict[str, Any]]) -> str:
+    """One line: how many contributors have an interval, and how many the budget resolves from zero."""
+    n = len(people)
+    known = [p for p in people if p.get("identified", True)]
+    helpful = sum(1 for p in known if _num(p.get("credit_low")) > 0)
+    harmful = sum(1 for p in known if is_harmful(p))
+    return (f"Resolved: {len(known)} of {n} contributors have an interval; {helpful} are surely valuable and "
+            f"{harmful} surely harmful (interval wholly above / below 0); the budget cannot tell the other "
+            f"{n - helpful - harmful} from zero.")
 
 
 def _shares_section(store: Path, lead: tuple[str, str]) -> str:
@@ -917,10 +981,20 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
             f'{html.escape(direction_note(prop, doc.get("direction")))}: larger credit = more valuable.</p>'
         )
         parts.append(f'<img src="{ranking_png}" alt="ranking of contributors for {html.escape(prop)}">')
+        if len(doc.get("contributors") or []) > 2 * _MAX_RANKED:
+            forest_png = f"forest_{_safe(prop)}.png"
+            _plot_forest(prop, doc, out / forest_png)
+            parts.append(f'<img src="{forest_png}" alt="forest plot of every contributor for {html.escape(prop)}">')
         prop_rows = [r for r in table if r["property"] == prop and r["method"] == methods[0]]
         headers = ["rank", "contributor", "credit", "credit CI", f"{prop} value", "stderr"]
         parts.append(_html_table(headers, [[r["rank"], r["name"], r["credit"], r["ci"], r["value"], r["stderr"]]
                                            for r in prop_rows if not r["harmful"]], left=2))
+        if len(prop_rows) > _MAX_CARDS:  # a large pool: the same rows by name, to look someone up
+            by_name = sorted(prop_rows, key=lambda r: str(r["name"]).lower())
+            parts.append(f"<details><summary>The same {len(by_name)} contributors by name (the page has no "
+                         "scripts; table.csv sorts in any spreadsheet)</summary>"
+                         + _html_table(headers, [[r["rank"], r["name"], r["credit"], r["ci"], r["value"], r["stderr"]]
+                                                 for r in by_name], left=2) + "</details>")
         harmful_rows = [r for r in prop_rows if r["harmful"]]
         if harmful_rows:
             parts.append(f"<p><b>Harmful for {html.escape(prop)}</b> (credit interval wholly below 0):</p>")
