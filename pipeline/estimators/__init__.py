@@ -175,6 +175,11 @@ from contribshap.pipeline.estimators._base import (
     register_method,
 )
 from contribshap.pipeline.estimators.kernelshap import CENTER_KINDS, REGRESSION_METHODS
+from contribshap.pipeline.estimators.simultaneous import (
+    SIMULTANEOUS_LEVELS,
+    bonferroni_critical,
+    max_t_critical,
+)
 
 __all__ = [
     "CENTER_KINDS",
@@ -427,6 +432,16 @@ def estimate(
     # 4. package
     stderr = np.where(identified, np.sqrt(np.maximum(var, 0.0)), np.inf)
     ci_low, ci_high = normal_interval(value, stderr, identified, level)
+    levels = tuple(sorted({*SIMULTANEOUS_LEVELS, float(level)}))
+    if result.cov_factor is not None:
+        diag = np.zeros(data.n) if result.cov_diag is None else result.cov_diag
+        critical = max_t_critical(result.cov_factor, diag, identified, levels, seed=seed)
+        kind = "max_t_multiplier"
+    else:
+        critical = bonferroni_critical(int(identified.sum()), levels)
+        kind = "bonferroni"
+    extras["simultaneous"] = {"method": kind, "levels": list(levels),
+                              "critical": [float(c) if np.isfinite(c) else None for c in critical]}
     extras.update(
         {
             "ci": ci,
