@@ -38,9 +38,6 @@ import numpy as np
 
 TARGETS: tuple[str, ...] = ("halfwidth", "top_k", "harmful")
 
-PRIOR_DOF = 10.0
-"""Weight (in degrees of freedom) of the median pilot variance in each player's shrunk variance."""
-
 
 @dataclass
 class Projection:
@@ -146,15 +143,20 @@ def project_budget(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full
 
     se0 = np.asarray(est.stderr, dtype=np.float64)
     raw = np.where(ok, se0 / infl(nu0), np.nan)
-    # the pilot's variances rest on few degrees of freedom, so their largest is mostly noise: each is shrunk
-    # toward the median in proportion to its own degrees of freedom against PRIOR_DOF (empirical Bayes)
-    var_raw = raw**2
-    centre = float(np.nanmedian(var_raw))
-    nu_fin = np.where(np.isfinite(nu0), nu0, 1e6)
-    var_raw = (nu_fin * var_raw + PRIOR_DOF * centre) / (nu_fin + PRIOR_DOF)
-    # a player without an interval yet is projected at the largest shrunk variance of the others
-    raw = np.sqrt(np.where(ok, var_raw, np.nanmax(var_raw)))
+    # a player without an interval yet is projected at the largest standard error of the others
+    raw = np.where(ok, raw, np.nanmax(raw))
     n_id = int(ok.sum())
+
+    def spread(nu: np.ndarray) -> float:
+        """The largest of n_id variance estimates on ν degrees of freedom sits near the 1 - 1/(2 n_id)
+        quantile of χ²_ν / ν times the variance (ν the median over players; 1 at ν = inf)."""
+        fin = nu[np.isfinite(nu)]
+        if fin.size == 0:
+            return 1.0
+        med = float(np.median(fin))
+        return float(stats.chi2.ppf(1 - 0.5 / max(n_id, 1), med) / med)
+
+    spread0 = spread(nu0)
     units0 = float(est.extras.get("n_units", m0))
     params = float(est.extras.get("params", est.extras.get("rank", n - 1)))
 
@@ -164,11 +166,9 @@ def project_budget(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full
         units = units0 * m / m0
         nu = nu0 * max(units - params, 1.0) / max(units0 - params, 1.0)
         shrink = max(units0 - rank - 1.0, 1.0) / max(units - rank - 1.0, 1.0)
-        # the estimates at m scatter around the variances with ν(m) degrees of freedom: the largest of n of
-        # them sits near the 1 - 1/(2n) quantile of χ²_ν / ν
-        nu_med = float(np.median(nu[np.isfinite(nu)])) if np.isfinite(nu).any() else np.inf
-        spread = 1.0 if not np.isfinite(nu_med) else float(stats.chi2.ppf(1 - 0.5 / max(n_id, 1), nu_med) / nu_med)
-        scale = math.sqrt(shrink * spread) if target == "halfwidth" else math.sqrt(shrink)
+        # the largest half-width is the largest of noisy variance estimates: the pilot's sits high by the
+        # spread at its degrees of freedom, the one at m by the (smaller) spread at ν(m)
+        scale = math.sqrt(shrink * spread(nu) / spread0) if target == "halfwidth" else math.sqrt(shrink)
         return raw * scale * infl(nu), nu
 
     total = abs(float(est.extras.get("total", v_full - v_empty)))
