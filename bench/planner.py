@@ -5,7 +5,7 @@ Usage:
     nice -n 10 .venv/bin/python bench/planner.py [--seeds 4] [--out bench/results/planner.json]
 
 Per case (data-like game from ``tests/games_core.py``, utility noise 1% of v(N) - v(∅) per evaluation,
-design, plan seed): a pilot of 3n coalitions gives :func:`contribshap.pipeline.planner.project_budget` a
+design, plan seed): a pilot of ``--pilot`` × n coalitions (default 10n) gives :func:`contribshap.pipeline.planner.project_budget` a
 target half-width h = ``shrink`` × the largest CI half-width that the same plan grown to 2x and 4x the pilot
 shows (targets reachable at a known scale). The actual budget is the first prefix of the same plan (prefix-stable designs; each coalition
 keeps its noise draw) on a grid of 4% steps whose largest half-width is at most h. ratio = projected /
@@ -61,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--sizes", default="30,60")
+    parser.add_argument("--pilot", type=int, default=10, help="pilot size in multiples of n (default 10)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "planner.json"))
     args = parser.parse_args()
     rows = []
@@ -71,7 +72,7 @@ def main() -> None:
             for design in ("paired", "leverage"):
                 for shrink in (2.0, 4.0):
                     for seed in range(args.seeds):
-                        row = run_case(n, design, seed, shrink)
+                        row = run_case(n, design, seed, shrink, pilot_factor=args.pilot, max_factor=5)
                         rows.append(row)
                         print(f"n={n:3d} {design:8s} reference {shrink:.0f}x seed {seed}: pilot {row['pilot']:4d} "
                               f"projected {row['projected']:5d} actual {row['actual']} ratio {row['ratio']:.2f}",
@@ -88,7 +89,8 @@ def main() -> None:
           f"{time.time() - start:.0f} s")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"noise": NOISE, "summary": summary, "cases": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"noise": NOISE, "pilot_factor": args.pilot, "summary": summary, "cases": rows},
+                              indent=1) + "\n")
     print(f"wrote {out}")
 
 

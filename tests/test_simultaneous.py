@@ -68,7 +68,7 @@ def test_statements_on_a_resolved_game() -> None:
     best, worst = rank_intervals(est, 0.90)
     assert best[:3].tolist() == [1, 2, 3] and worst[:3].tolist() == [1, 2, 3]
     groups = unresolved(est, 0.90)
-    assert sorted(sum(groups, [])) == list(range(10))  # a partition of the players
+    assert sorted(i for g in groups for i in g) == list(range(10))  # a partition of the players
     assert any(set(g) >= {3, 4} for g in groups)  # 1.0 and 1.1 cannot be told apart
     summary = statements(est, top_k=3)
     assert summary["harmful"] == [7, 8, 9] and summary["top_k_sure"] == [0, 1, 2]
