@@ -22,8 +22,8 @@ def _cli(command: list[str], args: list[str], *, cwd: Path, env: dict, timeout: 
 def test_258_contributors_through_the_cli_get_intervals(tmp_path, contribshap, game_env, ray_address):
     (tmp_path / "scale.yaml").write_text(
         "name: scale-258\nstore: runs/scale-258\nseed: 0\n"
-        f"game: {{kind: python, target: 'games_scale:datalike', n_players: {N}, options: {{noise: 0.01}}}}\n"
-        f"design: {{kind: paired, budget: {2 * N + 2}}}\n"
+        f"game: {{kind: python, target: 'games_scale:datalike', n_players: {N}, options: {{noise: 0.002}}}}\n"
+        f"design: {{kind: paired, budget: {3 * N + 2}}}\n"
         "estimators: [kernelshap]\n"
         "ray: {num_cpus: 0.25, max_in_flight: 64}\n")
     done = _cli(contribshap, ["run", "scale.yaml", "--address", ray_address, "--no-progress"], cwd=tmp_path,
@@ -50,3 +50,25 @@ def test_258_contributors_through_the_cli_get_intervals(tmp_path, contribshap, g
     assert "Resolved: " in page and f"of {N} contributors have an interval" in page
     assert (tmp_path / "runs/scale-258/report/forest_value.png").is_file()
     assert page.count('<div class="card') < 40
+
+
+@pytest.mark.slow
+def test_plan_projects_a_budget_from_a_pilot_store(tmp_path, contribshap, game_env, ray_address):
+    (tmp_path / "pilot.yaml").write_text(
+        "name: pilot\nstore: runs/pilot\nseed: 0\n"
+        "game: {kind: python, target: 'games_scale:datalike', n_players: 50, options: {noise: 0.002}}\n"
+        "design: {kind: paired, budget: 152}\nestimators: [kernelshap]\n")
+    done = _cli(contribshap, ["run", "pilot.yaml", "--address", ray_address, "--no-progress"], cwd=tmp_path,
+                env=game_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    planned = _cli(contribshap, ["plan", "runs/pilot", "--halfwidth", "0.2", "--seconds-per-evaluation", "635",
+                                 "--json"], cwd=tmp_path, env=game_env)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    doc = json.loads(planned.stdout)
+    projection = doc["projection"]
+    assert projection["reached"] and projection["evaluations"] > projection["pilot_evaluations"] == 150
+    assert doc["hours"] == pytest.approx((projection["evaluations"] + 2) * 635 / 3600)
+    status = _cli(contribshap, ["status", "runs/pilot"], cwd=tmp_path, env=game_env)
+    assert "plan (value, kernelshap, design paired): largest CI half-width <= 0.2" in status.stdout
+    wrong = _cli(contribshap, ["plan", "runs/pilot"], cwd=tmp_path, env=game_env)
+    assert wrong.returncode == 2 and "exactly one target" in wrong.stderr and "Traceback" not in wrong.stderr

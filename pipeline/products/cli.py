@@ -369,7 +369,40 @@ def status(
         from contribshap.pipeline.products.overlap import overlap_lines
 
         lines.extend(overlap_lines(info["overlap"]))
+    from contribshap.pipeline.products.planning import plan_lines, read_plan_projection
+
+    projection = read_plan_projection(store)
+    if projection is not None:
+        lines.extend(plan_lines(projection))
     typer.echo("\n".join(lines))
+
+
+@app.command()
+def plan(
+    store: Path = typer.Argument(..., help="A store to use as the pilot (a first round, or a cheap 2n-3n run)."),
+    halfwidth: float = typer.Option(None, "--halfwidth", help="Target: largest CI half-width of any contributor."),
+    relative: bool = typer.Option(False, "--relative", help="--halfwidth is a share of |v(N) - v(empty)|."),
+    top_k: int = typer.Option(None, "--top-k", help="Target: the top K contributors resolved (simultaneous, 90%)."),
+    harmful_q: float = typer.Option(None, "--harmful-fdr", help="Target: the harmful set at this FDR (e.g. 0.1)."),
+    prop: str = typer.Option(None, "--property", help="Property (default: the first)."),
+    method: str = typer.Option(None, "--method", help="Regression method (default: the config's first)."),
+    seconds: float = typer.Option(None, "--seconds-per-evaluation",
+                                  help="Seconds one evaluation takes on the target hardware (default: measured)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the projection as JSON on stdout."),
+) -> None:
+    """Project the evaluations (and GPU-hours) that reach a precision target, from STORE as a pilot; written to
+    <store>/estimates/plan.json and shown by `status` and the report."""
+    from contribshap.pipeline.products.planning import plan_lines, plan_store
+
+    targets = [t for t in (halfwidth, top_k, harmful_q) if t is not None]
+    if len(targets) != 1:
+        raise typer.BadParameter("give exactly one target: --halfwidth H, --top-k K or --harmful-fdr Q")
+    try:
+        doc = plan_store(store, halfwidth=halfwidth, relative=relative, top_k=top_k, harmful_q=harmful_q, prop=prop,
+                         method=method, seconds_per_evaluation=seconds)
+    except ValueError as error:
+        raise ContribshapError(f"plan: {error}") from None
+    typer.echo(json.dumps(doc, indent=2, default=str) if as_json else "\n".join(plan_lines(doc)))
 
 
 @app.command()
