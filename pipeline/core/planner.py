@@ -174,15 +174,19 @@ def project_budget(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full
     total = abs(float(est.extras.get("total", v_full - v_empty)))
     bound = None
     if target == "halfwidth":
+        assert target_halfwidth is not None
         bound = float(target_halfwidth) * (total if relative else 1.0)
 
     def meets(m: float) -> bool:
         se, nu = se_at(m)
         if target == "halfwidth":
+            assert bound is not None
             return float(z * se.max()) <= bound
         shadow = _Shadow(est, se, nu)
         if target == "top_k":
+            assert top_k is not None
             return len(top_k_sure(shadow, int(top_k), level_statements)) >= int(top_k)
+        assert harmful_q is not None
         negative = np.flatnonzero(est.value < 0)
         return bool(np.isin(negative, fdr_set(shadow, "harmful", float(harmful_q))).all())
 

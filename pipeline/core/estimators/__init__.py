@@ -181,10 +181,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from contribshap.pipeline.contracts.plain import jsonable
 from contribshap.pipeline.core.estimators._base import (
     CI_KINDS,
     MethodResult,
     MethodSpec,
+    check_ci,
     method_names,
     method_spec,
     prepare,
@@ -289,8 +291,8 @@ class Estimate:
             "method": self.method,
             "level": float(self.level),
             "utility_noise": None if self.utility_noise is None else float(self.utility_noise),
-            "extras": _jsonable(self.extras),
-            "identified": [bool(x) for x in self.identified],
+            "extras": jsonable(self.extras),
+            "identified": [bool(x) for x in np.asarray(self.identified, dtype=bool)],
         }
 
     @classmethod
@@ -323,24 +325,8 @@ class Estimate:
             and self.level == other.level
             and self.utility_noise == other.utility_noise
             and self.extras == other.extras
-            and np.array_equal(self.identified, other.identified)
+            and np.array_equal(np.asarray(self.identified), np.asarray(other.identified))
         )
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
 
 
 def normal_interval(value: np.ndarray, stderr: np.ndarray, identified: np.ndarray,
@@ -431,8 +417,7 @@ def estimate(
     if not 0.0 < float(level) < 1.0:
         raise ValueError(f"level must lie in (0, 1), e.g. 0.95; got {level!r}.")
     ci = options.get("ci", "auto")
-    if ci not in CI_KINDS:
-        raise ValueError(f"ci must be one of {', '.join(CI_KINDS)}; got {ci!r}.")
+    check_ci(ci)
     n_boot = int(options.get("n_boot", 500))
     if n_boot < 20:
         raise ValueError(f"n_boot must be >= 20; got {n_boot}.")

@@ -268,10 +268,15 @@ def method_spec(name: str) -> MethodSpec:
     return spec
 
 
+def unknown_ci(ci: str) -> ValueError:
+    """The error for an interval kind ``ci`` that is not one of :data:`CI_KINDS` (listing them)."""
+    return ValueError(f"ci must be one of {', '.join(CI_KINDS)}; got {ci!r}.")
+
+
 def check_ci(ci: str) -> None:
     """Refuse an unknown ``ci`` value, listing the valid ones."""
     if ci not in CI_KINDS:
-        raise ValueError(f"ci must be one of {', '.join(CI_KINDS)}; got {ci!r}.")
+        raise unknown_ci(ci)
 
 
 def distrust_zero_variance(var: np.ndarray, identified: np.ndarray, *, scale: float,

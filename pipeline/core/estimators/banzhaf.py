@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 from contribshap.pipeline.core.estimators._base import (
-    CI_KINDS,
     Data,
     MethodResult,
     distrust_zero_variance,
     register_method,
+    unknown_ci,
 )
 
 
@@ -64,7 +64,7 @@ def _banzhaf_msr(
             draws[b] = msr(z[pick], y[pick])
         var = np.nanvar(draws, axis=0, ddof=1)
     else:
-        raise ValueError(f"ci must be one of {', '.join(CI_KINDS)}; got {ci!r}.")
+        raise unknown_ci(ci)
     identified = distrust_zero_variance(var, identified, scale=float(np.abs(y).max()))
     extras = {"n_in_min": int(n_in.min()), "n_out_min": int(n_out.min())}
     return value, var, extras, identified, max(more, 1) if not identified.all() else 0

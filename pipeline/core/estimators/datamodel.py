@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 from contribshap.pipeline.core.estimators._base import (
-    CI_KINDS,
     Data,
     MethodResult,
     distrust_zero_variance,
     register_method,
+    unknown_ci,
 )
 
 
@@ -66,7 +66,7 @@ def _datamodel(
         sigma2 = float(resid @ resid) / max(len(x) - data.n - 1, 1)
         var = np.diag(inv @ (xc.T @ xc) @ inv) * sigma2
     else:
-        raise ValueError(f"ci must be one of {', '.join(CI_KINDS)}; got {ci!r}.")
+        raise unknown_ci(ci)
     identified, more = _identified(x)
     identified = distrust_zero_variance(var, identified, scale=float(np.abs(data.y).max()))
     more = max(more, 1) if not identified.all() else 0

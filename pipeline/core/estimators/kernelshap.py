@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 from contribshap.pipeline.core.designs import kernel_weights, layer_kernel_mass
 from contribshap.pipeline.core.estimators._base import (
-    CI_KINDS,
     Data,
     MethodResult,
     distrust_zero_variance,
     register_method,
+    unknown_ci,
 )
 
 CENTER_KINDS: tuple[str, ...] = ("auto", "size", "none")
@@ -185,7 +185,7 @@ def _coarse_groups(sizes: np.ndarray, groups: np.ndarray, max_groups: int) -> np
     bins = np.empty(len(sizes), dtype=np.int64)
     bins[order] = np.arange(len(sizes)) * max_groups // len(sizes)
     # rows of one size share a bin (the bin of its first row in size order)
-    first = {}
+    first: dict[int, Any] = {}
     for r in order:
         first.setdefault(int(sizes[r]), bins[r])
     bins = np.array([first[int(k)] for k in sizes], dtype=np.int64)
@@ -252,6 +252,7 @@ def _fit(x_fit: np.ndarray, y_fit: np.ndarray, w: np.ndarray, q: np.ndarray, uni
     if len(a):
         cross = sw[a] * sw[b] * np.einsum("ij,jk,ik->i", x_fit[a], h, x_fit[b])
         if intercept_groups is not None:
+            assert group_w is not None
             same = intercept_groups[a] == intercept_groups[b]
             cross = cross + np.where(same, sw[a] * sw[b] / group_w[intercept_groups[a]], 0.0)
         block = np.empty((len(a), 2, 2))
@@ -409,6 +410,7 @@ def _regression(
         # so its interval; where neither fit can, its interval is infinite either way and the blend keeps
         # the more accurate value
         lam = _blend_weights(plain, centred, layer, unit, layer_fraction)
+        assert centred.identified is not None and plain.identified is not None
         lam = np.where(~centred.identified & plain.identified, 0.0, lam)
         chosen = _Fit(
             offset=_blend(plain.offset, centred.offset, lam),
@@ -426,6 +428,7 @@ def _regression(
     if ci == "analytic":
         var = _stratified_cov(chosen.g, chosen.g, stratum, unit, fraction)
         if lam is not None:
+            assert centred is not None
             # λ was chosen on these data to minimise this very estimate, so the estimate at λ is optimistic;
             # report no less than (1-λ)·Var(φ_p) + λ·Var(φ_c), an upper bound of the blend's variance for
             # every fixed λ (Cauchy-Schwarz), which the selection of λ cannot push below either fit's own
@@ -450,7 +453,7 @@ def _regression(
 
         var = _bootstrap_regression(refit, w, n, stratum, unit, fraction, n_boot, seed) + chosen.imputed
     else:
-        raise ValueError(f"ci must be one of {', '.join(CI_KINDS)}; got {ci!r}.")
+        raise unknown_ci(ci)
 
     # 4. a zero sampling variance is trusted only when the whole fit is identified and exact (an additive
     #    game, or a pairwise one under a paired design); otherwise a player at zero sits on a few units that
