@@ -166,3 +166,55 @@ def banzhaf_brute_force(fn: Callable[[np.ndarray], np.ndarray], n: int) -> np.nd
     zf = all_masks.astype(np.float64)
     half = 2 ** (n - 1)
     return (values @ zf - values @ (1 - zf)) / half
+
+
+def data_like(n: int, seed: int = 0, *, harmful: float = 0.05, grouped: float = 0.6,
+              curve: float = 0.3) -> KnownGame:
+    """A data-valuation-shaped game at any n, with exact Shapley values (sums of small-support games).
+
+    v(S) = curve · t · sqrt(|S| / n)                 (a learning curve: symmetric, φ_i = its share)
+         + Σ_{i∈S} a_i                              (each contributor's own worth; ~``harmful`` of them < 0)
+         + Σ_g c_g · u_g(S ∩ G_g)                   (styles: groups of 3-10 partly redundant contributors)
+
+    About ``grouped`` of the players sit in disjoint groups G_g of 3-10; a group's utility u_g is one of
+    coverage 1 - Π_{j∈S∩G}(1 - p_j) (redundant: a second member adds less), max_j w_j (only the best
+    representative counts) or a threshold [Σ_j w_j >= q] (a style needs enough examples). Its Shapley values
+    are computed exactly by enumerating the group's 2^|G| <= 1024 subsets; the total is the sum over terms.
+    """
+    rng = np.random.default_rng(seed)
+    own = np.abs(rng.normal(1.0, 0.5, size=n))
+    bad = rng.random(n) < harmful
+    own[bad] = -np.abs(rng.normal(1.5, 0.5, size=int(bad.sum())))
+    order = rng.permutation(n)
+    groups: list[tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], float]] = []
+    start, limit = 0, round(grouped * n)
+    while start + 3 <= limit:
+        size = int(min(rng.integers(3, 11), limit - start))
+        members = np.sort(order[start:start + size])
+        start += size
+        kind = int(rng.integers(0, 3))
+        w = rng.uniform(0.2, 1.0, size=size)
+        if kind == 0:
+            def u(z: np.ndarray, p: np.ndarray = w * 0.8) -> np.ndarray:
+                return 1.0 - np.prod(np.where(z, 1.0 - p, 1.0), axis=1)
+        elif kind == 1:
+            def u(z: np.ndarray, p: np.ndarray = w) -> np.ndarray:
+                return np.max(np.where(z, p, 0.0), axis=1)
+        else:
+            def u(z: np.ndarray, p: np.ndarray = w, q: float = 0.5 * w.sum()) -> np.ndarray:
+                return (z.astype(np.float64) @ p >= q).astype(np.float64)
+        groups.append((members, u, float(rng.uniform(1.0, 3.0) * size)))
+    shapley = own.copy()
+    for members, u, c in groups:
+        shapley[members] += c * brute_force_shapley(u, len(members))
+    base_total = float(own.sum() + sum(c * u(np.ones((1, len(m)), bool))[0] for m, u, c in groups))
+    amp = curve * base_total
+    shapley = shapley + amp / n
+
+    def fn(z: np.ndarray) -> np.ndarray:
+        out = amp * np.sqrt(z.sum(axis=1) / n) + z.astype(np.float64) @ own
+        for members, u, c in groups:
+            out = out + c * u(z[:, members])
+        return out
+
+    return KnownGame(f"data_like(n={n},seed={seed})", n, fn, shapley)

@@ -58,6 +58,51 @@ def _strata(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return stratum, unit, np.minimum(observed / population, 1.0)
 
 
+def _collapse_thin(z: np.ndarray, stratum: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Collapsed strata: sampled size strata holding fewer than two sampling units are merged with their
+    sampled neighbours (in order of size, smallest first) until every group holds at least two units.
+
+    A stratum with one unit has no within-stratum spread, so the stratified variance cannot see its error;
+    with n in the hundreds a plan of a few n coalitions spreads its units over ~n/2 strata, most of them
+    thin. Pooling adjacent strata (the collapsed-strata estimator of survey sampling) treats their units as
+    one stratum: the variance then also holds the spread of the strata's means, which makes it conservative
+    by that spread and nothing else (adjacent sizes have similar influence rows). Fully enumerated strata
+    (every coalition observed) are left alone. Returns (stratum (u,) the group id, the smallest size pair
+    in the group; fraction (n//2 + 1,) observed share per group id, pooled over the group).
+    """
+    n = z.shape[1]
+    observed = np.bincount(stratum, minlength=n // 2 + 1).astype(np.float64)
+    population = np.array(
+        [math.comb(n, k) * (1 if 2 * k == n else 2) if k > 0 else 1 for k in range(n // 2 + 1)], dtype=np.float64
+    )
+    units_in = np.zeros(len(observed), dtype=np.int64)
+    pairs = np.unique(np.column_stack([stratum, unit]), axis=0)
+    np.add.at(units_in, pairs[:, 0], 1)
+    fraction = np.minimum(observed / population, 1.0)
+    sampled = [h for h in range(len(observed)) if units_in[h] > 0 and fraction[h] < 1.0]
+    groups: list[list[int]] = []
+    held = 0
+    for h in sampled:
+        if groups and held < 2:
+            groups[-1].append(h)
+        else:
+            groups.append([h])
+            held = 0
+        held += int(units_in[h])
+    if len(groups) > 1 and held < 2:  # the last group is thin: pool it with the one before
+        groups[-2].extend(groups.pop())
+    out = stratum.copy()
+    pooled = fraction.copy()
+    for members in groups:
+        if len(members) == 1:
+            continue
+        head = members[0]
+        out[np.isin(stratum, members)] = head
+        pooled[head] = min(observed[members].sum() / population[members].sum(), 1.0)
+        pooled[members[1:]] = 0.0
+    return out, pooled
+
+
 def _regression_weights(data: Data, method: str) -> np.ndarray:
     n = data.n
     sizes = data.z.sum(axis=1)
@@ -131,6 +176,23 @@ def _intercept_groups(sizes: np.ndarray, unit: np.ndarray, n: int) -> np.ndarray
     return group
 
 
+def _coarse_groups(sizes: np.ndarray, groups: np.ndarray, max_groups: int) -> np.ndarray | None:
+    """(u,) int: intercept groups of adjacent sizes, at most ``max_groups`` of them with about equal row
+    counts (contiguous in size; the id of a group is its smallest size), or None if ``groups`` has no more."""
+    if len(np.unique(groups)) <= max_groups:
+        return None
+    order = np.argsort(sizes, kind="stable")
+    bins = np.empty(len(sizes), dtype=np.int64)
+    bins[order] = np.arange(len(sizes)) * max_groups // len(sizes)
+    # rows of one size share a bin (the bin of its first row in size order)
+    first = {}
+    for r in order:
+        first.setdefault(int(sizes[r]), bins[r])
+    bins = np.array([first[int(k)] for k in sizes], dtype=np.int64)
+    head = {b: int(sizes[bins == b].min()) for b in np.unique(bins)}
+    return np.array([head[b] for b in bins], dtype=np.int64)
+
+
 @dataclass
 class _Fit:
     """One weighted constrained solve: φ = t/n + ``offset``, ``offset = lin @ y'``, ``g`` its influence rows."""
@@ -145,31 +207,65 @@ class _Fit:
 
 
 def _fit(x_fit: np.ndarray, y_fit: np.ndarray, w: np.ndarray, q: np.ndarray, unit: np.ndarray,
-         stratum: np.ndarray, fraction: np.ndarray, intercept_hat: np.ndarray | None = None,
-         n_intercepts: int = 0) -> _Fit:
-    """One weighted solve. ``intercept_hat`` (u,): leverage of the per-size intercepts a size-centred fit
-    profiled out (w_S / Σ_{|T|=|S|} w_T); ``n_intercepts``: how many (the observed sizes).
+         stratum: np.ndarray, fraction: np.ndarray, intercept_groups: np.ndarray | None = None) -> _Fit:
+    """One weighted solve. ``intercept_groups`` (u,): the per-size intercept group of each row that a
+    size-centred fit profiled out (None: the plain fit).
 
-    The small-sample correction is HC2-style per sampling unit: a unit's residuals are divided by
-    sqrt(1 - h_unit) (at most 20-fold), h_unit the summed leverage of its rows in the whole model, which
-    makes the squared residual unbiased for the error variance under homoscedasticity (HC3's 1 - h, used
-    before, over-corrects once the intercepts count, and the t quantile of _t_inflation already covers the
-    noise of the variance estimate: the CR2 / Bell-McCaffrey recipe). For the size-centred fit the model
-    is [per-size intercepts | centred design], whose hat matrix is the intercepts' (diagonal
-    w_S / Σ_layer w) plus the centred design's (Frisch-Waugh), so ``intercept_hat`` is added: leaving it
-    out shrinks the residuals of thin layers without correcting them, and the interval comes out narrow.
+    The small-sample correction is CR2 per sampling unit (Bell-McCaffrey): a unit's weighted residuals are
+    multiplied by (I - H_uu)^(-1/2), H_uu the block of the symmetric hat matrix on the unit's rows
+    (eigenvalues of I - H_uu floored at 0.0025: at most 20-fold), which makes the squared residuals unbiased
+    for the error variance under homoscedasticity; the t quantile of _t_inflation covers the noise of the
+    variance estimate. For the plain fit a complementary pair spans one direction (x_{N∖S} = -x_S), so the
+    block has one non-zero eigenvalue, h_S + h_{N∖S}, and this is the per-unit HC2 division by
+    sqrt(1 - h_unit). For the size-centred fit the model is [per-size intercepts | centred design], whose
+    hat matrix is the intercepts' (w-weighted layer means) plus the centred design's (Frisch-Waugh); the two
+    rows of a pair usually sit under different intercepts, so their block has two eigenvalues that may sum
+    past 1 without either reaching it (a summed leverage would call such a unit fitted exactly). A unit is
+    fitted exactly (no residual to see its error by) when the largest eigenvalue of H_uu reaches 1.
     """
     beta, h = _solve_constrained(x_fit, y_fit, w)
     # x_fitᵀW y_fit = x_fitᵀW y' when x_fit is size-centred, so lin applies to the uncentred y' as well
     lin = q @ h @ (x_fit * w[:, None]).T
     resid = y_fit - x_fit @ beta
     hat = w * np.einsum("ij,jk,ik->i", x_fit, h, x_fit)
-    if intercept_hat is not None:
-        hat = hat + intercept_hat
-    unit_hat = np.bincount(unit, weights=hat)[unit]
-    adjusted = resid / np.sqrt(np.maximum(1.0 - unit_hat, 0.0025))
-    rank = int(np.linalg.matrix_rank(x_fit * np.sqrt(w)[:, None]))
-    identified = _identified(x_fit, w, q, lin, unit_hat, rank, stratum, fraction, unit)
+    group_w = None
+    if intercept_groups is not None:
+        group_w = np.bincount(intercept_groups, weights=w)
+        hat = hat + w / group_w[intercept_groups]
+    sw = np.sqrt(w)
+    scaled = sw * resid
+    adjusted = np.empty_like(scaled)
+    unit_max = np.empty_like(hat)  # largest eigenvalue of the unit's hat block, per row
+    # units of one row (an unpaired coalition) and of two (a complementary pair)
+    first = np.full(int(unit.max()) + 1, -1)
+    second = np.full(int(unit.max()) + 1, -1)
+    for r, un in enumerate(unit):
+        if first[un] < 0:
+            first[un] = r
+        else:
+            second[un] = r
+    single = first[(first >= 0) & (second < 0)]
+    adjusted[single] = scaled[single] / np.sqrt(np.maximum(1.0 - hat[single], 0.0025))
+    unit_max[single] = hat[single]
+    a, b = first[second >= 0], second[second >= 0]
+    if len(a):
+        cross = sw[a] * sw[b] * np.einsum("ij,jk,ik->i", x_fit[a], h, x_fit[b])
+        if intercept_groups is not None:
+            same = intercept_groups[a] == intercept_groups[b]
+            cross = cross + np.where(same, sw[a] * sw[b] / group_w[intercept_groups[a]], 0.0)
+        block = np.empty((len(a), 2, 2))
+        block[:, 0, 0], block[:, 1, 1] = 1.0 - hat[a], 1.0 - hat[b]
+        block[:, 0, 1] = block[:, 1, 0] = -cross
+        ev, vec = np.linalg.eigh(block)
+        inv_sqrt = np.einsum("pij,pj,pkj->pik", vec, 1.0 / np.sqrt(np.maximum(ev, 0.0025)), vec)
+        pair = np.einsum("pij,pj->pi", inv_sqrt, np.column_stack([scaled[a], scaled[b]]))
+        adjusted[a], adjusted[b] = pair[:, 0], pair[:, 1]
+        unit_max[a] = unit_max[b] = 1.0 - ev[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        adjusted = np.where(sw > 0, adjusted / sw, 0.0)
+    rank = int(np.linalg.matrix_rank(x_fit * sw[:, None]))
+    identified = _identified(x_fit, w, q, lin, unit_max, rank, stratum, fraction, unit)
+    n_intercepts = 0 if group_w is None else int(np.count_nonzero(group_w))
     return _Fit(offset=q @ beta, lin=lin, g=(lin * adjusted).T, rank=rank, identified=identified,
                 params=float(rank + n_intercepts), g_raw=(lin * resid).T)
 
@@ -255,12 +351,16 @@ def _regression(
     total = data.total
     yprime = data.y - data.v_empty - total / n * sizes
     if method != "kernelshap_paper":
-        stratum, unit, fraction = _strata(data.z)
+        layer, unit, layer_fraction = _strata(data.z)
+        # the variance pools thin strata (collapsed strata); the blend weight keeps the size pairs, whose
+        # means differ by the very size effect the control variate removes
+        stratum, fraction = _collapse_thin(data.z, layer, unit)
     else:
         stratum, unit, fraction = np.zeros(u, dtype=np.int64), np.arange(u), np.zeros(1)
+        layer, layer_fraction = stratum, fraction
     if not deterministic and data.noise_var is None:
         # utility noise unknown: a fully enumerated layer still carries noise, so no FPC (conservative)
-        fraction = np.zeros_like(fraction)
+        fraction, layer_fraction = np.zeros_like(fraction), np.zeros_like(layer_fraction)
 
     # 2. the plain fit, the size-centred fit (a free intercept per size; needs n-1 dof left), the blend.
     #    The centred fit takes part whenever it is full rank (it is far more accurate on utilities that grow
@@ -270,9 +370,14 @@ def _regression(
     centred = None
     if center in ("size", "auto"):
         xc, yc = _center_by_size(x, yprime, w, groups)
-        layer_w = np.bincount(groups, weights=w)
-        candidate = _fit(xc, yc, w, q, unit, stratum, fraction, intercept_hat=w / layer_w[groups],
-                         n_intercepts=int(np.count_nonzero(layer_w)))
+        # one intercept per size can saturate the fit (few residual units, a variance on few degrees of
+        # freedom, or units fitted exactly): adjacent sizes then share intercepts, so that at most half of
+        # the plain fit's residual units go to intercepts
+        coarse = _coarse_groups(size_index, groups, max(1, (len(np.unique(unit)) - plain.rank) // 2))
+        if coarse is not None:
+            groups = coarse
+            xc, yc = _center_by_size(x, yprime, w, groups)
+        candidate = _fit(xc, yc, w, q, unit, stratum, fraction, intercept_groups=groups)
         centred = candidate if candidate.rank == n - 1 else None
     lam = None
     if centred is None:
@@ -284,7 +389,7 @@ def _regression(
         # variance the centred fit cannot estimate but the plain fit can keeps its plain fit (λ = 0) and
         # so its interval; where neither fit can, its interval is infinite either way and the blend keeps
         # the more accurate value
-        lam = _blend_weights(plain, centred, stratum, unit, fraction)
+        lam = _blend_weights(plain, centred, layer, unit, layer_fraction)
         lam = np.where(~centred.identified & plain.identified, 0.0, lam)
         chosen = _Fit(
             offset=_blend(plain.offset, centred.offset, lam),
@@ -317,10 +422,9 @@ def _regression(
             keep = wb > 0
             xk, yk, wk, sk = x[keep], yprime[keep], wb[keep], groups[keep]
             b_plain = _fit(xk, yk, wk, q, unit[keep], stratum[keep], fraction)
-            layer_wb = np.bincount(sk, weights=wk)
             b_centred = _fit(*_center_by_size(xk, yk, wk, sk), wk, q, unit[keep], stratum[keep], fraction,
-                             intercept_hat=wk / layer_wb[sk])
-            lam_b = _blend_weights(b_plain, b_centred, stratum[keep], unit[keep], fraction)
+                             intercept_groups=sk)
+            lam_b = _blend_weights(b_plain, b_centred, layer[keep], unit[keep], layer_fraction)
             return _blend(b_plain.offset, b_centred.offset, lam_b)
 
         var = _bootstrap_regression(refit, w, n, stratum, unit, fraction, n_boot, seed)
