@@ -576,10 +576,169 @@ def _machinery_accuracy(doc: dict, truth: np.ndarray) -> dict:
     if not est:
         return {"found": False}
     value = np.array([c["value"] for c in est["contributors"]], dtype=float)
-    cover = [c["ci_low"] is not None and c["ci_low"] <= t <= c["ci_high"] for c, t in zip(est["contributors"], truth, strict=True)]
+    cover = [c["ci_low"] <= t <= c["ci_high"] for c, t in zip(est["contributors"], truth, strict=True)
+             if c["ci_low"] is not None]
     return {"found": True, "error": rel_error(value, truth), "spearman": spearman(value, truth),
             "identified": float(np.mean([c["identified"] for c in est["contributors"]])),
-            "coverage": float(np.mean(cover)), "more_evaluations": est.get("more_evaluations")}
+            "coverage_of_identified": float(np.mean(cover)) if cover else None,
+            "more_evaluations": est.get("more_evaluations")}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Markdown (docs/benchmarks.md) from the JSON
+# --------------------------------------------------------------------------------------------------------
+def _cell_text(c: dict | None) -> str:
+    if c is None:
+        return "not run"
+    if "error" not in c:
+        return f"miss: {c.get('failure', 'not run')}"
+    seeds = "" if c["seeds"] >= 3 else f" ({c['seeds']} seed{'s' if c['seeds'] > 1 else ''})"
+    return f"{c['error']:.3f} / {c['spearman']:.2f}{seeds}"
+
+
+def render_markdown(doc: dict) -> str:
+    acc = doc.get("accuracy")
+    out: list[str] = ["## Scale: 50 to 1,000 contributors", ""]
+    if acc:
+        st = acc["settings"]
+        out += [
+            "Data-like games (`bench/datalike.py`): each contributor's own worth (log-normal), 5% harmful "
+            "contributors (negative worth), styles of 3 to 10 partly redundant contributors covering 60% of "
+            "them (a saturating coverage game per style, its Shapley values enumerated exactly), and a size "
+            "term b·sqrt(|S|/n); the exact Shapley value is the sum of the parts'. Utility noise: a fresh "
+            "Gaussian draw per evaluation with sd = noise x |v(N) - v(∅)|. Budget = sampled coalitions; the "
+            "empty and full coalitions are evaluated on top for every method (shapiq gets budget + 2 calls).",
+            "",
+            f"Command: `nice -n 10 .venv/bin/python {acc['command']}` (shapiq {st['shapiq_version']} in "
+            f"`.bench-venv-shapiq`, Python 3.12; each shapiq call limited to {st['shapiq_timeout_s']:g} s and "
+            f"{st['shapiq_memory_gb']:g} GB of address space). Seeds: {st['seeds']} per cell at n = 50 and "
+            f"258, {st['seeds_n1000']} at n = 1,000 (fewer where a cell says so). Results: "
+            "`bench/results/scale.json` (`accuracy`).",
+            "",
+            "Games: " + "; ".join(f"n = {n}: |v(N) - v(∅)| = {g['span']:.0f}, {g['styles']} styles, "
+                                  f"{g['harmful']} harmful" for n, g in acc["games"].items()) + ".",
+            "",
+            "Cells: relative error ‖φ̂ − φ‖/‖φ‖ / Spearman with φ, mean over seeds. Ours: `method@design`.",
+            "",
+        ]
+        cells = acc["cells"]
+        methods = list(dict.fromkeys(c["method"] for c in cells))
+        for n in sorted({c["n"] for c in cells}):
+            for noise in sorted({c["noise"] for c in cells if c["n"] == n}):
+                mults = sorted({c["mult"] for c in cells if c["n"] == n and c["noise"] == noise})
+                out += [f"**n = {n}, noise {100 * noise:g}%** (error / Spearman)", "",
+                        "| method | " + " | ".join(f"{m}n" for m in mults) + " |",
+                        "|---|" + "---|" * len(mults)]
+                for meth in methods:
+                    row = {c["mult"]: c for c in cells if c["n"] == n and c["noise"] == noise and c["method"] == meth}
+                    if row:
+                        out.append(f"| {meth} | " + " | ".join(_cell_text(row.get(m)) for m in mults) + " |")
+                out.append("")
+        out += ["**Our intervals** (nominal 95%): coverage of the exact values / share of contributors "
+                "identified, mean over seeds", "",
+                "| n | noise | method | " + " | ".join(f"{m}n" for m in st["mults"]) + " |",
+                "|---|---|---|" + "---|" * len(st["mults"])]
+        for n in sorted({c["n"] for c in cells}):
+            for noise in sorted({c["noise"] for c in cells if c["n"] == n}):
+                for meth in st["ours"]:
+                    row = {c["mult"]: c for c in cells if c["n"] == n and c["noise"] == noise and c["method"] == meth}
+                    if not row:
+                        continue
+                    texts = [(f"{row[m]['coverage']:.2f} / {row[m]['identified']:.2f}" if m in row and "coverage" in row[m]
+                              else "not run") for m in st["mults"]]
+                    out.append(f"| {n} | {100 * noise:g}% | {meth} | " + " | ".join(texts) + " |")
+        out += ["", "**Default (`kernelshap@paired`) against the best shapiq 1.8 approximator of each cell**", "",
+                acc["compare_table"], ""]
+        t = acc["targets"]
+        out += ["**Targets**", ""]
+        for key, v in t.items():
+            if key.startswith("spearman"):
+                out.append(f"- `{key}`: {'met' if v['holds_default'] else 'missed'} by the default; first budget "
+                           f"reaching 0.9: {', '.join(f'{m} {b}' for m, b in v['first_budget_reaching_0.9'].items())}; "
+                           f"Spearman at the limit: " + ", ".join(f"{m} {x:.2f}" for m, x in v["spearman_at_limit"].items() if x is not None)
+                           + f"; best shapiq: {v['best_shapiq_first_budget'] or 'none up to 10n'}.")
+            elif key.startswith("error_le_half"):
+                w = v["worst_default"]
+                out.append(f"- error ≤ 0.5x the best shapiq 1.8 from 3n: default {v['held_default']}/{v['cells']} cells "
+                           f"(worst {w['ratio_default']:.2f}x at n = {w['n']}, {100 * w['noise']:g}%, {w['mult']}n vs "
+                           f"{w['best_shapiq']}); best of ours per cell {v['held_best_of_ours']}/{v['cells']}."
+                           if w else "- error ≤ 0.5x the best shapiq 1.8 from 3n: no cells")
+            elif key == "noise_2%":
+                for n, f in v.items():
+                    parts = ", ".join(f"{d['mult']}n: error {d['error']:.3f} (noise part {d['noise_error']:.3f}, "
+                                      f"noiseless {d['noiseless_error']:.3f}), ρ {d['spearman']:.2f}"
+                                      for d in f["default_by_budget"])
+                    out.append(f"- 2% noise, n = {n}: first budget reaching Spearman 0.9: "
+                               + ", ".join(f"{m} {b}" for m, b in f["first_budget_reaching_0.9"].items())
+                               + f". Noise floor of the default (error of the same masks' fit with noiseless values "
+                               f"subtracted, ‖φ̂ − φ̂₀‖/‖φ‖): {parts}.")
+        out += ["", "Not run: " + "; ".join(f"{k} ({v})" for k, v in acc["not_run"].items()) + ".", ""]
+    sg = doc.get("small_games")
+    if sg:
+        out += ["**Held-out small games** (`bench/estimators.py`'s additive+noise, interaction, data-valuation, "
+                "voting at n = 10, 20, 50; its reference values) through shapiq 1.8, same command. Geometric mean "
+                "over the 12 (game, n) of our error / the best shapiq 1.8 error (target ≤ 1.0 for the default):", "",
+                "| ours | budget | geomean / best shapiq 1.8 | ≤ 1.0 |", "|---|---|---|---|"]
+        for key, s in sg["summary"].items():
+            label, mult = key.rsplit("@", 1)
+            out.append(f"| {label} | {mult} | {s['geomean_over_best_shapiq18']:.2f} | {'yes' if s['holds_le_1'] else 'no'} |")
+        out.append("")
+        rows = sg["rows"]
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        mults = sorted({r["mult"] for r in rows})
+        for mult in mults:
+            keys = list(dict.fromkeys((r["game"], r["n"]) for r in rows))
+            out += [f"Small games at {mult}n, relative error (mean over 5 seeds at n ≤ 20, 3 at n = 50):", "",
+                    "| method | " + " | ".join(f"{g} {n}" for g, n in keys) + " |", "|---|" + "---|" * len(keys)]
+            for meth in methods:
+                texts = []
+                for g, n in keys:
+                    r = next((r for r in rows if r["method"] == meth and r["game"] == g and r["n"] == n and r["mult"] == mult), None)
+                    texts.append("not run" if r is None else f"miss: {r['failure']}" if r["error"] is None else f"{r['error']:.3f}")
+                out.append(f"| {meth} | " + " | ".join(texts) + " |")
+            out.append("")
+    m = doc.get("machinery")
+    if m:
+        run = m.get("run", {})
+        ph = run.get("phases") or {}
+
+        def sec(name):
+            return f"{ph[name]['seconds']:.1f}" if name in ph else "-"
+
+        out += [f"**Machinery at n = {m['n']}, {m['evaluations']} evaluations** (a python game of data-like "
+                f"contributors through the real `contribshap run`: local Ray, Parquet store; design `paired`, "
+                f"`kernelshap`). Command: `nice -n 10 .venv/bin/python {doc.get('machinery_command', 'bench/scale.py --machinery')}`; "
+                f"{m['cpus']} CPUs shared with other work (1-min load {m['load_avg_1min_at_start']:.1f} at start). "
+                "Phases of the run are timed around the driver's own functions (`bench/scale_phases.py`); reduce "
+                "and report are separate CLI calls, peak memory = max RSS of that process (`/usr/bin/time -v`).", "",
+                "| step | seconds | peak RSS GB | target | verdict |", "|---|---|---|---|---|",
+                f"| run (all) | {run.get('seconds', '-')} | {run.get('peak_rss_gb', '-')} | | rc {run.get('rc')} |",
+                f"| · Ray start | {sec('ray_start')} | | | |",
+                f"| · prepare | {sec('prepare')} | | | |",
+                f"| · plan (draw, write, jobs) | {sec('plan')} | | | |",
+                f"| · store scan | {sec('scan')} | | | |",
+                f"| · dispatch | {sec('dispatch')} | | | overhead {run.get('dispatch_overhead_s', float('nan')):.1f} s = "
+                f"{run.get('dispatch_overhead_ms_per_evaluation', float('nan')):.2f} ms an evaluation (game itself "
+                f"{1000 * m['game_s_per_evaluation']:.2f} ms) |",
+                f"| · reduce inside run | {sec('reduce')} | | | |"]
+        for step, limit in (("reduce", "≤ 60 s, ≤ 4 GB"), ("report", "≤ 30 s")):
+            r = m.get(step, {})
+            verdict = []
+            if step == "reduce":
+                verdict = [f"{'met' if m['targets']['reduce_le_60s'] else 'missed'} (time)",
+                           f"{'met' if m['targets']['reduce_le_4GB'] else 'missed'} (memory)"]
+            else:
+                verdict = [f"{'met' if m['targets']['report_le_30s'] else 'missed'}"]
+            out.append(f"| `contribshap {step}` | {r.get('seconds', '-')} | {r.get('peak_rss_gb', '-')} | {limit} | "
+                       f"{', '.join(verdict)}, rc {r.get('rc')} |")
+        a = m.get("accuracy_check") or {}
+        if a.get("found"):
+            cov = a.get("coverage_of_identified")
+            out += ["", f"The run's estimate (1% noise, 10n): error {a['error']:.3f}, Spearman {a['spearman']:.2f}, "
+                        f"identified {a['identified']:.2f}, coverage of the identified "
+                        f"{'-' if cov is None else f'{cov:.2f}'}; more_evaluations {a['more_evaluations']}."]
+        out.append("")
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -626,6 +785,8 @@ def main() -> None:
     parser.add_argument("--machinery-evals", type=int, default=10_000)
     parser.add_argument("--machinery-timeout", type=float, default=1800.0)
     parser.add_argument("--keep-store", action="store_true")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the docs/benchmarks.md section from the JSON (--out) and exit")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/scale.json, quick: scale_quick.json)")
     args = parser.parse_args()
     args.ours = tuple(args.ours.split(","))
@@ -639,6 +800,9 @@ def main() -> None:
         args.shapiq = tuple(m for m in args.shapiq if m in ("RegressionMSR", "LeverageSHAP", "PermutationSV", "KernelSHAP+pairing"))
         args.small_games, args.msr_max_n, args.shapiq_timeout = False, 50, 60.0
     out = args.out or ROOT / "bench" / "results" / ("scale_quick.json" if args.quick else "scale.json")
+    if args.markdown:
+        print(render_markdown(json.loads(out.read_text())))
+        return
     started = time.time()
 
     def log(msg: str) -> None:
