@@ -169,7 +169,8 @@ class ShapiqRunner:
             if msg["op"] == "result":
                 return np.asarray(msg["values"]), float(msg["seconds"]), None
             kind = msg.get("kind", "error")
-            return None, time.perf_counter() - clock, (kind if kind == "out of memory" else msg.get("error", kind))
+            detail = msg.get("error", kind)
+            return None, time.perf_counter() - clock, (f"out of memory ({detail})" if kind == "out of memory" else detail)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -230,10 +231,10 @@ def summarise(trials: list[dict]) -> dict:
 def accuracy(args, runner: ShapiqRunner | None, deadline: float, log) -> list[dict]:
     cells: list[dict] = []
     reused: dict[tuple, dict] = {}
-    if args.reuse_shapiq:
-        for c in json.loads(args.reuse_shapiq.read_text())["accuracy"]["cells"]:
-            if c["side"] == "shapiq 1.8" and not str(c.get("failure", "")).startswith("not run: --time-limit"):
-                reused[(c["n"], c["noise"], c["mult"], c["method"])] = c
+    for path, side in ((args.reuse_shapiq, "shapiq 1.8"), (args.reuse_ours, "ours")):
+        for c in json.loads(path.read_text())["accuracy"]["cells"] if path else ():
+            if c["side"] == side and not str(c.get("failure", "")).startswith("not run: --time-limit"):
+                reused[(c["n"], c["noise"], c["mult"], c["method"])] = {**c, "reused_from": str(path)}
     for n in args.ns:
         game = datalike.make_game(n, seed=0)
         truth = game.shapley
@@ -247,6 +248,9 @@ def accuracy(args, runner: ShapiqRunner | None, deadline: float, log) -> list[di
             for noise in noises:
                 # ours
                 for label in args.ours:
+                    if (n, noise, mult, label) in reused:
+                        cells.append(reused[(n, noise, mult, label)])
+                        continue
                     trials = []
                     if label == "regression_msr@leverage" and (msr_blocked or noise not in args.msr_noises):
                         cells.append({"n": n, "noise": noise, "budget": budget, "mult": mult, "method": label,
@@ -268,7 +272,7 @@ def accuracy(args, runner: ShapiqRunner | None, deadline: float, log) -> list[di
                 for approx in args.shapiq if runner else ():
                     key = (n, noise, mult, approx)
                     if key in reused:
-                        cells.append({**reused[key], "reused_from": str(args.reuse_shapiq)})
+                        cells.append(reused[key])
                         continue
                     trials = []
                     for seed in range(seeds):
@@ -773,6 +777,8 @@ def main() -> None:
                         help="a shapiq approximator slower than this per call runs one seed at the first noise only")
     parser.add_argument("--reuse-shapiq", type=Path, default=None,
                         help="take the shapiq cells from this earlier scale.json (same settings) instead of rerunning them")
+    parser.add_argument("--reuse-ours", type=Path, default=None,
+                        help="take our cells from this earlier scale.json (e.g. a run of --no-shapiq) instead of rerunning them")
     parser.add_argument("--msr-limit", type=float, default=60.0, help="stop regression_msr at an n once a fit takes longer")
     parser.add_argument("--msr-max-n", type=int, default=258)
     parser.add_argument("--msr-noises", type=_floats, default=(0.005,), help="noises at which regression_msr runs")
