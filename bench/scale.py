@@ -231,7 +231,7 @@ def summarise(trials: list[dict]) -> dict:
 def accuracy(args, runner: ShapiqRunner | None, deadline: float, log) -> list[dict]:
     cells: list[dict] = []
     reused: dict[tuple, dict] = {}
-    for path, side in ((args.reuse_shapiq, "shapiq 1.8"), (args.reuse_ours, "ours")):
+    for path, side in ((args.reuse_shapiq, "shapiq 1.8"), *((p, "ours") for p in args.reuse_ours or ())):
         for c in json.loads(path.read_text())["accuracy"]["cells"] if path else ():
             if c["side"] == side and not str(c.get("failure", "")).startswith("not run: --time-limit"):
                 reused[(c["n"], c["noise"], c["mult"], c["method"])] = {**c, "reused_from": str(path)}
@@ -777,8 +777,8 @@ def main() -> None:
                         help="a shapiq approximator slower than this per call runs one seed at the first noise only")
     parser.add_argument("--reuse-shapiq", type=Path, default=None,
                         help="take the shapiq cells from this earlier scale.json (same settings) instead of rerunning them")
-    parser.add_argument("--reuse-ours", type=Path, default=None,
-                        help="take our cells from this earlier scale.json (e.g. a run of --no-shapiq) instead of rerunning them")
+    parser.add_argument("--reuse-ours", type=Path, nargs="+", default=None,
+                        help="take our cells from these earlier scale.json files (e.g. runs of --no-shapiq) instead of rerunning them")
     parser.add_argument("--msr-limit", type=float, default=60.0, help="stop regression_msr at an n once a fit takes longer")
     parser.add_argument("--msr-max-n", type=int, default=258)
     parser.add_argument("--msr-noises", type=_floats, default=(0.005,), help="noises at which regression_msr runs")
