@@ -619,6 +619,19 @@ def render_markdown(doc: dict) -> str:
             f"258, {st['seeds_n1000']} at n = 1,000 (fewer where a cell says so). Results: "
             "`bench/results/scale.json` (`accuracy`).",
             "",
+        ]
+        sources = sorted({c["reused_from"] for c in acc["cells"] if c.get("reused_from")})
+        for src in sources:
+            path = Path(src) if Path(src).is_absolute() else ROOT / src
+            try:
+                sub = json.loads(path.read_text())["accuracy"]
+                sides = sorted({c["side"] for c in acc["cells"] if c.get("reused_from") == src})
+                out += [f"- {' and '.join(sides)} cells from `{src}`, made by `nice -n 10 .venv/bin/python "
+                        f"{sub['command']}` ({sub['elapsed_s'] / 60:.0f} min)."]
+            except (OSError, KeyError, json.JSONDecodeError):
+                out += [f"- cells from `{src}` (file not found)."]
+        out += [
+            "",
             "Games: " + "; ".join(f"n = {n}: |v(N) - v(∅)| = {g['span']:.0f}, {g['styles']} styles, "
                                   f"{g['harmful']} harmful" for n, g in acc["games"].items()) + ".",
             "",
@@ -837,7 +850,9 @@ def main() -> None:
                 "command": " ".join(["bench/scale.py", *sys.argv[1:]]),
                 "settings": {"ns": args.ns, "mults": args.mults, "noises": args.noises, "noises_n1000": args.noises_large,
                              "seeds": args.seeds, "seeds_n1000": args.seeds_large, "ours": args.ours,
-                             "shapiq": args.shapiq, "shapiq_version": runner and runner.version,
+                             "shapiq": args.shapiq,
+                             "shapiq_version": (runner and runner.version) or (args.reuse_shapiq and json.loads(
+                                 args.reuse_shapiq.read_text())["accuracy"]["settings"]["shapiq_version"]),
                              "shapiq_timeout_s": args.shapiq_timeout, "shapiq_memory_gb": args.shapiq_memory_gb,
                              "msr_limit_s": args.msr_limit, "msr_noises": args.msr_noises},
                 "not_run": NOT_RUN, "cells": cells, "table": table, "compare_table": comp_table,
