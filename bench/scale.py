@@ -228,7 +228,7 @@ def summarise(trials: list[dict]) -> dict:
 # --------------------------------------------------------------------------------------------------------
 # Accuracy grid
 # --------------------------------------------------------------------------------------------------------
-def accuracy(args, runner: ShapiqRunner | None, deadline: float, log) -> list[dict]:
+def accuracy(args, runner: ShapiqRunner | None, deadline: float, log, checkpoint=None) -> list[dict]:
     cells: list[dict] = []
     reused: dict[tuple, dict] = {}
     for path, side in ((args.reuse_shapiq, "shapiq 1.8"), *((p, "ours") for p in args.reuse_ours or ())):
@@ -304,6 +304,8 @@ def accuracy(args, runner: ShapiqRunner | None, deadline: float, log) -> list[di
                     log(f"  n={n} {mult}n noise={noise:.3f} {approx}: "
                         + (f"err {c['error']:.3f} rho {c['spearman']:.3f} {c['seconds']:.1f} s" if "error" in c else c["failure"]))
                 log(f"n={n} {mult}n noise={noise:.3f} done")
+                if checkpoint:
+                    checkpoint(cells)
     return cells
 
 
@@ -498,7 +500,10 @@ def _child(cmd: list[str], cwd: Path, env: dict, log_path: Path, timeout: float)
     rss_kb = next((int(line.split(":")[-1]) for line in stderr.splitlines() if "Maximum resident set size" in line),
                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     tail = "\n".join(line for line in stderr.splitlines() if not line.startswith("\t"))[-600:]
-    return {"seconds": round(seconds, 2), "rc": rc, "peak_rss_gb": round(rss_kb / 2**20, 3),
+    # CPU seconds (user + system): on a shared machine the wall clock also counts the waits for a core
+    cpu = sum(float(line.split(":")[-1]) for line in stderr.splitlines()
+              if line.strip().startswith(("User time (seconds)", "System time (seconds)")))
+    return {"seconds": round(seconds, 2), "cpu_s": round(cpu, 2), "rc": rc, "peak_rss_gb": round(rss_kb / 2**20, 3),
             "stdout": out_path.read_text(errors="replace"), "stderr_tail": tail}
 
 
@@ -728,16 +733,16 @@ def render_markdown(doc: dict) -> str:
                 f"{m['cpus']} CPUs shared with other work (1-min load {m['load_avg_1min_at_start']:.1f} at start). "
                 "Phases of the run are timed around the driver's own functions (`bench/scale_phases.py`); reduce "
                 "and report are separate CLI calls, peak memory = max RSS of that process (`/usr/bin/time -v`).", "",
-                "| step | seconds | peak RSS GB | target | verdict |", "|---|---|---|---|---|",
-                f"| run (all) | {run.get('seconds', '-')} | {run.get('peak_rss_gb', '-')} | | rc {run.get('rc')} |",
-                f"| · Ray start | {sec('ray_start')} | | | |",
-                f"| · prepare | {sec('prepare')} | | | |",
-                f"| · plan (draw, write, jobs) | {sec('plan')} | | | |",
-                f"| · store scan | {sec('scan')} | | | |",
-                f"| · dispatch | {sec('dispatch')} | | | overhead {run.get('dispatch_overhead_s', float('nan')):.1f} s = "
+                "| step | seconds | CPU s | peak RSS GB | target | verdict |", "|---|---|---|---|---|---|",
+                f"| run (all) | {run.get('seconds', '-')} | {run.get('cpu_s', '-')} | {run.get('peak_rss_gb', '-')} | | rc {run.get('rc')} |",
+                f"| · Ray start | {sec('ray_start')} | | | | |",
+                f"| · prepare | {sec('prepare')} | | | | |",
+                f"| · plan (draw, write, jobs) | {sec('plan')} | | | | |",
+                f"| · store scan | {sec('scan')} | | | | |",
+                f"| · dispatch | {sec('dispatch')} | | | | overhead {run.get('dispatch_overhead_s', float('nan')):.1f} s = "
                 f"{run.get('dispatch_overhead_ms_per_evaluation', float('nan')):.2f} ms an evaluation (game itself "
                 f"{1000 * m['game_s_per_evaluation']:.2f} ms) |",
-                f"| · reduce inside run | {sec('reduce')} | | | |"]
+                f"| · reduce inside run | {sec('reduce')} | | | | |"]
         for step, limit in (("reduce", "≤ 60 s, ≤ 4 GB"), ("report", "≤ 30 s")):
             r = m.get(step, {})
             verdict = []
@@ -746,7 +751,7 @@ def render_markdown(doc: dict) -> str:
                            f"{'met' if m['targets']['reduce_le_4GB'] else 'missed'} (memory)"]
             else:
                 verdict = [f"{'met' if m['targets']['report_le_30s'] else 'missed'}"]
-            out.append(f"| `contribshap {step}` | {r.get('seconds', '-')} | {r.get('peak_rss_gb', '-')} | {limit} | "
+            out.append(f"| `contribshap {step}` | {r.get('seconds', '-')} | {r.get('cpu_s', '-')} | {r.get('peak_rss_gb', '-')} | {limit} | "
                        f"{', '.join(verdict)}, rc {r.get('rc')} |")
         a = m.get("accuracy_check") or {}
         if a.get("found"):
@@ -841,7 +846,14 @@ def main() -> None:
         if args.shapiq:
             runner = ShapiqRunner(ensure_shapiq_venv(args.shapiq_venv), args.shapiq_memory_gb)
         try:
-            cells = accuracy(args, runner, started + args.time_limit, log)
+            def checkpoint(cells: list[dict]) -> None:  # a partial document after every cell group
+                out.parent.mkdir(parents=True, exist_ok=True)
+                partial = out.with_suffix(".partial.json")
+                partial.write_text(json.dumps({"accuracy": {"command": " ".join(["bench/scale.py", *sys.argv[1:]]),
+                                                            "partial": True, "cells": cells,
+                                                            "elapsed_s": time.time() - started}}, default=float))
+
+            cells = accuracy(args, runner, started + args.time_limit, log, checkpoint)
             table = accuracy_table(cells)
             comp_table, compare = compare_table(cells)
             verdicts = targets(cells, compare)
