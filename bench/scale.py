@@ -523,7 +523,7 @@ def machinery(args, log) -> dict:
     (tmp / "scale.yaml").write_text(
         f"name: scale-{n}\nstore: {store}\n"
         f"game:\n  kind: python\n  target: \"scale_game:datalike_game\"\n  n_players: {n}\n"
-        f"design: {{kind: paired, budget: {evaluations - 2}, seed: 0}}\n"
+        f"design: {{kind: paired, budget: {evaluations}, seed: 0}}\n"  # the budget counts the two endpoints
         f"estimators: [kernelshap]\nray: {{num_cpus: 1}}\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp), os.environ.get("PYTHONPATH", "")]),
            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
