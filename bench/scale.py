@@ -363,6 +363,11 @@ def targets(cells: list[dict], compare: list[dict]) -> dict:
                       and c.get("spearman", -1) >= rho)
         return hits[0] if hits else None
 
+    def none_text(method: str, n: int, noise: float) -> str:
+        ran = sorted(c["mult"] for c in cells if c["method"] == method and c["n"] == n and c["noise"] == noise
+                     and "spearman" in c)
+        return f"none of {', '.join(f'{m}n' for m in ran)}" if ran else "not run"
+
     out: dict = {}
     for n, limit in ((258, 3), (1000, 5)):
         per = {m: budget_reaching(m, n, 0.005) for m in OURS}
@@ -372,7 +377,7 @@ def targets(cells: list[dict], compare: list[dict]) -> dict:
                           if c["n"] == n and c["noise"] == 0.005 and c["mult"] == limit and c["side"] == "ours"}
         out[f"spearman_0.9_by_{limit}n_n{n}_noise0.5%"] = {
             "holds_default": per[DEFAULT] is not None and per[DEFAULT] <= limit,
-            "first_budget_reaching_0.9": {m: (f"{v}n" if v else "none up to 10n") for m, v in per.items()},
+            "first_budget_reaching_0.9": {m: (f"{v}n" if v else none_text(m, n, 0.005)) for m, v in per.items()},
             "spearman_at_limit": spear_at_limit,
             "best_shapiq_first_budget": best_sq and f"{budget_reaching(best_sq, n, 0.005)}n ({best_sq})",
         }
@@ -387,7 +392,7 @@ def targets(cells: list[dict], compare: list[dict]) -> dict:
     for n in sorted({c["n"] for c in cells}):
         d = [c for c in cells if c["method"] == DEFAULT and c["n"] == n and c["noise"] == 0.02 and "error" in c]
         floor[str(n)] = {
-            "first_budget_reaching_0.9": {m: (f"{v}n" if (v := budget_reaching(m, n, 0.02)) else "none up to 10n") for m in OURS},
+            "first_budget_reaching_0.9": {m: (f"{v}n" if (v := budget_reaching(m, n, 0.02)) else none_text(m, n, 0.02)) for m in OURS},
             "default_by_budget": [{"mult": c["mult"], "error": c["error"], "noise_error": c.get("noise_error"),
                                    "noiseless_error": c.get("noiseless_error"), "spearman": c["spearman"]} for c in d],
         }
@@ -678,7 +683,7 @@ def render_markdown(doc: dict) -> str:
                 out.append(f"- `{key}`: {'met' if v['holds_default'] else 'missed'} by the default; first budget "
                            f"reaching 0.9: {', '.join(f'{m} {b}' for m, b in v['first_budget_reaching_0.9'].items())}; "
                            f"Spearman at the limit: " + ", ".join(f"{m} {x:.2f}" for m, x in v["spearman_at_limit"].items() if x is not None)
-                           + f"; best shapiq: {v['best_shapiq_first_budget'] or 'none up to 10n'}.")
+                           + f"; best shapiq: {v['best_shapiq_first_budget'] or 'none of the budgets run'}.")
             elif key.startswith("error_le_half"):
                 w = v["worst_default"]
                 out.append(f"- error ≤ 0.5x the best shapiq 1.8 from 3n: default {v['held_default']}/{v['cells']} cells "
@@ -692,8 +697,8 @@ def render_markdown(doc: dict) -> str:
                                       for d in f["default_by_budget"])
                     out.append(f"- 2% noise, n = {n}: first budget reaching Spearman 0.9: "
                                + ", ".join(f"{m} {b}" for m, b in f["first_budget_reaching_0.9"].items())
-                               + f". Noise floor of the default (error of the same masks' fit with noiseless values "
-                               f"subtracted, ‖φ̂ − φ̂₀‖/‖φ‖): {parts}.")
+                               + ". Noise part of the default's error (‖φ̂ − φ̂₀‖/‖φ‖, φ̂₀ the fit of the same "
+                               f"masks on noiseless values): {parts or 'no cell run at this noise'}.")
         out += ["", "Not run: " + "; ".join(f"{k} ({v})" for k, v in acc["not_run"].items()) + ".", ""]
     sg = doc.get("small_games")
     if sg:
@@ -727,7 +732,8 @@ def render_markdown(doc: dict) -> str:
         def sec(name):
             return f"{ph[name]['seconds']:.1f}" if name in ph else "-"
 
-        out += [f"**Machinery at n = {m['n']}, {m['evaluations']} evaluations** (a python game of data-like "
+        done = (run.get("summary") or {}).get("evaluated", m["evaluations"])
+        out += [f"**Machinery at n = {m['n']}, {done} evaluations** (a python game of data-like "
                 f"contributors through the real `contribshap run`: local Ray, Parquet store; design `paired`, "
                 f"`kernelshap`). Command: `nice -n 10 .venv/bin/python {doc.get('machinery_command', 'bench/scale.py --machinery')}`; "
                 f"{m['cpus']} CPUs shared with other work (1-min load {m['load_avg_1min_at_start']:.1f} at start). "
