@@ -16,11 +16,11 @@ What is asserted, and why:
   correlation of players within a repetition; about 0.006 here, against the binomial sqrt(.95·.05/2000)
   = 0.005 of 2,000 independent intervals). A procedure truly inside the band fails a cell by chance
   with probability under 2.3% per cell at its edge, and far less in the middle.
-- At 2n (fewer than two coalitions per size on average) most players are not identified and the few that
-  are (12-19% here) rest on a handful of units, so their coverage is measured on about 250 intervals
-  (Monte-Carlo SD 0.01-0.04): only coverage >= 0.85 (less 2 SDs) is asserted, and that at least half of
-  the players are flagged (at that budget the identification flag, not the interval, carries the honesty;
-  measured: 0.84-0.97).
+- At 2n (fewer than two coalitions per size on average) the variance pools thin strata (collapsed strata)
+  and imputes the units fitted exactly, so 89-92% of the players are identified (before: 12-19%, when a
+  stratum with one unit left its players without a variance) on few residual degrees of freedom: coverage
+  >= 0.90 (less 2 SDs) is asserted (measured 0.951-0.991); the upper bound is not, since the t quantile at
+  a few degrees of freedom makes those intervals wide on purpose.
 
 The whole file runs in well under 60 s on one core (vectorised games, plans sampled once per seed and cut
 to each budget: the designs are prefix-stable).
@@ -100,7 +100,7 @@ def test_intervals_cover_at_gpu_budgets(name: str) -> None:
                     cell = f"{name} {factor}n {design} x{reps}: coverage {cov:.3f} ± {sd:.3f}, identified {ident:.2f}"
                     report.append(cell)
                     if factor == 2:
-                        ok = (np.isnan(cov) or cov >= 0.85 - 2 * sd) and ident <= 0.5
+                        ok = np.isnan(cov) or cov >= 0.90 - 2 * sd
                     else:
                         ok = 0.90 - 2 * sd <= cov <= 0.99 + 2 * sd
                     if not ok:

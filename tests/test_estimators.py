@@ -15,6 +15,7 @@ from games_core import (
     additive,
     banzhaf_brute_force,
     brute_force_shapley,
+    data_like,
     glove,
     noisy,
     pairwise,
@@ -445,12 +446,36 @@ def test_the_ci_demo_shape_is_not_identified_and_says_what_it_needs() -> None:
     est = estimate(masks, game(masks), v_empty, v_full)
     assert not est.identified.any() and not est.all_identified
     assert np.all(est.ci_low == -np.inf) and np.all(est.ci_high == np.inf) and np.all(est.stderr == np.inf)
-    assert est.extras["rank"] == 7 and est.extras["more_evaluations"] == 8  # 3 pairs for rank, 1 for a residual
+    # 3 pairs for rank, 1 more for a pair that repeats a known direction (RANK_MARGIN), 1 for a residual
+    assert est.extras["rank"] == 7 and est.extras["more_evaluations"] == 10
     assert abs(est.value.sum() - (v_full - v_empty)) < 1e-9  # the point values still add up
     assert max_halfwidth(est) == np.inf and not converged(est, 1e12)
-    grown = sample_coalitions(11, 30, "paired", seed=0)  # the same plan grown (prefix-stable)
+    grown = sample_coalitions(11, 14 + 10, "paired", seed=0)  # the same plan grown (prefix-stable) by that many
     est = estimate(grown, game(grown), v_empty, v_full)
     assert est.all_identified and est.extras["more_evaluations"] == 0 and np.all(est.ci_high > est.ci_low)
+
+
+@pytest.mark.parametrize("design", ["paired", "leverage", "shapley_kernel"])
+def test_more_evaluations_is_sufficient_at_large_n(design: str) -> None:
+    """Below identification, growing the plan (prefix-stable) by exactly ``more_evaluations`` identifies
+    every player: n = 40 and 120, data-like games with 1% utility noise, budgets from n - 1 to 2n."""
+    tried = 0
+    for n in (40, 120):
+        game = data_like(n, seed=n)
+        v_empty, v_full = _endpoints(game)
+        for seed in range(2):
+            plan = sample_coalitions(n, 6 * n, design, seed=seed)
+            noise = np.random.default_rng(seed).normal(size=len(plan)) * 0.01 * (v_full - v_empty)
+            for budget in (n - 1, n + 3, (3 * n) // 2, 2 * n):
+                est = estimate(plan[:budget], game(plan[:budget]) + noise[:budget], v_empty, v_full)
+                if est.all_identified:
+                    continue
+                tried += 1
+                more = est.extras["more_evaluations"]
+                grown = plan[:budget + more]
+                again = estimate(grown, game(grown) + noise[:budget + more], v_empty, v_full)
+                assert again.all_identified, (n, seed, budget, more, again.identified.mean())
+    assert tried >= 4  # the grid does reach budgets below identification
 
 
 def test_rank_deficiency_is_per_player() -> None:

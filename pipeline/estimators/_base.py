@@ -184,8 +184,10 @@ class MethodResult:
         extras: JSON-able method details.
         identified: bool (n,): False where the rows cannot identify the player's value or its variance
             (its interval becomes (-inf, inf)); None means every player is identified.
-        more_evaluations: lower bound on the further evaluations needed until every player is identified
-            (0 when all are).
+        more_evaluations: further evaluations of the same (prefix-stable) plan needed until every player
+            is identified (0 when all are).
+        cov_factor, cov_diag: optional (n, K) and (n,): the error covariance across players, ≈ F Fᵀ +
+            diag(d), for simultaneous intervals (None: the method gives none; Bonferroni is used).
     """
 
     value: np.ndarray
@@ -194,6 +196,8 @@ class MethodResult:
     extras: dict[str, Any]
     identified: np.ndarray | None = None
     more_evaluations: int = 0
+    cov_factor: np.ndarray | None = None
+    cov_diag: np.ndarray | None = None
 
 
 FitFunction = Callable[..., MethodResult]
