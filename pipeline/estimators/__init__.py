@@ -245,7 +245,9 @@ class Estimate:
         utility_noise: pooled standard deviation of replicate evaluations of the same coalition, or None
             when no coalition was evaluated twice.
         extras: JSON-able details (``n_unique``, ``ci``, ``n_nan_dropped``, ``total``, layer counts,
-            ``more_evaluations``...).
+            ``more_evaluations``, ``simultaneous``: the max-|t| critical values of the simultaneous
+            intervals at levels 0.90 / 0.95 (see :mod:`.simultaneous` for the intervals, FDR sets, top-k
+            and rank intervals)...).
         identified: bool (n,), False for a player whose value or uncertainty the evaluated coalitions
             cannot identify (see "Identification" in the module docstring); its ``stderr`` is inf and
             its interval (-inf, inf). Defaults to all True.
