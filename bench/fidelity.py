@@ -50,7 +50,7 @@ _GAMES: dict[str, object] = {}
 
 def build_config(args: argparse.Namespace):
     """The 6-contributor game config (the demo's game with ``data.classes`` = --classes)."""
-    from contribshap.pipeline.config.schema import load_config
+    from contribshap.pipeline.config.schema.schema import load_config
 
     cfg = load_config(args.config)
     raw = cfg.game.model_dump(mode="json")
@@ -192,7 +192,7 @@ def import_report(cache: JobCache, report_path: Path, config, seed: int, prepare
 def _worker_evaluate(config_json: str, artifacts: str, seed: int, mode: str, mask: tuple[bool, ...], job_seed: int):
     """One evaluation in a worker process (games cached per process and mode)."""
     import torch
-    from contribshap.pipeline.config.diffusion import DiffusionGameConfig
+    from contribshap.pipeline.config.schema.diffusion import DiffusionGameConfig
     from contribshap.workers.game import DiffusionGame
 
     torch.set_num_threads(1)

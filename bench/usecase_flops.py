@@ -37,7 +37,7 @@ def params(model: torch.nn.Module) -> int:
 
 
 def prune(model: torch.nn.Module, ratio: float) -> torch.nn.Module:
-    from contribshap.pipeline.config.diffusion import PruneConfig
+    from contribshap.pipeline.config.schema.diffusion import PruneConfig
     from contribshap.workers.pruning import prune_model
 
     return prune_model(model, PruneConfig(ratio=ratio))
