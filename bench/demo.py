@@ -105,7 +105,7 @@ def cost_per_mode(config_path: Path, store: Path, *, n_coalitions: int, n_retrai
     the step count is fixed).
     """
     import torch
-    from contribshap.pipeline.config.schema.schema import load_config
+    from contribshap.pipeline.config.schema import load_config
     from contribshap.workers.game import DiffusionGame
 
     torch.set_num_threads(1)

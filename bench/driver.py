@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from contribshap.pipeline.config.schema.schema import parse_config  # noqa: E402
+from contribshap.pipeline.config.schema import parse_config  # noqa: E402
 from contribshap.pipeline.contracts.keys import derive_seed  # noqa: E402
 from contribshap.pipeline.storage.plan import PlanRequest, extend_plan, jobs_for, read_plan, write_plan  # noqa: E402
 from contribshap.pipeline.storage.store import Store  # noqa: E402

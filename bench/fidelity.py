@@ -50,7 +50,7 @@ _GAMES: dict[str, object] = {}
 
 def build_config(args: argparse.Namespace):
     """The 6-contributor game config (the demo's game with ``data.classes`` = --classes)."""
-    from contribshap.pipeline.config.schema.schema import load_config
+    from contribshap.pipeline.config.schema import load_config
 
     cfg = load_config(args.config)
     raw = cfg.game.model_dump(mode="json")

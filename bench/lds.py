@@ -288,7 +288,7 @@ def main() -> None:
         print(f"\nwrote {args.out}")
         return
 
-    from contribshap.pipeline.config.schema.schema import load_config, resolve_store
+    from contribshap.pipeline.config.schema import load_config, resolve_store
 
     # 1. The demo store (run it if it has no estimates yet).
     store = args.store or resolve_store(load_config(args.config))

@@ -175,7 +175,7 @@ def print_synthetic(doc: dict[str, Any]) -> None:
 # --- part 2: the demo ----------------------------------------------------------------------------------------
 def demo(source: Path, work: Path, low: dict[str, Any], *, design_budget: int, control_budget: int) -> dict[str, Any]:
     import yaml
-    from contribshap.pipeline.config.schema.schema import load_config, parse_config
+    from contribshap.pipeline.config.schema import load_config, parse_config
     from contribshap.pipeline.contracts.keys import mask_from_str
     from contribshap.pipeline.products.readers import design_order
     from contribshap.pipeline.products.run import run

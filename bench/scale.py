@@ -59,8 +59,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 sys.path.insert(0, str(ROOT))
 
-from contribshap.pipeline.core.estimators import estimate  # noqa: E402
 from contribshap.pipeline.core.designs import sample_coalitions  # noqa: E402
+from contribshap.pipeline.core.estimators import estimate  # noqa: E402
 
 
 def _load(name: str):

@@ -18,12 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from contribshap.pipeline.products import cli
-
 from contribshap.pipeline.dispatch import driver
-
-from contribshap.pipeline.products import reduce
-
+from contribshap.pipeline.products import cli, reduce
 from contribshap.pipeline.storage import store
 
 PHASES: dict[str, dict[str, float]] = {}

@@ -84,7 +84,7 @@ def scenario_config(name: str, *, quick: bool, store_root: Path, mode: str = "sp
                     variant: str | None = None):
     """The validated config of scenario ``name`` (``--quick`` overrides, retrain mode, run seed, store;
     ``variant``: one of :data:`SPLIT_COPY_VARIANTS` for split_copy)."""
-    from contribshap.pipeline.config.schema.schema import parse_config
+    from contribshap.pipeline.config.schema import parse_config
 
     path = REPO_ROOT / "configs" / "scenarios" / f"{name}.yaml"
     raw = yaml.safe_load(path.read_text())

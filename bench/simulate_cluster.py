@@ -84,7 +84,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from contribshap.pipeline.config.schema.schema import parse_config  # noqa: E402
+from contribshap.pipeline.config.schema import parse_config  # noqa: E402
 from games_cluster import MARKERS_ENV, known_value, read_marker, simulated_cost  # noqa: E402
 
 BASE_S, PER_MEMBER_S, JITTER, N_PLAYERS = 6.0, 0.06, 0.15, 20
