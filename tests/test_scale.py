@@ -48,6 +48,7 @@ def test_258_contributors_through_the_cli_get_intervals(tmp_path, contribshap, g
     assert report.returncode == 0, report.stderr[-3000:]
     page = (tmp_path / "runs/scale-258/report/index.html").read_text()
     assert "Resolved: " in page and f"of {N} contributors have an interval" in page
+    assert "No projection yet" in page
     assert (tmp_path / "runs/scale-258/report/forest_value.png").is_file()
     assert page.count('<div class="card') < 40
 
@@ -70,5 +71,8 @@ def test_plan_projects_a_budget_from_a_pilot_store(tmp_path, contribshap, game_e
     assert doc["hours"] == pytest.approx((projection["evaluations"] + 2) * 635 / 3600)
     status = _cli(contribshap, ["status", "runs/pilot"], cwd=tmp_path, env=game_env)
     assert "plan (value, kernelshap, design paired): largest CI half-width <= 0.2" in status.stdout
+    report = _cli(contribshap, ["report", "runs/pilot"], cwd=tmp_path, env=game_env)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "largest CI half-width &lt;= 0.2" in (tmp_path / "runs/pilot/report/index.html").read_text()
     wrong = _cli(contribshap, ["plan", "runs/pilot"], cwd=tmp_path, env=game_env)
     assert wrong.returncode == 2 and "exactly one target" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -770,6 +770,18 @@ def resolved_line(people: list[dict[str, Any]]) -> str:
             f"{n - helpful - harmful} from zero.")
 
 
+def _plan_section(store: Path) -> str:
+    """What the budget buys: the last ``contribshap plan`` projection, or how to make one."""
+    from contribshap.pipeline.products.planning import plan_lines, read_plan_projection
+
+    doc = read_plan_projection(store)
+    if doc is None:
+        return ('<h2 id="plan">Budget</h2><p class="note">No projection yet: <code>contribshap plan '
+                f'{html.escape(str(store))} --halfwidth H</code> (or <code>--top-k K</code>, <code>--harmful-fdr Q'
+                "</code>) projects the evaluations and GPU-hours that reach a target from this store.</p>")
+    return '<h2 id="plan">Budget</h2>' + "".join(f"<p>{html.escape(line)}</p>" for line in plan_lines(doc))
+
+
 def _shares_section(store: Path, lead: tuple[str, str]) -> str:
     """Payout shares: ``estimates/shares.json`` when ``reduce --shares`` wrote it, else the default rule
     computed here for the headline property (a note says how to state a pool)."""
@@ -956,9 +968,10 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
                             "version lack them).</p>")
 
     sections.append(_overlap_section(store, manifest))
-    # 3b. Payout shares of the headline property.
+    # 3b. Payout shares of the headline property; the last budget projection (`contribshap plan`).
     if lead is not None:
         sections.append(_shares_section(store, lead))
+    sections.append(_plan_section(store))
 
     # 4. Generated samples (diffusion stores): full / null model grids, without the top contributors.
     sections.append(_samples_section(store, out, game_kind=game_kind,
