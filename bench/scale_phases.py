@@ -5,7 +5,7 @@
 
 Wraps, in their modules, the functions the driver calls (the code path is the CLI's own) and writes their
 summed seconds and call counts to PHASES.json at exit: ``plan`` (extend_plan, write_plan, jobs_for,
-lpt_order), ``scan`` (Store.scan), ``ray_start`` (LazyRay.ensure), ``prepare`` (_ensure_prepared),
+lpt_order), ``scan`` (Store.scan), ``ray_start`` (LazyRay.ensure), ``prepare`` (ensure_prepared),
 ``dispatch`` and ``reduce`` (reduce_store).
 """
 
@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from contribshap.pipeline.dispatch import driver
-from contribshap.pipeline.products import cli, reduce
+from contribshap.pipeline.products import cli
+from contribshap.pipeline.products import run as command
 from contribshap.pipeline.storage import store
 
 PHASES: dict[str, dict[str, float]] = {}
@@ -41,13 +41,14 @@ def _timed(phase: str, fn):
 
 def main() -> int:
     out = Path(sys.argv[1])
+    # the names `contribshap run` calls, in the module that calls them (products/run.py)
     for name in ("extend_plan", "write_plan", "jobs_for", "lpt_order"):
-        setattr(driver, name, _timed("plan", getattr(driver, name)))
-    driver.dispatch = _timed("dispatch", driver.dispatch)
-    driver._ensure_prepared = _timed("prepare", driver._ensure_prepared)
-    driver.LazyRay.ensure = _timed("ray_start", driver.LazyRay.ensure)
+        setattr(command, name, _timed("plan", getattr(command, name)))
+    command.dispatch = _timed("dispatch", command.dispatch)
+    command.ensure_prepared = _timed("prepare", command.ensure_prepared)
+    command.LazyRay.ensure = _timed("ray_start", command.LazyRay.ensure)
     store.Store.scan = _timed("scan", store.Store.scan)
-    reduce.reduce_store = _timed("reduce", reduce.reduce_store)
+    command.reduce_store = _timed("reduce", command.reduce_store)
     atexit.register(lambda: out.write_text(json.dumps(PHASES, indent=1)))
     return cli.main(sys.argv[2:])
 
