@@ -1,4 +1,4 @@
-# The two commands a fresh machine needs (see README):
+# The two commands a fresh machine needs (see README); `make lint` is ruff + mypy:
 #   make demo   set up .venv and run the embedded digits demo
 #   make test   set up .venv, lint, and run the test suite (what CI runs)
 PYTHON ?= python3
@@ -26,4 +26,4 @@ test: setup lint
 	tests/isolated.sh $(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache .device .bench-venv-shapiq
