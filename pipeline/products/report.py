@@ -53,6 +53,8 @@ from contribshap.pipeline.storage.saved_config import read_saved_config
 _STAGES = ("finetune_s", "sample_s", "eval_s")
 _MAX_RANKED = 20  # the ranking plot shows at most 2 x this many contributors
 _MAX_LINES = 12  # the convergence plot draws every contributor up to this many, else the largest 8
+_LARGE_POOL = 200  # beyond this many contributors the convergence plot refits on 3 prefixes, not 8 (each refit
+#                    of a 1,000-contributor plan costs seconds)
 _MAX_CARDS = 24  # up to this many contributors every one gets a card; beyond, only the ends and the flagged
 _CARDS_TOP, _CARDS_BOTTOM = 10, 5  # cards of a large pool: the most and least valuable (the table lists everyone)
 #: Store paths of the sample grid that ``contribshap demo`` makes (:func:`sample_panels`) and its caption.
@@ -1017,7 +1019,8 @@ def build_report(store: Path, *, out: Path | None = None) -> Path:
         values = main.values.get(prop)
         if values is not None and len(values) >= 2:
             curve = convergence_curve(
-                main.masks, values, _num(doc.get("v_empty")), _num(doc.get("v_full")), methods[0]
+                main.masks, values, _num(doc.get("v_empty")), _num(doc.get("v_full")), methods[0],
+                n_points=8 if main.masks.shape[1] <= _LARGE_POOL else 3,
             )
             if len(curve["sizes"]) >= 2:
                 conv_png = f"convergence_{_safe(prop)}.png"
