@@ -24,8 +24,9 @@ full coalition goes through steps 1-5 like every other coalition: v(N) is then "
 K steps on all data", so v(N) - v(S) reflects the data only, never a difference between the fine-tune
 procedure and the prepared model.
 
-Importing this module registers every data source, model kind, feature extractor and property of the
-three published settings, so any process that builds a game knows every source.
+Sources, model kinds, feature extractors and properties are looked up in ``contribshap.workers.registry``
+(the built-ins and every use case's, imported when a config names them), so any process that builds a game
+knows every source.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ SAMPLES_DIR = "samples"
 def build_diffusion_game(config: DiffusionGameConfig, *, artifacts_dir: Path, seed: int = 0) -> DiffusionGame:
     """The game of a ``game.kind: diffusion`` config (what ``contribshap.pipeline.games.factory.build_game`` returns).
 
-    Importing this module has registered every data source, model kind, extractor and property.
 
     Args:
         config: a validated ``DiffusionGameConfig`` (any ``model.kind``).
