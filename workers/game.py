@@ -56,7 +56,6 @@ SAMPLES_DIR = "samples"
 def build_diffusion_game(config: DiffusionGameConfig, *, artifacts_dir: Path, seed: int = 0) -> DiffusionGame:
     """The game of a ``game.kind: diffusion`` config (what ``contribshap.pipeline.games.factory.build_game`` returns).
 
-
     Args:
         config: a validated ``DiffusionGameConfig`` (any ``model.kind``).
         artifacts_dir: ``<store>/artifacts``. seed: the run's seed.
