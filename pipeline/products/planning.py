@@ -10,15 +10,14 @@ for ArtBench). The result is written to ``<store>/estimates/plan.json``, which `
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from contribshap.pipeline.contracts.errors import ConfigError
 from contribshap.pipeline.contracts.io import atomic_write_json
 from contribshap.pipeline.products.reduce import reduce_store
+from contribshap.pipeline.products.status import mean_wall_s
 from contribshap.pipeline.storage.saved_config import read_saved_config
 from contribshap.pipeline.storage.store import Store
 
@@ -26,12 +25,6 @@ __all__ = ["PLAN_FILE", "plan_lines", "plan_store", "read_plan_projection"]
 
 #: The projection's file in the store.
 PLAN_FILE = "plan.json"
-
-
-def _measured_seconds(store: Store, namespace: str) -> float | None:
-    walls = [r["wall_s"] for r in store.scan(namespace).rows
-             if r.get("status") == "ok" and r.get("wall_s") is not None and math.isfinite(r["wall_s"])]
-    return float(np.mean(walls)) if walls else None
 
 
 def plan_store(store_path: str | Path, *, halfwidth: float | None = None, relative: bool = False,
@@ -69,8 +62,8 @@ def plan_store(store_path: str | Path, *, halfwidth: float | None = None, relati
     projection = project_budget(data["masks"], data["values"], data["v_empty"], data["v_full"], method=method,
                                 design=cfg.design.kind, target_halfwidth=halfwidth, relative=relative, top_k=top_k,
                                 harmful_q=harmful_q, level=cfg.level, seed=cfg.seed)
-    seconds = seconds_per_evaluation if seconds_per_evaluation is not None else _measured_seconds(
-        store, store.read_manifest()["config_hash"])
+    seconds = seconds_per_evaluation if seconds_per_evaluation is not None else mean_wall_s(
+        store.scan(store.read_manifest()["config_hash"]).rows)
     n_gpus = max(float(cfg.ray.num_gpus), 0.0)
     total = projection.evaluations + 2 if projection.reached else None  # design budget + the two endpoints
     doc = {

@@ -22,7 +22,7 @@ from contribshap.pipeline.storage.plan import ESTIMATOR_SECTIONS, jobs_for, read
 from contribshap.pipeline.storage.saved_config import read_saved_config
 from contribshap.pipeline.storage.store import Store
 
-__all__ = ["require_ok_evaluations", "store_status"]
+__all__ = ["mean_wall_s", "require_ok_evaluations", "store_status"]
 
 def require_ok_evaluations(store_path: str | Path, *, what: str) -> None:
     """Raise :class:`NoUsableEvaluationsError` when no planned evaluation of the store is ok.
@@ -53,6 +53,13 @@ def _low_fidelity_namespace(store: Store) -> str | None:
         return read_saved_config(store.root).low_fidelity_namespace()
     except ContribshapError:
         return None
+
+
+def mean_wall_s(rows: list[dict[str, Any]]) -> float | None:
+    """Mean measured ``wall_s`` of the ok rows among ``rows`` (None when none has one)."""
+    walls = [r["wall_s"] for r in rows if r.get("status") == "ok" and r.get("wall_s") is not None
+             and math.isfinite(r["wall_s"])]
+    return float(np.mean(walls)) if walls else None
 
 
 def store_status(store_path: str | Path) -> dict[str, Any]:
@@ -88,14 +95,14 @@ def store_status(store_path: str | Path) -> dict[str, Any]:
         ok_rows += [r for r in scan.rows if r["status"] == "ok"]
         unreadable += scan.unreadable
     remaining = planned - ok
-    walls = [r["wall_s"] for r in ok_rows if r.get("wall_s") is not None and math.isfinite(r["wall_s"])]
+    mean_wall = mean_wall_s(ok_rows)
     eta_s = None
-    if walls and remaining:
+    if mean_wall is not None and remaining:
         span = [(r["started_at"], r["finished_at"]) for r in ok_rows if math.isfinite(r.get("started_at") or math.nan)]
         busy = sum(f - s for s, f in span)
         elapsed = (max(f for _, f in span) - min(s for s, _ in span)) if span else 0.0
         parallel = max(1.0, busy / elapsed) if elapsed > 0 else 1.0
-        eta_s = float(np.mean(walls)) * remaining / parallel
+        eta_s = mean_wall * remaining / parallel
     holder = None
     if store.lock_path.is_file():
         with contextlib.suppress(Exception):
