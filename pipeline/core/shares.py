@@ -250,7 +250,7 @@ def _uncertain(share: np.ndarray, low: np.ndarray, pool: float, floor: float) ->
 def bootstrap_shares(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float, *, sign: float = 1.0,
                      pool: float = 1.0, floor: float = 0.0, cap: float | None = None, method: str = "kernelshap",
                      level: float = 0.95, n_draws: int = 200, seed: int = 0, resample: str = "auto",
-                     estimate_options: dict[str, Any] | None = None) -> Shares:
+                     estimate_options: dict[str, Any] | None = None, full_estimate: Any = None) -> Shares:
     """Shares of ``pool`` from the rows of one property, with intervals (module docstring).
 
     Args:
@@ -262,6 +262,8 @@ def bootstrap_shares(masks: np.ndarray, values: np.ndarray, v_empty: float, v_fu
         resample: ``"auto"`` (units up to :data:`BOOTSTRAP_MAX_PLAYERS` players, else normal),
             ``"units"`` or ``"normal"``.
         estimate_options: further options for ``estimate`` (``draw_counts``, one per row, follows the rows kept).
+        full_estimate: the estimate on every row, when the caller has it (the reducer's: the same call with the
+            same method, level, seed and options); None: fitted here.
 
     Returns:
         :class:`Shares`.
@@ -286,8 +288,7 @@ def bootstrap_shares(masks: np.ndarray, values: np.ndarray, v_empty: float, v_fu
             kept = {k: (np.asarray(v)[rows] if k == "draw_counts" else v) for k, v in options.items()}
             return estimate(masks[rows], values[rows], v_empty, v_full, method=method, level=level, seed=seed, **kept)
 
-    everything = np.arange(len(masks))
-    est = fit(everything)
+    est = full_estimate if full_estimate is not None else fit(np.arange(len(masks)))
     credit = sign * np.asarray(est.value, dtype=float)
     share = payout_shares(np.nan_to_num(credit), pool, floor=floor, cap=cap)
     nan = np.full(n, np.nan)

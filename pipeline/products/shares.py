@@ -62,7 +62,8 @@ def store_shares(results: dict[str, dict[str, Any]], rows: dict[str, dict[str, A
             options = {"draw_counts": data["draw_counts"]} if method == "kernelshap_paper" else {}
             shares = bootstrap_shares(data["masks"], data["values"], data["v_empty"], data["v_full"],
                                       sign=sign(direction), pool=pool, floor=floor, cap=cap, method=method,
-                                      level=est.level, n_draws=n_draws, seed=seed, estimate_options=options)
+                                      level=est.level, n_draws=n_draws, seed=seed, estimate_options=options,
+                                      full_estimate=est)
         shares.extras.update(direction=direction, value=[float(v) for v in np.asarray(est.value)])
         out[prop] = shares
     return out
